@@ -475,12 +475,13 @@ int tc_http_start(tc_http_t *self, const char *bind, uint16_t port)
         }
         sa = (struct sockaddr *)&v4;
     }
+    /* The external logger has to come first, or MHD logs the earlier options itself. */
     self->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, self,
+                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, self,
                                  MHD_OPTION_SOCK_ADDR, sa,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, self,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)256,
-                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, self,
                                  MHD_OPTION_END);
     if (!self->mhd) {
         return TC_EIO;
