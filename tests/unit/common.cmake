@@ -1,0 +1,2 @@
+# Unit tests for common/: one cmocka program per module.
+tocsin_unit_test(test_tc_util tocsin_common)
