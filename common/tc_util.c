@@ -268,7 +268,8 @@ void tc_time_format_rfc3339(int64_t us, char buf[32])
 int tc_mkdir_p(const char *path)
 {
     char tmp[PATH_MAX];
-    if (tc_strlcpy(tmp, path, sizeof(tmp)) >= sizeof(tmp)) {
+    /* An empty path would start the walk below past its terminator. */
+    if (!path || !*path || tc_strlcpy(tmp, path, sizeof(tmp)) >= sizeof(tmp)) {
         return TC_EINVAL;
     }
     for (char *p = tmp + 1; *p; p++) {
@@ -280,8 +281,13 @@ int tc_mkdir_p(const char *path)
             *p = '/';
         }
     }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST) {
-        return TC_EIO;
+    if (mkdir(tmp, 0750) != 0) {
+        /* EEXIST also covers a regular file or a dangling link at `path`: only a directory
+         * (or a link to one) is success. */
+        struct stat st;
+        if (errno != EEXIST || stat(tmp, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            return TC_EIO;
+        }
     }
     return 0;
 }

@@ -49,7 +49,9 @@ size_t tc_strlcpy(char *dst, const char *src, size_t len);
 /* Formats `us` (since the epoch) as RFC 3339 UTC with milliseconds into a 32-byte buffer. */
 void tc_time_format_rfc3339(int64_t us, char buf[32]);
 
-/* Creates `path` and its parents as directories (mode 0750). Returns 0 or TC_EIO. */
+/* Creates `path` and its parents as directories (mode 0750). Returns 0 (also when it is
+ * already a directory), TC_EINVAL for an empty path or one of PATH_MAX bytes or more, or
+ * TC_EIO (errno says why; a non-directory already at `path` is TC_EIO too). */
 int tc_mkdir_p(const char *path);
 
 #endif
