@@ -1,2 +1,3 @@
 # Unit tests for common/: one cmocka program per module.
 tocsin_unit_test(test_tc_util tocsin_common)
+tocsin_unit_test(test_tc_config tocsin_common)
