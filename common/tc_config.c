@@ -154,14 +154,19 @@ int tc_config_set(const tc_cfg_entry_t *table, void *cfg, const char *key, const
 
 int tc_config_defaults(const tc_cfg_entry_t *table, void *cfg, char *err, size_t errlen)
 {
+    /* Every pointer first, so that tc_config_free is safe even when a default below fails
+     * and leaves later entries unset. */
     for (const tc_cfg_entry_t *e = table; e->key; e++) {
         if (e->type == TC_CFG_PASSTHROUGH) {
             FIELD(cfg, e, tc_cfg_kvs_t)->items = NULL;
             FIELD(cfg, e, tc_cfg_kvs_t)->len = 0;
-            continue;
-        }
-        if (e->type == TC_CFG_STRING) {
+        } else if (e->type == TC_CFG_STRING) {
             *FIELD(cfg, e, char *) = NULL;
+        }
+    }
+    for (const tc_cfg_entry_t *e = table; e->key; e++) {
+        if (e->type == TC_CFG_PASSTHROUGH) {
+            continue;
         }
         const char *def = e->def;
         if (!def) {
@@ -201,8 +206,10 @@ int tc_config_load_file(const tc_cfg_entry_t *table, void *cfg, const char *path
     int rc = 0;
     while (fgets(line, sizeof(line), f)) {
         lineno++;
-        size_t len = strlen(line);
-        if (len > TC_CFG_LINE_MAX || (len == sizeof(line) - 1 && line[len - 1] != '\n')) {
+        /* The limit is on the line's bytes; its newline does not count, so a line of
+         * TC_CFG_LINE_MAX bytes is read the same in the middle of the file and at its end. */
+        size_t len = strcspn(line, "\n");
+        if (len > TC_CFG_LINE_MAX) {
             snprintf(err, errlen, "%s:%d: line longer than %d bytes", path, lineno,
                      TC_CFG_LINE_MAX);
             rc = TC_ETOOBIG;
@@ -273,6 +280,20 @@ void tc_config_help(const tc_cfg_entry_t *table, FILE *out)
     }
 }
 
+/* The shortest of %.15g..%.17g that reads back as the same double, so that a printed
+ * configuration loads back unchanged and 0.1 still prints as 0.1. */
+static const char *format_double(double d, char buf[32])
+{
+    for (int prec = 15; prec < 17; prec++) {
+        snprintf(buf, 32, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) {
+            return buf;
+        }
+    }
+    snprintf(buf, 32, "%.17g", d);
+    return buf;
+}
+
 void tc_config_print(const tc_cfg_entry_t *table, const void *cfg, FILE *out)
 {
     for (const tc_cfg_entry_t *e = table; e->key; e++) {
@@ -286,9 +307,11 @@ void tc_config_print(const tc_cfg_entry_t *table, const void *cfg, FILE *out)
         case TC_CFG_INT:
             fprintf(out, "%s = %" PRId64 "\n", e->key, *(const int64_t *)p);
             break;
-        case TC_CFG_DOUBLE:
-            fprintf(out, "%s = %g\n", e->key, *(const double *)p);
+        case TC_CFG_DOUBLE: {
+            char buf[32];
+            fprintf(out, "%s = %s\n", e->key, format_double(*(const double *)p, buf));
             break;
+        }
         case TC_CFG_BOOL:
             fprintf(out, "%s = %s\n", e->key, *(const bool *)p ? "true" : "false");
             break;
@@ -332,7 +355,7 @@ int tc_config_cli(const tc_cfg_entry_t *table, void *cfg, int argc, char **argv,
     int rc = tc_config_defaults(table, cfg, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "%s: bad default: %s\n", argv[0], err);
-        return rc;
+        goto fail;
     }
     /* First pass: options that print and exit, and the config file's path. */
     for (int i = 1; i < argc; i++) {

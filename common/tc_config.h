@@ -56,7 +56,8 @@ typedef struct {
 #define TC_CFG_END {NULL, TC_CFG_STRING, NULL, 0, NULL, 0, 0}
 
 /* Sets every entry of `cfg` to its default. Returns 0, or TC_EINVAL with `err` filled
- * when a default does not parse (a programmer error, reported rather than asserted). */
+ * when a default does not parse (a programmer error, reported rather than asserted).
+ * Either way `cfg` may then be passed to tc_config_free. */
 int tc_config_defaults(const tc_cfg_entry_t *table, void *cfg, char *err, size_t errlen);
 
 /* Sets one key from text. Returns 0, TC_EUNKNOWNKEY, or TC_EINVAL with `err` filled. */
