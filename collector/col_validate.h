@@ -1,0 +1,96 @@
+/*
+ * col_validate.h — decode and validate one Batch as it arrives from a client.
+ *
+ * Pure: no sockets, no clock, no globals. The collector calls col_batch_decode on every
+ * ZeroMQ payload; a batch either comes back decoded and within every limit, or is refused
+ * with a stable reason code (col_reason_name gives the snake_case name used as the
+ * `reason` label of tocsin_collector_batches_rejected_total and in the REJECTED Ack) and
+ * a human message naming the field and the event index.
+ *
+ * Checks, in order: the payload size (before decoding), the number of top-level events
+ * (counted on the wire before decoding, so a frame of empty events cannot make the decoder
+ * allocate a hundred times the frame's size), the protobuf parse, at least one event, and
+ * for every event: event_id exactly 16 bytes, service non-empty, exactly one body, every
+ * string valid UTF-8 and within its limit, tags, frames, fingerprint parts and log fields
+ * within their counts, metric values finite and TIMING values not negative.
+ */
+#ifndef COL_VALIDATE_H
+#define COL_VALIDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tocsin/v1/transport.pb-c.h"
+
+/* Hard limits on what one batch may hold; every one is configurable (limits.* keys). */
+typedef struct {
+    size_t max_frame_bytes;    /* encoded Batch size; default 1 MiB */
+    uint32_t max_events;       /* events per batch; default 2000 */
+    size_t max_short_string;   /* service, environment, release, host, trace and user ids,
+                                  route, method, metric name and unit, error type, mechanism,
+                                  grouping hash, logger, tag and field keys and values,
+                                  fingerprint parts, frame fields, api_key, sdk; default 256 */
+    size_t max_long_string;    /* error and log messages; default 16 KiB */
+    uint32_t max_tags;         /* tags per event; default 64 */
+    uint32_t max_frames;       /* stack frames per error; default 128 */
+    uint32_t max_log_fields;   /* structured fields per log record; default 64 */
+    uint32_t max_fingerprint_parts; /* explicit fingerprint parts per error; default 16 */
+} col_limits_t;
+
+/* The defaults listed above. */
+col_limits_t col_limits_default(void);
+
+/* Why a batch was refused. The numbers are internal; the names are the stable interface. */
+typedef enum {
+    COL_REASON_NONE = 0,
+    COL_REASON_TOO_BIG,           /* too_big: payload above max_frame_bytes */
+    COL_REASON_MALFORMED,         /* malformed: not a protobuf Batch (or not ZeroMQ-framed
+                                     as one payload) */
+    COL_REASON_EMPTY,             /* empty: no events */
+    COL_REASON_TOO_MANY_EVENTS,   /* too_many_events: above max_events */
+    COL_REASON_MISSING_SERVICE,   /* missing_service: an event without a service */
+    COL_REASON_BAD_EVENT_ID,      /* bad_event_id: event_id is not exactly 16 bytes */
+    COL_REASON_NO_BODY,           /* no_body: an event without error/request/metric/log */
+    COL_REASON_STRING_TOO_LONG,   /* string_too_long: a string above its limit */
+    COL_REASON_INVALID_UTF8,      /* invalid_utf8: a string that is not UTF-8 */
+    COL_REASON_TOO_MANY_TAGS,     /* too_many_tags: above max_tags */
+    COL_REASON_TOO_MANY_FRAMES,   /* too_many_frames: above max_frames */
+    COL_REASON_TOO_MANY_FIELDS,   /* too_many_fields: log fields above max_log_fields */
+    COL_REASON_BAD_VALUE,         /* bad_value: a metric value not finite, or a negative
+                                     TIMING value */
+    COL_REASON_TOO_MANY_FINGERPRINT_PARTS, /* too_many_fingerprint_parts */
+    COL_REASON_COUNT
+} col_reason_t;
+
+/* The reason's stable snake_case name ("too_big", ...); "none" for COL_REASON_NONE and
+ * "unknown" for a value out of range. Never NULL; a static string. */
+const char *col_reason_name(col_reason_t reason);
+
+/* A refusal: the reason, the index of the event at fault (-1 when the batch as a whole is),
+ * a one-line message such as "event 3: tags: 65 entries, at most 64", and the batch's
+ * sequence number when one could be read from the top level of the payload (so the REJECTED
+ * Ack can name the batch it answers; 0 otherwise, like an absent field). */
+typedef struct {
+    col_reason_t reason;
+    int event_index;
+    uint64_t sequence;
+    char message[256];
+} col_reject_t;
+
+/*
+ * Decodes `len` bytes at `data` as a tocsin.v1.Batch and checks it against `limits`.
+ *
+ * Returns 0 with *out set to the decoded batch, which the caller frees with col_batch_free;
+ * `reject` is then cleared (reason COL_REASON_NONE).
+ * Returns TC_EINVAL when the batch is refused: *out is NULL, `reject` says why; nothing is
+ * left to free. (protobuf-c does not tell an allocation failure from a parse error, so
+ * out-of-memory during decoding is reported as `malformed` too.)
+ * `data` may be NULL when `len` is 0. The batch does not point into `data`.
+ */
+int col_batch_decode(const void *data, size_t len, const col_limits_t *limits,
+                     Tocsin__V1__Batch **out, col_reject_t *reject);
+
+/* Frees a batch returned by col_batch_decode; NULL is allowed. */
+void col_batch_free(Tocsin__V1__Batch *batch);
+
+#endif
