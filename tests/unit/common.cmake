@@ -1,3 +1,4 @@
 # Unit tests for common/: one cmocka program per module.
 tocsin_unit_test(test_tc_util tocsin_common)
 tocsin_unit_test(test_tc_config tocsin_common)
+tocsin_unit_test(test_tc_log tocsin_common)
