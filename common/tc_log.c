@@ -51,6 +51,63 @@ static void write_all(int fd, const char *buf, size_t len)
     }
 }
 
+/* Length of the UTF-8 sequence a lead byte starts, or 0 for a byte that cannot lead. */
+static size_t utf8_seq_len(unsigned char c)
+{
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        return 2;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        return 4;
+    }
+    return 0;
+}
+
+/*
+ * Copies `in` into `out` (which holds 3 * strlen(in) + 1 bytes) with every byte that is
+ * not part of a well-formed UTF-8 sequence replaced by U+FFFD. Messages carry bytes from
+ * outside, and jansson refuses invalid UTF-8: without this, one bad byte would cost the
+ * whole message.
+ */
+static void utf8_sanitize(const char *in, char *out)
+{
+    const unsigned char *s = (const unsigned char *)in;
+    size_t len = strlen(in), o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len(s[i]);
+        if (n > 0 && n <= len - i && tc_utf8_valid(in + i, n)) {
+            memcpy(out + o, in + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Drops a multi-byte character that vsnprintf's truncation cut short at the end of `s`. */
+static void utf8_trim_cut(char *s, size_t len)
+{
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)s[len - back];
+        if ((c & 0xc0) != 0x80) {
+            if (utf8_seq_len(c) > back) {
+                s[len - back] = '\0';
+            }
+            return;
+        }
+    }
+}
+
 static void log_emit(tc_log_level_t level, const char *event, json_t *fields, const char *fmt,
                      va_list ap)
 {
@@ -59,7 +116,12 @@ static void log_emit(tc_log_level_t level, const char *event, json_t *fields, co
         return;
     }
     char msg[2048];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (n >= (int)sizeof(msg)) {
+        utf8_trim_cut(msg, sizeof(msg) - 1);
+    }
+    char clean[3 * sizeof(msg) + 1];
+    utf8_sanitize(msg, clean);
     char ts[32];
     tc_time_format_rfc3339(tc_now_us(), ts);
 
@@ -73,8 +135,7 @@ static void log_emit(tc_log_level_t level, const char *event, json_t *fields, co
     json_object_set_new(line, "daemon", json_string(log_daemon));
     json_object_set_new(line, "pid", json_integer(getpid()));
     json_object_set_new(line, "event", json_string(event ? event : "log"));
-    /* Messages can carry bytes from outside; jansson refuses invalid UTF-8, so fall back. */
-    json_t *m = json_string(msg);
+    json_t *m = json_string(clean);
     json_object_set_new(line, "msg", m ? m : json_string("(message not valid utf-8)"));
     if (fields && json_is_object(fields)) {
         json_object_update_missing(line, fields);
