@@ -13,7 +13,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_INPUT (16 * 1024 * 1024)
+#define REPLAY_MAX_INPUT (16 * 1024 * 1024)
 
 static int replay_file(const char *path)
 {
@@ -22,12 +22,12 @@ static int replay_file(const char *path)
         fprintf(stderr, "replay: cannot open %s\n", path);
         return -1;
     }
-    uint8_t *buf = malloc(MAX_INPUT);
+    uint8_t *buf = malloc(REPLAY_MAX_INPUT);
     if (!buf) {
         fclose(f);
         return -1;
     }
-    size_t n = fread(buf, 1, MAX_INPUT, f);
+    size_t n = fread(buf, 1, REPLAY_MAX_INPUT, f);
     fclose(f);
     /* A copy of exactly n bytes, so reads past the input are caught by ASan. */
     uint8_t *exact = malloc(n ? n : 1);
