@@ -1,0 +1,594 @@
+/*
+ * Unit tests for collector/col_validate: one case per rejection reason, valid batches of
+ * every body type, limits at their edges, and the sequence carried into refusals.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "col_validate.h"
+#include "tc_error.h"
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#define POOL 300
+
+/* A batch of four valid events, one per body type, built from stack structs; each case
+ * changes it before it is encoded. */
+typedef struct {
+    Tocsin__V1__Batch batch;
+    Tocsin__V1__ClientCounters counters;
+    Tocsin__V1__Event ev[4];
+    Tocsin__V1__Event *evp[POOL];
+    uint8_t id[4][16];
+    Tocsin__V1__Event__TagsEntry tag[POOL];
+    Tocsin__V1__Event__TagsEntry *tagp[POOL];
+    Tocsin__V1__ErrorEvent err;
+    Tocsin__V1__Frame frame[POOL];
+    Tocsin__V1__Frame *framep[POOL];
+    char *fingerprint[POOL];
+    Tocsin__V1__Request req;
+    Tocsin__V1__Metric met;
+    Tocsin__V1__LogRecord log;
+    Tocsin__V1__LogRecord__FieldsEntry field[POOL];
+    Tocsin__V1__LogRecord__FieldsEntry *fieldp[POOL];
+    col_limits_t limits;
+} fixture_t;
+
+static char long_text[64 * 1024];
+
+/* A string of `n` 'x' bytes (n < sizeof(long_text)). Each call returns the same buffer. */
+static char *text_of(size_t n)
+{
+    memset(long_text, 'x', n);
+    long_text[n] = '\0';
+    return long_text;
+}
+
+static void fixture_init(fixture_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->limits = col_limits_default();
+    tocsin__v1__batch__init(&f->batch);
+    f->batch.sequence = 42;
+    f->batch.sdk = "libtocsin/0.1.0";
+    tocsin__v1__client_counters__init(&f->counters);
+    f->counters.dropped_queue_full = 3;
+    f->batch.counters = &f->counters;
+    for (int i = 0; i < 4; i++) {
+        tocsin__v1__event__init(&f->ev[i]);
+        memset(f->id[i], 0xa0 + i, 16);
+        f->ev[i].event_id.data = f->id[i];
+        f->ev[i].event_id.len = 16;
+        f->ev[i].time_us = 1795000000000000LL;
+        f->ev[i].service = "checkout";
+        f->ev[i].environment = "production";
+        f->ev[i].host = "web-1";
+        f->evp[i] = &f->ev[i];
+    }
+    for (int i = 0; i < POOL; i++) {
+        tocsin__v1__event__tags_entry__init(&f->tag[i]);
+        f->tag[i].key = "region";
+        f->tag[i].value = "eu-west-1";
+        f->tagp[i] = &f->tag[i];
+        tocsin__v1__frame__init(&f->frame[i]);
+        f->frame[i].function = "charge";
+        f->frame[i].module = "billing";
+        f->frame[i].file = "billing.c";
+        f->frame[i].line = 10;
+        f->frame[i].in_app = 1;
+        f->framep[i] = &f->frame[i];
+        f->fingerprint[i] = "part";
+        tocsin__v1__log_record__fields_entry__init(&f->field[i]);
+        f->field[i].key = "order";
+        f->field[i].value = "1234";
+        f->fieldp[i] = &f->field[i];
+    }
+    f->ev[0].n_tags = 2;
+    f->ev[0].tags = f->tagp;
+
+    tocsin__v1__error_event__init(&f->err);
+    f->err.type = "KeyError";
+    f->err.message = "no such key";
+    f->err.n_frames = 2;
+    f->err.frames = f->framep;
+    f->ev[0].body_case = TOCSIN__V1__EVENT__BODY_ERROR;
+    f->ev[0].error = &f->err;
+
+    tocsin__v1__request__init(&f->req);
+    f->req.route = "/users/:id";
+    f->req.method = "GET";
+    f->req.status = 200;
+    f->req.duration_us = 1500;
+    f->ev[1].body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
+    f->ev[1].request = &f->req;
+
+    tocsin__v1__metric__init(&f->met);
+    f->met.name = "queue.depth";
+    f->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING;
+    f->met.value = 12.5;
+    f->met.unit = "ms";
+    f->ev[2].body_case = TOCSIN__V1__EVENT__BODY_METRIC;
+    f->ev[2].metric = &f->met;
+
+    tocsin__v1__log_record__init(&f->log);
+    f->log.level = TOCSIN__V1__LEVEL__LEVEL_WARNING;
+    f->log.message = "slow query";
+    f->log.logger = "db";
+    f->log.n_fields = 1;
+    f->log.fields = f->fieldp;
+    f->ev[3].body_case = TOCSIN__V1__EVENT__BODY_LOG;
+    f->ev[3].log = &f->log;
+
+    f->batch.n_events = 4;
+    f->batch.events = f->evp;
+}
+
+/* Encodes the fixture's batch into a new buffer. */
+static uint8_t *fixture_pack(const fixture_t *f, size_t *len)
+{
+    size_t n = tocsin__v1__batch__get_packed_size(&f->batch);
+    uint8_t *buf = malloc(n ? n : 1);
+    assert_non_null(buf);
+    *len = tocsin__v1__batch__pack(&f->batch, buf);
+    return buf;
+}
+
+/* ---- the cases ---- */
+
+static void m_none(fixture_t *f)
+{
+    (void)f;
+}
+static void m_only_error(fixture_t *f)
+{
+    f->batch.n_events = 1;
+}
+static void m_only_request(fixture_t *f)
+{
+    f->evp[0] = &f->ev[1];
+    f->batch.n_events = 1;
+}
+static void m_only_metric(fixture_t *f)
+{
+    f->evp[0] = &f->ev[2];
+    f->batch.n_events = 1;
+}
+static void m_only_log(fixture_t *f)
+{
+    f->evp[0] = &f->ev[3];
+    f->batch.n_events = 1;
+}
+static void m_too_big(fixture_t *f)
+{
+    f->limits.max_frame_bytes = 100;
+}
+static void m_at_frame_limit(fixture_t *f)
+{
+    size_t len;
+    free(fixture_pack(f, &len));
+    f->limits.max_frame_bytes = len;
+}
+static void m_empty(fixture_t *f)
+{
+    f->batch.n_events = 0;
+}
+static void m_too_many_events(fixture_t *f)
+{
+    f->limits.max_events = 3;
+}
+static void m_max_events(fixture_t *f)
+{
+    f->limits.max_events = 4;
+}
+static void m_many_events(fixture_t *f)
+{
+    /* 2000 events, the default limit, all the same request event. */
+    static Tocsin__V1__Event *many[2000];
+    for (int i = 0; i < 2000; i++) {
+        many[i] = &f->ev[1];
+    }
+    f->batch.events = many;
+    f->batch.n_events = 2000;
+}
+static void m_too_many_events_default(fixture_t *f)
+{
+    static Tocsin__V1__Event *many[2001];
+    for (int i = 0; i < 2001; i++) {
+        many[i] = &f->ev[1];
+    }
+    f->batch.events = many;
+    f->batch.n_events = 2001;
+}
+static void m_missing_service(fixture_t *f)
+{
+    f->ev[2].service = "";
+}
+static void m_bad_event_id_short(fixture_t *f)
+{
+    f->ev[1].event_id.len = 15;
+}
+static void m_bad_event_id_none(fixture_t *f)
+{
+    f->ev[3].event_id.len = 0;
+    f->ev[3].event_id.data = NULL;
+}
+static void m_bad_event_id_long(fixture_t *f)
+{
+    static uint8_t id17[17];
+    f->ev[0].event_id.data = id17;
+    f->ev[0].event_id.len = 17;
+}
+static void m_no_body(fixture_t *f)
+{
+    f->ev[1].body_case = TOCSIN__V1__EVENT__BODY__NOT_SET;
+    f->ev[1].request = NULL;
+}
+static void m_service_too_long(fixture_t *f)
+{
+    f->ev[0].service = text_of(257);
+}
+static void m_service_at_limit(fixture_t *f)
+{
+    f->ev[0].service = text_of(256);
+}
+static void m_route_too_long(fixture_t *f)
+{
+    f->req.route = text_of(300);
+}
+static void m_message_too_long(fixture_t *f)
+{
+    f->err.message = text_of(16 * 1024 + 1);
+}
+static void m_message_at_limit(fixture_t *f)
+{
+    f->log.message = text_of(16 * 1024);
+}
+static void m_tag_value_too_long(fixture_t *f)
+{
+    f->tag[1].value = text_of(257);
+}
+static void m_frame_file_too_long(fixture_t *f)
+{
+    f->frame[1].file = text_of(1000);
+}
+static void m_metric_name_too_long(fixture_t *f)
+{
+    f->met.name = text_of(257);
+}
+static void m_log_field_too_long(fixture_t *f)
+{
+    f->field[0].key = text_of(257);
+}
+static void m_api_key_too_long(fixture_t *f)
+{
+    f->batch.api_key = text_of(257);
+}
+static void m_invalid_utf8_service(fixture_t *f)
+{
+    f->ev[1].service = "caf\xc3";
+}
+static void m_invalid_utf8_message(fixture_t *f)
+{
+    f->log.message = "bad \xff byte";
+}
+static void m_invalid_utf8_overlong(fixture_t *f)
+{
+    f->tag[0].key = "\xc0\xaf";
+}
+static void m_invalid_utf8_surrogate(fixture_t *f)
+{
+    f->frame[0].function = "\xed\xa0\x80";
+}
+static void m_valid_utf8(fixture_t *f)
+{
+    f->err.message = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\xa5";
+}
+static void m_too_many_tags(fixture_t *f)
+{
+    f->ev[3].tags = f->tagp;
+    f->ev[3].n_tags = 65;
+}
+static void m_max_tags(fixture_t *f)
+{
+    f->ev[3].tags = f->tagp;
+    f->ev[3].n_tags = 64;
+}
+static void m_too_many_frames(fixture_t *f)
+{
+    f->err.n_frames = 129;
+}
+static void m_max_frames(fixture_t *f)
+{
+    f->err.n_frames = 128;
+}
+static void m_too_many_fields(fixture_t *f)
+{
+    f->log.n_fields = 65;
+}
+static void m_too_many_fingerprint(fixture_t *f)
+{
+    f->err.fingerprint = f->fingerprint;
+    f->err.n_fingerprint = 17;
+}
+static void m_metric_nan(fixture_t *f)
+{
+    f->met.value = NAN;
+}
+static void m_metric_inf(fixture_t *f)
+{
+    f->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE;
+    f->met.value = -INFINITY;
+}
+static void m_timing_negative(fixture_t *f)
+{
+    f->met.value = -1;
+}
+static void m_gauge_negative(fixture_t *f)
+{
+    f->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE;
+    f->met.value = -1;
+}
+static void m_tags_limit_zero(fixture_t *f)
+{
+    f->limits.max_tags = 0;
+}
+
+typedef struct {
+    const char *name;
+    void (*mutate)(fixture_t *f);
+    col_reason_t reason;
+    int event_index; /* expected on refusal; ignored when reason is NONE */
+} vcase_t;
+
+static const vcase_t cases[] = {
+    {"valid: one of each body", m_none, COL_REASON_NONE, 0},
+    {"valid: error only", m_only_error, COL_REASON_NONE, 0},
+    {"valid: request only", m_only_request, COL_REASON_NONE, 0},
+    {"valid: metric only", m_only_metric, COL_REASON_NONE, 0},
+    {"valid: log only", m_only_log, COL_REASON_NONE, 0},
+    {"valid: exactly max_frame_bytes", m_at_frame_limit, COL_REASON_NONE, 0},
+    {"valid: exactly max_events", m_max_events, COL_REASON_NONE, 0},
+    {"valid: 2000 events", m_many_events, COL_REASON_NONE, 0},
+    {"valid: service at 256 bytes", m_service_at_limit, COL_REASON_NONE, 0},
+    {"valid: message at 16 KiB", m_message_at_limit, COL_REASON_NONE, 0},
+    {"valid: multibyte UTF-8", m_valid_utf8, COL_REASON_NONE, 0},
+    {"valid: 64 tags", m_max_tags, COL_REASON_NONE, 0},
+    {"valid: 128 frames", m_max_frames, COL_REASON_NONE, 0},
+    {"valid: negative gauge", m_gauge_negative, COL_REASON_NONE, 0},
+    {"too_big", m_too_big, COL_REASON_TOO_BIG, -1},
+    {"empty", m_empty, COL_REASON_EMPTY, -1},
+    {"too_many_events", m_too_many_events, COL_REASON_TOO_MANY_EVENTS, -1},
+    {"too_many_events: 2001", m_too_many_events_default, COL_REASON_TOO_MANY_EVENTS, -1},
+    {"missing_service", m_missing_service, COL_REASON_MISSING_SERVICE, 2},
+    {"bad_event_id: 15 bytes", m_bad_event_id_short, COL_REASON_BAD_EVENT_ID, 1},
+    {"bad_event_id: none", m_bad_event_id_none, COL_REASON_BAD_EVENT_ID, 3},
+    {"bad_event_id: 17 bytes", m_bad_event_id_long, COL_REASON_BAD_EVENT_ID, 0},
+    {"no_body", m_no_body, COL_REASON_NO_BODY, 1},
+    {"string_too_long: service", m_service_too_long, COL_REASON_STRING_TOO_LONG, 0},
+    {"string_too_long: route", m_route_too_long, COL_REASON_STRING_TOO_LONG, 1},
+    {"string_too_long: error message", m_message_too_long, COL_REASON_STRING_TOO_LONG, 0},
+    {"string_too_long: tag value", m_tag_value_too_long, COL_REASON_STRING_TOO_LONG, 0},
+    {"string_too_long: frame file", m_frame_file_too_long, COL_REASON_STRING_TOO_LONG, 0},
+    {"string_too_long: metric name", m_metric_name_too_long, COL_REASON_STRING_TOO_LONG, 2},
+    {"string_too_long: log field key", m_log_field_too_long, COL_REASON_STRING_TOO_LONG, 3},
+    {"string_too_long: api_key", m_api_key_too_long, COL_REASON_STRING_TOO_LONG, -1},
+    {"invalid_utf8: truncated sequence", m_invalid_utf8_service, COL_REASON_INVALID_UTF8, 1},
+    {"invalid_utf8: 0xff", m_invalid_utf8_message, COL_REASON_INVALID_UTF8, 3},
+    {"invalid_utf8: overlong", m_invalid_utf8_overlong, COL_REASON_INVALID_UTF8, 0},
+    {"invalid_utf8: surrogate", m_invalid_utf8_surrogate, COL_REASON_INVALID_UTF8, 0},
+    {"too_many_tags", m_too_many_tags, COL_REASON_TOO_MANY_TAGS, 3},
+    {"too_many_tags: limit 0", m_tags_limit_zero, COL_REASON_TOO_MANY_TAGS, 0},
+    {"too_many_frames", m_too_many_frames, COL_REASON_TOO_MANY_FRAMES, 0},
+    {"too_many_fields", m_too_many_fields, COL_REASON_TOO_MANY_FIELDS, 3},
+    {"too_many_fingerprint_parts", m_too_many_fingerprint,
+     COL_REASON_TOO_MANY_FINGERPRINT_PARTS, 0},
+    {"bad_value: NaN", m_metric_nan, COL_REASON_BAD_VALUE, 2},
+    {"bad_value: -inf gauge", m_metric_inf, COL_REASON_BAD_VALUE, 2},
+    {"bad_value: negative timing", m_timing_negative, COL_REASON_BAD_VALUE, 2},
+};
+
+static void test_cases(void **state)
+{
+    (void)state;
+    static fixture_t f;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        const vcase_t *c = &cases[i];
+        fixture_init(&f);
+        c->mutate(&f);
+        size_t len;
+        uint8_t *buf = fixture_pack(&f, &len);
+        Tocsin__V1__Batch *b = (Tocsin__V1__Batch *)0x1;
+        col_reject_t rej;
+        int rc = col_batch_decode(buf, len, &f.limits, &b, &rej);
+        free(buf);
+        if (c->reason == COL_REASON_NONE) {
+            if (rc != 0) {
+                fail_msg("%s: refused: %s: %s", c->name, col_reason_name(rej.reason),
+                         rej.message);
+            }
+            assert_non_null(b);
+            assert_int_equal(rej.reason, COL_REASON_NONE);
+            assert_int_equal(b->n_events, f.batch.n_events);
+            assert_int_equal(b->sequence, 42);
+            assert_non_null(b->counters);
+            assert_int_equal(b->counters->dropped_queue_full, 3);
+            for (size_t e = 0; e < b->n_events; e++) {
+                assert_int_equal(b->events[e]->body_case, f.batch.events[e]->body_case);
+                assert_string_equal(b->events[e]->service, f.batch.events[e]->service);
+                assert_memory_equal(b->events[e]->event_id.data,
+                                    f.batch.events[e]->event_id.data, 16);
+            }
+            col_batch_free(b);
+            continue;
+        }
+        if (rc != TC_EINVAL || rej.reason != c->reason) {
+            fail_msg("%s: rc %d, reason %s (%s), expected %s", c->name, rc,
+                     col_reason_name(rej.reason), rej.message, col_reason_name(c->reason));
+        }
+        assert_null(b);
+        if (rej.event_index != c->event_index) {
+            fail_msg("%s: event index %d, expected %d (%s)", c->name, rej.event_index,
+                     c->event_index, rej.message);
+        }
+        /* The message names the event at fault and is never empty. */
+        assert_true(rej.message[0] != '\0');
+        if (c->event_index >= 0) {
+            char prefix[32];
+            snprintf(prefix, sizeof(prefix), "event %d: ", c->event_index);
+            if (strncmp(rej.message, prefix, strlen(prefix)) != 0) {
+                fail_msg("%s: message \"%s\" does not start with \"%s\"", c->name, rej.message,
+                         prefix);
+            }
+        }
+        /* The sequence is read from the top level even when the batch is refused. */
+        assert_int_equal(rej.sequence, 42);
+    }
+}
+
+/* Refusals decided on raw bytes: garbage, truncation, empty input, broken framing. */
+typedef struct {
+    const char *name;
+    const uint8_t *data;
+    size_t len;
+    col_reason_t reason;
+} rawcase_t;
+
+static void test_raw(void **state)
+{
+    (void)state;
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0x01};
+    static const uint8_t bad_len[] = {0x1a, 0xff, 0xff, 0x03, 0x00}; /* events, len ~65k */
+    static const uint8_t group[] = {0x0b, 0x0c};                      /* a group field */
+    static const uint8_t field0[] = {0x00, 0x01};                     /* field number 0 */
+    static const uint8_t wrong_type[] = {0x19, 1, 2, 3, 4, 5, 6, 7, 8}; /* events as fixed64 */
+    static const uint8_t event_bad_inner[] = {0x1a, 0x02, 0xff, 0xff}; /* event body broken */
+    static const uint8_t only_sequence[] = {0x08, 0x07};
+    const rawcase_t raw[] = {
+        {"empty input", NULL, 0, COL_REASON_EMPTY},
+        {"sequence only", only_sequence, sizeof(only_sequence), COL_REASON_EMPTY},
+        {"garbage", garbage, sizeof(garbage), COL_REASON_MALFORMED},
+        {"length past the end", bad_len, sizeof(bad_len), COL_REASON_MALFORMED},
+        {"group wire type", group, sizeof(group), COL_REASON_MALFORMED},
+        {"field number 0", field0, sizeof(field0), COL_REASON_MALFORMED},
+        {"events with the wrong wire type", wrong_type, sizeof(wrong_type),
+         COL_REASON_MALFORMED},
+        {"event with broken contents", event_bad_inner, sizeof(event_bad_inner),
+         COL_REASON_MALFORMED},
+    };
+    col_limits_t lim = col_limits_default();
+    for (size_t i = 0; i < N_ELEMS(raw); i++) {
+        Tocsin__V1__Batch *b = NULL;
+        col_reject_t rej;
+        int rc = col_batch_decode(raw[i].data, raw[i].len, &lim, &b, &rej);
+        if (rc != TC_EINVAL || rej.reason != raw[i].reason) {
+            fail_msg("%s: rc %d reason %s, expected %s", raw[i].name, rc,
+                     col_reason_name(rej.reason), col_reason_name(raw[i].reason));
+        }
+        assert_null(b);
+        assert_int_equal(rej.event_index, -1);
+    }
+    /* The sequence of a batch without events is still named. */
+    Tocsin__V1__Batch *b = NULL;
+    col_reject_t rej;
+    col_batch_decode(only_sequence, sizeof(only_sequence), &lim, &b, &rej);
+    assert_int_equal(rej.sequence, 7);
+}
+
+/* Every truncation of a valid batch is refused cleanly or, where the cut falls on a field
+ * boundary, accepted — never anything else. */
+static void test_truncations(void **state)
+{
+    (void)state;
+    static fixture_t f;
+    fixture_init(&f);
+    size_t len;
+    uint8_t *buf = fixture_pack(&f, &len);
+    for (size_t cut = 0; cut < len; cut++) {
+        uint8_t *part = malloc(cut ? cut : 1);
+        assert_non_null(part);
+        memcpy(part, buf, cut);
+        Tocsin__V1__Batch *b = NULL;
+        col_reject_t rej;
+        int rc = col_batch_decode(cut ? part : NULL, cut, &f.limits, &b, &rej);
+        if (rc == 0) {
+            assert_non_null(b);
+            col_batch_free(b);
+        } else {
+            assert_int_equal(rc, TC_EINVAL);
+            assert_null(b);
+            assert_true(rej.reason > COL_REASON_NONE && rej.reason < COL_REASON_COUNT);
+        }
+        free(part);
+    }
+    free(buf);
+}
+
+/* A frame of many empty events is counted on the wire and refused before decoding. */
+static void test_event_flood(void **state)
+{
+    (void)state;
+    size_t n = 500000;
+    uint8_t *buf = malloc(n * 2);
+    assert_non_null(buf);
+    for (size_t i = 0; i < n; i++) {
+        buf[2 * i] = 0x1a; /* field 3, length-delimited */
+        buf[2 * i + 1] = 0x00;
+    }
+    col_limits_t lim = col_limits_default();
+    Tocsin__V1__Batch *b = NULL;
+    col_reject_t rej;
+    assert_int_equal(col_batch_decode(buf, n * 2, &lim, &b, &rej), TC_EINVAL);
+    assert_int_equal(rej.reason, COL_REASON_TOO_MANY_EVENTS);
+    free(buf);
+}
+
+static void test_reason_names(void **state)
+{
+    (void)state;
+    /* The names are an interface (metric labels, Ack reasons): they never change. */
+    static const char *const expected[] = {
+        "none",          "too_big",        "malformed",       "empty",
+        "too_many_events", "missing_service", "bad_event_id", "no_body",
+        "string_too_long", "invalid_utf8",  "too_many_tags",   "too_many_frames",
+        "too_many_fields", "bad_value",     "too_many_fingerprint_parts",
+    };
+    assert_int_equal(N_ELEMS(expected), COL_REASON_COUNT);
+    for (int r = 0; r < COL_REASON_COUNT; r++) {
+        assert_string_equal(col_reason_name((col_reason_t)r), expected[r]);
+    }
+    assert_string_equal(col_reason_name(COL_REASON_COUNT), "unknown");
+    assert_string_equal(col_reason_name((col_reason_t)-1), "unknown");
+}
+
+static void test_limits_default(void **state)
+{
+    (void)state;
+    col_limits_t l = col_limits_default();
+    assert_int_equal(l.max_frame_bytes, 1024 * 1024);
+    assert_int_equal(l.max_events, 2000);
+    assert_int_equal(l.max_short_string, 256);
+    assert_int_equal(l.max_long_string, 16 * 1024);
+    assert_int_equal(l.max_tags, 64);
+    assert_int_equal(l.max_frames, 128);
+    assert_int_equal(l.max_log_fields, 64);
+    assert_int_equal(l.max_fingerprint_parts, 16);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cases),        cmocka_unit_test(test_raw),
+        cmocka_unit_test(test_truncations),  cmocka_unit_test(test_event_flood),
+        cmocka_unit_test(test_reason_names), cmocka_unit_test(test_limits_default),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,201 @@
+/*
+ * Unit tests for collector/col_wire: the shapes of ROUTER messages, Ack encoding, and the
+ * event record written to Kafka.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "col_validate.h"
+#include "col_wire.h"
+#include "tc_error.h"
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+typedef struct {
+    const char *name;
+    size_t nframes;
+    col_frame_t frames[5];
+    int rc;
+    bool delimited;
+    const char *payload; /* expected payload text when rc == 0 */
+    size_t id_len;       /* expected identity length (0: none) */
+} envcase_t;
+
+static const char id5[5] = {0, 1, 2, 3, 4};
+static char id_long[COL_IDENTITY_MAX + 1];
+
+static void test_envelope(void **state)
+{
+    (void)state;
+    const envcase_t cases[] = {
+        {"[id][payload]", 2, {{id5, 5}, {"batch", 5}}, 0, false, "batch", 5},
+        {"[id][empty][payload]", 3, {{id5, 5}, {"", 0}, {"batch", 5}}, 0, true, "batch", 5},
+        {"[id][empty]: an empty payload", 2, {{id5, 5}, {"", 0}}, 0, false, "", 5},
+        {"[id][empty][empty]", 3, {{id5, 5}, {"", 0}, {"", 0}}, 0, true, "", 5},
+        {"no frames", 0, {{NULL, 0}}, TC_EINVAL, false, NULL, 0},
+        {"[id] alone", 1, {{id5, 5}}, TC_EINVAL, false, NULL, 5},
+        {"[id][x][payload]", 3, {{id5, 5}, {"x", 1}, {"batch", 5}}, TC_EINVAL, false, NULL, 5},
+        {"[id][empty][a][b]", 4, {{id5, 5}, {"", 0}, {"a", 1}, {"b", 1}}, TC_EINVAL, true, NULL,
+         5},
+        {"[id][a][b][c]", 4, {{id5, 5}, {"a", 1}, {"b", 1}, {"c", 1}}, TC_EINVAL, false, NULL,
+         5},
+        {"empty id", 2, {{"", 0}, {"batch", 5}}, TC_EINVAL, false, NULL, 0},
+        {"id too long", 2, {{id_long, COL_IDENTITY_MAX + 1}, {"batch", 5}}, TC_EINVAL, false,
+         NULL, 0},
+        {"id at the limit", 2, {{id_long, COL_IDENTITY_MAX}, {"batch", 5}}, 0, false, "batch",
+         COL_IDENTITY_MAX},
+    };
+    memset(id_long, 'i', sizeof(id_long));
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        const envcase_t *c = &cases[i];
+        col_peer_t peer;
+        col_frame_t payload;
+        int rc = col_envelope_parse(c->frames, c->nframes, &peer, &payload);
+        if (rc != c->rc) {
+            fail_msg("%s: rc %d, expected %d", c->name, rc, c->rc);
+        }
+        if (peer.identity_len != c->id_len) {
+            fail_msg("%s: identity %zu bytes, expected %zu", c->name, peer.identity_len,
+                     c->id_len);
+        }
+        if (c->id_len) {
+            assert_memory_equal(peer.identity, c->frames[0].data, c->id_len);
+        }
+        if (peer.delimited != c->delimited) {
+            fail_msg("%s: delimited %d, expected %d", c->name, peer.delimited, c->delimited);
+        }
+        if (rc == 0) {
+            assert_int_equal(payload.len, strlen(c->payload));
+            assert_memory_equal(payload.data, c->payload, payload.len);
+        } else {
+            assert_null(payload.data);
+        }
+    }
+}
+
+static Tocsin__V1__Ack *ack_roundtrip(const col_ack_t *ack)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(col_ack_encode(ack, &buf, &len), 0);
+    Tocsin__V1__Ack *back = tocsin__v1__ack__unpack(NULL, len, buf);
+    free(buf);
+    assert_non_null(back);
+    return back;
+}
+
+static void test_ack_encode(void **state)
+{
+    (void)state;
+    col_ack_t stored = {.sequence = 7,
+                        .status = TOCSIN__V1__ACK__STATUS__STATUS_STORED,
+                        .accepted = 50};
+    Tocsin__V1__Ack *a = ack_roundtrip(&stored);
+    assert_int_equal(a->sequence, 7);
+    assert_int_equal(a->status, TOCSIN__V1__ACK__STATUS__STATUS_STORED);
+    assert_int_equal(a->accepted, 50);
+    assert_string_equal(a->reason, "");
+    tocsin__v1__ack__free_unpacked(a, NULL);
+
+    col_ack_t retry = {.sequence = UINT64_MAX,
+                       .status = TOCSIN__V1__ACK__STATUS__STATUS_RETRY_AFTER,
+                       .retry_after_ms = 1000,
+                       .reason = "kafka delivery failed: Local: Message timed out"};
+    a = ack_roundtrip(&retry);
+    assert_int_equal(a->sequence, UINT64_MAX);
+    assert_int_equal(a->status, TOCSIN__V1__ACK__STATUS__STATUS_RETRY_AFTER);
+    assert_int_equal(a->retry_after_ms, 1000);
+    assert_string_equal(a->reason, retry.reason);
+    tocsin__v1__ack__free_unpacked(a, NULL);
+
+    /* A long reason is cut at a character boundary: 200 'a' then 100 two-byte 'é'. */
+    char longr[512];
+    memset(longr, 'a', 200);
+    for (int i = 0; i < 100; i++) {
+        longr[200 + 2 * i] = (char)0xc3;
+        longr[200 + 2 * i + 1] = (char)0xa9;
+    }
+    longr[400] = '\0';
+    col_ack_t rej = {.sequence = 1,
+                     .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED,
+                     .reason = longr};
+    a = ack_roundtrip(&rej);
+    assert_true(strlen(a->reason) <= COL_ACK_REASON_MAX);
+    assert_true(strlen(a->reason) >= COL_ACK_REASON_MAX - 1);
+    assert_memory_equal(a->reason, longr, strlen(a->reason));
+    assert_int_equal(strlen(a->reason) % 2, 0); /* 200 + whole 2-byte characters */
+    tocsin__v1__ack__free_unpacked(a, NULL);
+
+    col_ack_t bad = {.sequence = 2,
+                     .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED,
+                     .reason = "bad \xff"};
+    a = ack_roundtrip(&bad);
+    assert_string_equal(a->reason, "(reason not UTF-8)");
+    tocsin__v1__ack__free_unpacked(a, NULL);
+}
+
+static void test_event_encode(void **state)
+{
+    (void)state;
+    /* Decode a real event so that free_unpacked runs on what the encoder touched. */
+    Tocsin__V1__Event ev = TOCSIN__V1__EVENT__INIT;
+    uint8_t id[16];
+    memset(id, 7, sizeof(id));
+    ev.event_id.data = id;
+    ev.event_id.len = 16;
+    ev.service = "checkout";
+    ev.collector_id = "spoofed-by-client";
+    ev.received_us = 5;
+    Tocsin__V1__Request req = TOCSIN__V1__REQUEST__INIT;
+    req.route = "/pay";
+    req.status = 503;
+    ev.body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
+    ev.request = &req;
+    size_t n = tocsin__v1__event__get_packed_size(&ev);
+    uint8_t *wire = malloc(n);
+    assert_non_null(wire);
+    tocsin__v1__event__pack(&ev, wire);
+    Tocsin__V1__Event *dec = tocsin__v1__event__unpack(NULL, n, wire);
+    free(wire);
+    assert_non_null(dec);
+    char *orig_id = dec->collector_id;
+
+    uint8_t *out = NULL;
+    size_t len = 0;
+    assert_int_equal(col_event_encode(dec, 1795000000123456LL, "col-1", &out, &len), 0);
+    /* The event is left as it was. */
+    assert_ptr_equal(dec->collector_id, orig_id);
+    assert_string_equal(dec->collector_id, "spoofed-by-client");
+    assert_int_equal(dec->received_us, 5);
+
+    Tocsin__V1__Event *rec = tocsin__v1__event__unpack(NULL, len, out);
+    free(out);
+    assert_non_null(rec);
+    assert_string_equal(rec->collector_id, "col-1");
+    assert_int_equal(rec->received_us, 1795000000123456LL);
+    assert_string_equal(rec->service, "checkout");
+    assert_int_equal(rec->body_case, TOCSIN__V1__EVENT__BODY_REQUEST);
+    assert_string_equal(rec->request->route, "/pay");
+    assert_int_equal(rec->request->status, 503);
+    assert_memory_equal(rec->event_id.data, id, 16);
+    tocsin__v1__event__free_unpacked(rec, NULL);
+    tocsin__v1__event__free_unpacked(dec, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_envelope),
+        cmocka_unit_test(test_ack_encode),
+        cmocka_unit_test(test_event_encode),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
