@@ -2,3 +2,4 @@
 tocsin_unit_test(test_tc_util tocsin_common)
 tocsin_unit_test(test_tc_config tocsin_common)
 tocsin_unit_test(test_tc_log tocsin_common)
+tocsin_unit_test(test_tc_metrics tocsin_common)
