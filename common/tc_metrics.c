@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,6 @@ struct tc_histogram {
     double *bounds;
     _Atomic uint64_t *counts; /* nbounds + 1, not cumulative */
     tc_gauge_t sum;
-    _Atomic uint64_t count;
 };
 
 typedef struct {
@@ -77,11 +77,10 @@ double tc_gauge_get(const tc_gauge_t *g)
 void tc_histogram_observe(tc_histogram_t *h, double v)
 {
     size_t i = 0;
-    while (i < h->nbounds && v > h->bounds[i]) {
+    while (i < h->nbounds && !(v <= h->bounds[i])) { /* NaN is in no bound: +Inf */
         i++;
     }
     atomic_fetch_add_explicit(&h->counts[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     tc_gauge_add(&h->sum, v);
 }
 
@@ -160,6 +159,22 @@ static int add_metric(tc_metrics_t *self, const char *name, const char *labels,
     }
     int rc = TC_ENOMEM;
     pthread_mutex_lock(&self->lock);
+    /* One TYPE per name and one series per name and labels: anything else renders an
+     * exposition that Prometheus refuses to scrape. */
+    const char *lb = labels && *labels ? labels : "";
+    for (size_t i = 0; i < self->len; i++) {
+        const metric_t *o = &self->items[i];
+        if (strcmp(o->name, name) != 0) {
+            continue;
+        }
+        bool o_gauge = o->type == M_GAUGE || o->type == M_GAUGE_FN;
+        bool n_gauge = type == M_GAUGE || type == M_GAUGE_FN;
+        if ((o->type != type && !(o_gauge && n_gauge)) ||
+            strcmp(o->labels ? o->labels : "", lb) == 0) {
+            rc = TC_EINVAL;
+            goto out;
+        }
+    }
     if (self->len == self->cap) {
         size_t cap = self->cap ? self->cap * 2 : 32;
         metric_t *items = realloc(self->items, cap * sizeof(*items));
@@ -237,8 +252,9 @@ int tc_metrics_gauge_fn(tc_metrics_t *self, const char *name, const char *labels
 tc_histogram_t *tc_metrics_histogram(tc_metrics_t *self, const char *name, const char *labels,
                                      const char *help, const double *bounds, size_t nbounds)
 {
-    for (size_t i = 1; i < nbounds; i++) {
-        if (!(bounds[i] > bounds[i - 1])) {
+    for (size_t i = 0; i < nbounds; i++) {
+        /* The +Inf bucket is implied: an explicit infinite or NaN bound is refused. */
+        if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) {
             return NULL;
         }
     }
@@ -304,16 +320,52 @@ static void sb_printf(strbuf_t *sb, const char *fmt, ...)
     }
 }
 
+/*
+ * Formats a finite double in the shortest %g form that reads back as the same value, so
+ * 0.1 is "0.1" rather than %.17g's "0.10000000000000001": bucket bounds are matched as
+ * label text (le="0.1") by queries and recording rules.
+ */
+static void format_double(double v, char buf[32])
+{
+    /* Whole numbers below 1e15 print as integers; the range check comes first because
+     * converting a double outside int64_t's range is undefined. */
+    if (fabs(v) < 1e15 && v == (double)(int64_t)v) {
+        snprintf(buf, 32, "%lld", (long long)v);
+        return;
+    }
+    for (int prec = 15; prec < 17; prec++) {
+        snprintf(buf, 32, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) {
+            return;
+        }
+    }
+    snprintf(buf, 32, "%.17g", v);
+}
+
 static void sb_value(strbuf_t *sb, double v)
 {
     if (isnan(v)) {
         sb_printf(sb, "NaN");
     } else if (isinf(v)) {
         sb_printf(sb, v > 0 ? "+Inf" : "-Inf");
-    } else if (v == (double)(int64_t)v && fabs(v) < 1e15) {
-        sb_printf(sb, "%lld", (long long)v);
     } else {
-        sb_printf(sb, "%.17g", v);
+        char buf[32];
+        format_double(v, buf);
+        sb_printf(sb, "%s", buf);
+    }
+}
+
+/* HELP text escapes backslash and newline; a raw newline would end the line. */
+static void sb_help(strbuf_t *sb, const char *help)
+{
+    for (const char *p = help; *p; p++) {
+        if (*p == '\\') {
+            sb_printf(sb, "\\\\");
+        } else if (*p == '\n') {
+            sb_printf(sb, "\\n");
+        } else {
+            sb_printf(sb, "%c", *p);
+        }
     }
 }
 
@@ -361,7 +413,9 @@ static void render_one(strbuf_t *sb, const metric_t *m)
             cum += atomic_load_explicit(&h->counts[i], memory_order_relaxed);
             char le[64];
             if (i < h->nbounds) {
-                snprintf(le, sizeof(le), "le=\"%.17g\"", h->bounds[i]);
+                char b[32];
+                format_double(h->bounds[i], b);
+                snprintf(le, sizeof(le), "le=\"%s\"", b);
             } else {
                 snprintf(le, sizeof(le), "le=\"+Inf\"");
             }
@@ -373,10 +427,11 @@ static void render_one(strbuf_t *sb, const metric_t *m)
         render_labels(sb, m->labels, NULL);
         sb_printf(sb, " ");
         sb_value(sb, tc_gauge_get(&h->sum));
+        /* _count is the +Inf bucket as read above: reading h->count separately could
+         * disagree with it while observations arrive. */
         sb_printf(sb, "\n%s_count", m->name);
         render_labels(sb, m->labels, NULL);
-        sb_printf(sb, " %llu\n",
-                  (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+        sb_printf(sb, " %llu\n", (unsigned long long)cum);
         break;
     }
     }
@@ -402,8 +457,9 @@ char *tc_metrics_render(tc_metrics_t *self)
             continue;
         }
         const metric_t *m = &self->items[i];
-        sb_printf(&sb, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
-                  type_text(m->type));
+        sb_printf(&sb, "# HELP %s ", m->name);
+        sb_help(&sb, m->help);
+        sb_printf(&sb, "\n# TYPE %s %s\n", m->name, type_text(m->type));
         for (size_t j = i; j < self->len; j++) {
             if (!done[j] && strcmp(self->items[j].name, m->name) == 0) {
                 render_one(&sb, &self->items[j]);

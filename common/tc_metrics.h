@@ -35,7 +35,8 @@ void tc_metrics_destroy(tc_metrics_t **self_p);
  * Registers a metric. `name` follows Prometheus rules ([a-zA-Z_:][a-zA-Z0-9_:]*), counters
  * end in _total. `labels` is NULL or the text inside the braces, e.g. `reason="too_big"`;
  * the same name may be registered with several label sets and shares one HELP line.
- * Returns NULL when out of memory or the name is invalid.
+ * Returns NULL when out of memory, the name is invalid, or the name is already registered
+ * with another type (gauges and gauge functions count as one type) or the same labels.
  */
 tc_counter_t *tc_metrics_counter(tc_metrics_t *self, const char *name, const char *labels,
                                  const char *help);
@@ -44,8 +45,8 @@ tc_gauge_t *tc_metrics_gauge(tc_metrics_t *self, const char *name, const char *l
 /* Returns 0, TC_EINVAL or TC_ENOMEM. */
 int tc_metrics_gauge_fn(tc_metrics_t *self, const char *name, const char *labels,
                         const char *help, tc_gauge_fn fn, void *ctx);
-/* `bounds` are the upper bounds of the buckets in increasing order (the +Inf bucket is
- * implied); they are copied. */
+/* `bounds` are the finite upper bounds of the buckets in strictly increasing order (the
+ * +Inf bucket is implied); they are copied. NULL for bounds that break these rules. */
 tc_histogram_t *tc_metrics_histogram(tc_metrics_t *self, const char *name, const char *labels,
                                      const char *help, const double *bounds, size_t nbounds);
 
