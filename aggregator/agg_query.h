@@ -1,0 +1,80 @@
+/*
+ * agg_query.h — the query API's arithmetic: checking the parameters of
+ * GET /api/v1/query, choosing the buckets of a window, merging them and answering JSON
+ * (docs/INTERFACES.md "Aggregator query API").
+ *
+ * A pure module: the caller passes the wall clock in, fetches the buckets (agg_store) and
+ * feeds them to agg_query_add.
+ */
+#ifndef AGG_QUERY_H
+#define AGG_QUERY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agg_bucket.h"
+
+#define AGG_QUERY_MAX_Q 16
+#define AGG_QUERY_MAX_WINDOW_S (30 * 86400)
+#define AGG_QUERY_ALL "*"
+
+/* The query's parameters once checked. Strings are borrowed from the caller. */
+typedef struct {
+    const char *service;
+    const char *name;         /* a series name, or "*" for every request series */
+    const char *environment;  /* NULL: every environment */
+    const char *window;       /* as given, e.g. "5m" */
+    int64_t window_s;         /* the window rounded up to whole buckets */
+    int64_t from_s;           /* first bucket start merged (inclusive) */
+    int64_t to_s;             /* end of the last bucket merged (exclusive) */
+    size_t nq;
+    double q[AGG_QUERY_MAX_Q];
+    char qkey[AGG_QUERY_MAX_Q][24]; /* JSON key of each quantile, e.g. "0.95" */
+} agg_query_params_t;
+
+/*
+ * Checks the query-string values (any may be NULL when absent) and fills `p`:
+ * service (required, UTF-8, at most AGG_MAX_SERVICE bytes), name (required, at most
+ * AGG_MAX_NAME), window (required; tc_duration_parse, above 0 and at most 30 d, rounded up
+ * to a multiple of 10 s), environment (optional; an empty value means every environment),
+ * q (optional comma-separated quantiles in [0, 1], at most AGG_QUERY_MAX_Q; default
+ * 0.5,0.95,0.99). The window ends with the bucket that holds `now_us` (so the current,
+ * still open bucket is included): to_s = its end, from_s = to_s - window_s.
+ * Returns 0, or TC_EINVAL with *bad_param naming the parameter and `err` saying why.
+ */
+int agg_query_params_parse(agg_query_params_t *p, const char *service, const char *name,
+                           const char *window, const char *environment, const char *q,
+                           int64_t now_us, const char **bad_param, char *err, size_t errlen);
+
+/* True when a bucket of `kind` belongs in the answer to a query for `name`: any kind for a
+ * named series, request series only for "*". */
+bool agg_query_wants(const agg_query_params_t *p, agg_kind_t kind);
+
+/* The merge of a window's buckets. */
+typedef struct {
+    agg_bucket_t total;  /* the merged bucket; kind NONE while nothing was added */
+    size_t buckets;      /* how many buckets were merged */
+    uint64_t skipped;    /* buckets left out because their kind disagreed with the others */
+} agg_query_acc_t;
+
+void agg_query_acc_init(agg_query_acc_t *acc);
+void agg_query_acc_fini(agg_query_acc_t *acc);
+
+/* Merges one bucket. A bucket whose kind differs from what was merged so far is counted
+ * in `skipped` and left out. Returns 0 or TC_ENOMEM. */
+int agg_query_add(agg_query_acc_t *acc, const agg_bucket_t *b);
+
+/*
+ * The answer: service, name, environment (null for all), window, window_s, from, to,
+ * kind (null when no data), count, errors, error_rate (errors / count, 0 without data),
+ * rate_per_s (count / window_s), late, buckets, quantiles (an object with one key per
+ * requested quantile; the value is null without sketch data; milliseconds for request
+ * series, whose sketches hold microseconds; the metric's own unit for timings), and for
+ * metric series: sum (counters, timings), min and max (gauges, timings), last (gauges).
+ * Returns a new reference, or NULL when out of memory.
+ */
+json_t *agg_query_json(const agg_query_params_t *p, const agg_query_acc_t *acc);
+
+#endif
