@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tc_error.h"
 #include "tc_log.h"
@@ -189,7 +190,8 @@ bool tc_http_req_bearer_ok(const tc_http_req_t *req, const char *token)
         return true;
     }
     const char *auth = tc_http_req_header(req, "Authorization");
-    if (!auth || strncmp(auth, "Bearer ", 7) != 0) {
+    /* The scheme name is case-insensitive (RFC 7235 section 2.1); the token is not. */
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
         return false;
     }
     const char *given = auth + 7;
@@ -442,16 +444,20 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     tc_log(TC_LOG_WARN, "http.server", "%s", msg);
 }
 
+/* Removes the routes added after the first `keep`. */
+static void drop_routes(tc_http_t *self, size_t keep)
+{
+    while (self->nroutes > keep) {
+        self->nroutes--;
+        free(self->routes[self->nroutes].method);
+        free(self->routes[self->nroutes].path);
+    }
+}
+
 int tc_http_start(tc_http_t *self, const char *bind, uint16_t port)
 {
     if (self->mhd) {
         return TC_ESTATE;
-    }
-    /* Built-in routes go last so a daemon cannot be shadowed by them by accident. */
-    if (tc_http_route(self, "GET", "/health/live", health_live, self) != 0 ||
-        tc_http_route(self, "GET", "/health/ready", health_ready, self) != 0 ||
-        tc_http_route(self, "GET", "/metrics", metrics_page, self) != 0) {
-        return TC_ENOMEM;
     }
     struct sockaddr_in v4;
     struct sockaddr_in6 v6;
@@ -475,6 +481,16 @@ int tc_http_start(tc_http_t *self, const char *bind, uint16_t port)
         }
         sa = (struct sockaddr *)&v4;
     }
+    /* Built-in routes go last so a daemon cannot be shadowed by them by accident. They are
+     * removed again when the start fails, so that a retry neither repeats them nor puts
+     * routes added in between behind them. */
+    size_t own_routes = self->nroutes;
+    if (tc_http_route(self, "GET", "/health/live", health_live, self) != 0 ||
+        tc_http_route(self, "GET", "/health/ready", health_ready, self) != 0 ||
+        tc_http_route(self, "GET", "/metrics", metrics_page, self) != 0) {
+        drop_routes(self, own_routes);
+        return TC_ENOMEM;
+    }
     /* The external logger has to come first, or MHD logs the earlier options itself. */
     self->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, self,
                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, self,
@@ -484,6 +500,7 @@ int tc_http_start(tc_http_t *self, const char *bind, uint16_t port)
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)256,
                                  MHD_OPTION_END);
     if (!self->mhd) {
+        drop_routes(self, own_routes);
         return TC_EIO;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_BIND_PORT);
