@@ -474,7 +474,7 @@ static void log_rejection(col_daemon_t *d, const col_reject_t *rej)
         return;
     }
     tc_logj(TC_LOG_WARN, "collector.batch_rejected",
-            json_pack("{s:s, s:i, s:I, s:I}", "reason", col_reason_name(rej->reason), "event",
+            json_pack("{s:s, s:i, s:I, s:I}", "reason", col_reason_name(rej->reason), "event_index",
                       rej->event_index, "sequence", (json_int_t)rej->sequence, "suppressed",
                       (json_int_t)suppressed),
             "%s", rej->message);
