@@ -117,9 +117,11 @@ int tc_lmdb_write(MDB_env *env, size_t max_map, tc_lmdb_txn_fn fn, void *ctx)
             }
             continue;
         }
-        if (rc > 0) {
+        /* LMDB's own codes are negative (MDB_KEYEXIST..MDB_LAST_ERRCODE) and system errors
+         * positive; neither may reach the caller looking like a TC_E* code. */
+        if (rc > 0 || (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE)) {
             tc_log(TC_LOG_ERROR, "lmdb.txn", "%s", mdb_strerror(rc));
-            return TC_ELMDB;
+            return tc_lmdb_err(rc);
         }
         return rc;
     }

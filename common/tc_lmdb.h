@@ -22,16 +22,16 @@ int tc_lmdb_open(MDB_env **env_out, const char *dir, size_t map_size, unsigned m
 
 /* The body of a write transaction. It may run more than once (after the map grew), each
  * time on a fresh transaction, so it must not keep side effects outside `txn` before it
- * returns 0. Returns 0 to commit, or a negative TC_E* code / positive MDB error to abort;
- * it returns MDB_MAP_FULL as it got it from LMDB so that the map grows. */
+ * returns 0. Returns 0 to commit, or a TC_E* code or an MDB error code (as LMDB returned
+ * it) to abort; it returns MDB_MAP_FULL as it got it from LMDB so that the map grows. */
 typedef int (*tc_lmdb_txn_fn)(MDB_txn *txn, void *ctx);
 
 /*
  * Runs `fn` in a write transaction and commits it. On MDB_MAP_FULL (from `fn` or from the
  * commit) aborts, doubles the map (up to `max_map`, 0 for no limit) and runs it again.
  * Must be called with no transaction of this environment open in the calling thread.
- * Returns 0, TC_EFULL when the map cannot grow further, the code `fn` returned, or
- * TC_ELMDB.
+ * Returns 0, TC_EFULL when the map cannot grow further, the TC_E* code `fn` returned, or
+ * an MDB error (from `fn` or the commit) mapped by tc_lmdb_err: TC_ENOTFOUND or TC_ELMDB.
  */
 int tc_lmdb_write(MDB_env *env, size_t max_map, tc_lmdb_txn_fn fn, void *ctx);
 
