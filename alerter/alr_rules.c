@@ -139,6 +139,7 @@ typedef struct {
     size_t nrules;
     int *receiver_lines;
     size_t nreceivers;
+    int unknown_line; /* line of the first key no schema knows, 0 when none */
 } yinfo_t;
 
 static void labels_free(alr_labels_t *l)
@@ -166,7 +167,15 @@ static void yinfo_free(yinfo_t *yi)
 typedef struct {
     yaml_parser_t parser;
     errctx_t *ec;
+    yinfo_t *yi;
 } walker_t;
+
+static void note_unknown_key(walker_t *w, int line)
+{
+    if (w->yi->unknown_line == 0) {
+        w->yi->unknown_line = line;
+    }
+}
 
 static int line_of(const yaml_event_t *ev)
 {
@@ -330,6 +339,8 @@ static int read_rule(walker_t *w, yinfo_rule_t *r)
         }
         if (ki < NRULE_KEYS) {
             r->key_line[ki] = kline;
+        } else {
+            note_unknown_key(w, kline);
         }
         bool is_labels = strcmp(key, "labels") == 0;
         bool is_annotations = strcmp(key, "annotations") == 0;
@@ -358,6 +369,43 @@ static int read_rule(walker_t *w, yinfo_rule_t *r)
         } else {
             rc = skip_node(w, &vev);
         }
+        yaml_event_delete(&vev);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+}
+
+/* Reads one receiver mapping (its start event consumed), noting unknown keys. */
+static int read_receiver(walker_t *w)
+{
+    for (;;) {
+        yaml_event_t kev;
+        int rc = next_event(w, &kev);
+        if (rc != 0) {
+            return rc;
+        }
+        if (kev.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&kev);
+            return 0;
+        }
+        if (kev.type == YAML_SCALAR_EVENT) {
+            const char *k = (const char *)kev.data.scalar.value;
+            if (strcmp(k, "name") != 0 && strcmp(k, "webhook") != 0) {
+                note_unknown_key(w, line_of(&kev));
+            }
+        }
+        rc = skip_node(w, &kev);
+        yaml_event_delete(&kev);
+        if (rc != 0) {
+            return rc;
+        }
+        yaml_event_t vev;
+        rc = next_event(w, &vev);
+        if (rc != 0) {
+            return rc;
+        }
+        rc = skip_node(w, &vev);
         yaml_event_delete(&vev);
         if (rc != 0) {
             return rc;
@@ -411,7 +459,7 @@ static int read_sequence(walker_t *w, yinfo_t *yi, bool rules)
             yi->receiver_lines = l;
             l[n] = line_of(&ev);
             yi->nreceivers++;
-            rc = skip_node(w, &ev);
+            rc = ev.type == YAML_MAPPING_START_EVENT ? read_receiver(w) : skip_node(w, &ev);
         }
         yaml_event_delete(&ev);
         if (rc != 0) {
@@ -425,6 +473,7 @@ static int walk(const char *data, size_t len, errctx_t *ec, yinfo_t *yi)
     walker_t w;
     memset(&w, 0, sizeof(w));
     w.ec = ec;
+    w.yi = yi;
     if (!yaml_parser_initialize(&w.parser)) {
         fail(ec, 0, "out of memory");
         return TC_ENOMEM;
@@ -461,6 +510,9 @@ static int walk(const char *data, size_t len, errctx_t *ec, yinfo_t *yi)
         } else if (depth == 1 && at_key && t == YAML_SCALAR_EVENT) {
             const char *k = (const char *)ev.data.scalar.value;
             section = strcmp(k, "rules") == 0 ? 'r' : (strcmp(k, "receivers") == 0 ? 'v' : 0);
+            if (!section) {
+                note_unknown_key(&w, line_of(&ev));
+            }
             at_key = false;
         } else if (depth == 1 && !at_key) {
             if (t == YAML_SEQUENCE_START_EVENT && (section == 'r' || section == 'v')) {
@@ -481,8 +533,10 @@ static int walk(const char *data, size_t len, errctx_t *ec, yinfo_t *yi)
             /* A non-scalar key in the root mapping: libcyaml will reject the file. */
             rc = skip_node(&w, &ev);
             at_key = false;
-        } else if (depth == 0 && (t == YAML_SEQUENCE_START_EVENT)) {
-            rc = skip_node(&w, &ev); /* not a mapping: libcyaml says so */
+        } else if (depth == 0 && (t == YAML_SEQUENCE_START_EVENT ||
+                                  (t == YAML_SCALAR_EVENT && ev.data.scalar.length > 0))) {
+            fail(ec, line_of(&ev), "the file must be a mapping with `receivers:` and `rules:`");
+            rc = TC_EPARSE;
         }
         yaml_event_delete(&ev);
         if (rc != 0) {
@@ -499,7 +553,7 @@ typedef struct {
     char msg[256];  /* the first error message */
     int line;       /* the first line named in the backtrace */
     char field[64]; /* the innermost mapping field named in the backtrace */
-    char partial[512];
+    int entry_line; /* the line of the innermost sequence entry (a rule, a receiver) */
 } cylog_t;
 
 /* Collects libcyaml's error lines. libcyaml writes a message and then a backtrace, one
@@ -527,6 +581,9 @@ static void cyaml_log_collect(cyaml_log_t level, void *ctx, const char *fmt, va_
     if (strncmp(text, "in ", 3) == 0 && pos) {
         if (cl->line == 0) {
             cl->line = atoi(pos + 7);
+        }
+        if (cl->entry_line == 0 && strncmp(text, "in sequence entry", 17) == 0) {
+            cl->entry_line = atoi(pos + 7);
         }
         const char *f = strstr(text, "mapping field '");
         if (f && !cl->field[0]) {
@@ -813,7 +870,13 @@ alr_ruleset_t *alr_ruleset_load_data(const char *data, size_t len, const char *n
     cyaml_err_t cerr = cyaml_load_data((const uint8_t *)data, len, &cfg, &file_schema,
                                        (cyaml_data_t **)&yf, NULL);
     if (cerr != CYAML_OK) {
-        if (cl.field[0]) {
+        if (cerr == CYAML_ERR_MAPPING_FIELD_MISSING) {
+            /* The backtrace names the last field read, not the one missing: point at the
+             * entry that lacks it instead. */
+            fail(&ec, cl.entry_line, "%s", cl.msg[0] ? cl.msg : cyaml_strerror(cerr));
+        } else if (cerr == CYAML_ERR_INVALID_KEY && yi.unknown_line > 0) {
+            fail(&ec, yi.unknown_line, "%s", cl.msg[0] ? cl.msg : cyaml_strerror(cerr));
+        } else if (cl.field[0]) {
             fail(&ec, cl.line, "%s (in \"%s\")", cl.msg[0] ? cl.msg : cyaml_strerror(cerr),
                  cl.field);
         } else {
