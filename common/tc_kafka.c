@@ -1,6 +1,7 @@
 #include "tc_kafka.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,11 @@ int tc_kafka_bootstrap(const char *brokers, const char *brokers_file, int64_t wa
     if (!brokers_file || !*brokers_file) {
         return TC_EINVAL;
     }
-    int64_t deadline = tc_mono_us() + wait_ms * 1000;
+    /* Saturate: a duration setting can hold waits whose microseconds overflow int64_t. */
+    int64_t now = tc_mono_us();
+    int64_t deadline = wait_ms <= 0 ? now
+                       : wait_ms >= (INT64_MAX - now) / 1000 ? INT64_MAX
+                                                             : now + wait_ms * 1000;
     for (;;) {
         int rc = read_first_line(brokers_file, out);
         if (rc != TC_ENOTFOUND) {
