@@ -534,11 +534,30 @@ static void produce_batch(col_daemon_t *d, const col_peer_t *peer, Tocsin__V1__B
             aborted = true;
             break;
         }
-        rd_kafka_resp_err_t perr = rd_kafka_producev(
-            d->rk, RD_KAFKA_V_RKT(d->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(buf, len),
-            RD_KAFKA_V_KEY(ev->service, strlen(ev->service)), RD_KAFKA_V_OPAQUE(t),
-            RD_KAFKA_V_END);
+        /* rd_kafka_produceva rather than producev: its RD_KAFKA_V_* macros are GNU
+         * statement expressions, which -Wpedantic refuses under clang. */
+        rd_kafka_vu_t vu[6];
+        memset(vu, 0, sizeof(vu));
+        vu[0].vtype = RD_KAFKA_VTYPE_RKT;
+        vu[0].u.rkt = d->rkt;
+        vu[1].vtype = RD_KAFKA_VTYPE_PARTITION;
+        vu[1].u.i32 = RD_KAFKA_PARTITION_UA;
+        vu[2].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+        vu[2].u.i = RD_KAFKA_MSG_F_FREE;
+        vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
+        vu[3].u.mem.ptr = buf;
+        vu[3].u.mem.size = len;
+        vu[4].vtype = RD_KAFKA_VTYPE_KEY;
+        vu[4].u.mem.ptr = ev->service;
+        vu[4].u.mem.size = strlen(ev->service);
+        vu[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
+        vu[5].u.ptr = t;
+        rd_kafka_error_t *kerr = rd_kafka_produceva(d->rk, vu, 6);
+        rd_kafka_resp_err_t perr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (kerr) {
+            perr = rd_kafka_error_code(kerr);
+            rd_kafka_error_destroy(kerr);
+        }
         if (perr != RD_KAFKA_RESP_ERR_NO_ERROR) {
             free(buf); /* refused: librdkafka did not take it */
             tc_counter_inc(d->m.produce_errors);
