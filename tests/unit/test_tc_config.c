@@ -46,8 +46,7 @@ static const tc_cfg_entry_t table[] = {
     {"max_body", TC_CFG_SIZE, "1MiB", offsetof(test_cfg_t, max_body), "a size", 0, 0},
     {"kafka.topic", TC_CFG_STRING, "tocsin.events", offsetof(test_cfg_t, kafka_topic),
      "exact key under the kafka. prefix", 0, 0},
-    {"kafka.", TC_CFG_PASSTHROUGH, NULL, offsetof(test_cfg_t, kafka), "librdkafka settings", 0,
-     0},
+    {"kafka.", TC_CFG_PASSTHROUGH, NULL, offsetof(test_cfg_t, kafka), "librdkafka settings", 0, 0},
     TC_CFG_END,
 };
 
@@ -251,8 +250,8 @@ static void test_set_each_type(void **state)
         char err[256] = "";
         int rc = tc_config_set(table, &cfg, cases[i].key, cases[i].value, err, sizeof(err));
         if (rc != cases[i].rc) {
-            fail_msg("%s=\"%s\": rc %d (%s), expected %d", cases[i].key, cases[i].value, rc,
-                     err, cases[i].rc);
+            fail_msg("%s=\"%s\": rc %d (%s), expected %d", cases[i].key, cases[i].value, rc, err,
+                     cases[i].rc);
         }
         if (rc != 0) {
             /* The message names the key, so an operator knows which line to fix. */
@@ -289,15 +288,12 @@ static void test_set_values(void **state)
     assert_int_equal(cfg.max_body, 65536);
 
     /* A refused value leaves the old one in place. */
-    assert_int_equal(tc_config_set(table, &cfg, "workers", "1000", err, sizeof(err)),
-                     TC_EINVAL);
+    assert_int_equal(tc_config_set(table, &cfg, "workers", "1000", err, sizeof(err)), TC_EINVAL);
     assert_int_equal(cfg.workers, 16);
     assert_non_null(strstr(err, "1..64"));
-    assert_int_equal(tc_config_set(table, &cfg, "timeout", "soon", err, sizeof(err)),
-                     TC_EINVAL);
+    assert_int_equal(tc_config_set(table, &cfg, "timeout", "soon", err, sizeof(err)), TC_EINVAL);
     assert_int_equal(cfg.timeout_ms, 5400000);
-    assert_int_equal(tc_config_set(table, &cfg, "verbose", "perhaps", err, sizeof(err)),
-                     TC_EINVAL);
+    assert_int_equal(tc_config_set(table, &cfg, "verbose", "perhaps", err, sizeof(err)), TC_EINVAL);
     assert_true(cfg.verbose);
     tc_config_free(table, &cfg);
 }
@@ -435,8 +431,7 @@ static void test_file_errors(void **state)
     cfg_defaults(&cfg);
     char err[512] = "";
     assert_int_equal(
-        tc_config_load_file(table, &cfg, "/nonexistent/tc_config.conf", err, sizeof(err)),
-        TC_EIO);
+        tc_config_load_file(table, &cfg, "/nonexistent/tc_config.conf", err, sizeof(err)), TC_EIO);
     assert_non_null(strstr(err, "/nonexistent/tc_config.conf"));
     tc_config_free(table, &cfg);
 }
@@ -541,8 +536,9 @@ static void test_cli_set_wins_over_file(void **state)
     tc_config_free(table, &cfg);
 
     /* --set for pass-through and exact keys, values with '='. */
-    const char *sets[] = {"prog",        "--set", "kafka.sasl.password=x=y", "--set",
-                          "kafka.topic=t", "--set", "name=",                  NULL};
+    const char *sets[] = {
+        "prog",  "--set", "kafka.sasl.password=x=y", "--set", "kafka.topic=t", "--set",
+        "name=", NULL};
     assert_int_equal(cli(&cfg, NULL, NULL, sets), 0);
     assert_string_equal(tc_cfg_kvs_get(&cfg.kafka, "sasl.password"), "x=y");
     assert_string_equal(cfg.kafka_topic, "t");
@@ -618,12 +614,10 @@ static void test_cli_errors(void **state)
         char *err = NULL;
         int rc = cli(&cfg, NULL, &err, cases[i].args);
         if (rc >= 0 || (cases[i].rc && rc != cases[i].rc)) {
-            fail_msg("case %zu (%s): rc %d, expected %d", i, cases[i].args[1], rc,
-                     cases[i].rc);
+            fail_msg("case %zu (%s): rc %d, expected %d", i, cases[i].args[1], rc, cases[i].rc);
         }
         if (!strstr(err, cases[i].mention)) {
-            fail_msg("case %zu: stderr \"%s\" does not mention \"%s\"", i, err,
-                     cases[i].mention);
+            fail_msg("case %zu: stderr \"%s\" does not mention \"%s\"", i, err, cases[i].mention);
         }
         free(err);
         assert_null(cfg.name); /* freed on the error path */
@@ -641,7 +635,7 @@ static void test_cli_errors(void **state)
 
 static void test_cli_print_config(void **state)
 {
-    const char *args[] = {"prog",   "-c",    conf_file,      "--set",          "ratio=0.1",
+    const char *args[] = {"prog",  "-c",          conf_file,        "--set", "ratio=0.1",
                           "--set", "timeout=90s", "--print-config", NULL};
     test_cfg_t cfg;
     char *out = NULL;
@@ -676,8 +670,7 @@ static void test_print_round_trip(void **state)
         {"kafka.sasl.password", " p=w "},
     };
     for (size_t i = 0; i < N_ELEMS(sets); i++) {
-        assert_int_equal(tc_config_set(table, &a, sets[i][0], sets[i][1], err, sizeof(err)),
-                         0);
+        assert_int_equal(tc_config_set(table, &a, sets[i][0], sets[i][1], err, sizeof(err)), 0);
     }
     static const double ratios[] = {0.1, 1.0 / 3.0, 2.5e-300, 1e300, -0.0, 123456789.125};
     for (size_t r = 0; r < N_ELEMS(ratios); r++) {

@@ -175,7 +175,7 @@ static void reply_free(reply_t *r)
 /* ---- the server under test ---- */
 
 typedef struct {
-    atomic_int kafka;      /* tc_health_status_t of the "kafka" dependency */
+    atomic_int kafka; /* tc_health_status_t of the "kafka" dependency */
     atomic_int lmdb;
     atomic_int body_calls; /* times the body handler ran */
 } app_t;
@@ -187,8 +187,7 @@ static tc_metrics_t *metrics;
 static void ready_check(void *ctx, tc_health_t *health)
 {
     app_t *a = ctx;
-    tc_health_add(health, "kafka", (tc_health_status_t)atomic_load(&a->kafka), 1.5,
-                  "3 brokers");
+    tc_health_add(health, "kafka", (tc_health_status_t)atomic_load(&a->kafka), 1.5, "3 brokers");
     tc_health_add(health, "lmdb", (tc_health_status_t)atomic_load(&a->lmdb), 0.25, NULL);
 }
 
@@ -197,11 +196,10 @@ static void h_echo(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
     const char *name = tc_http_req_query(req, "name");
     const char *n = tc_http_req_query(req, "n");
     const char *ua = tc_http_req_header(req, "X-Client");
-    json_t *doc = json_pack("{s:s, s:s, s:o, s:o, s:o}", "method", tc_http_req_method(req),
-                            "path", tc_http_req_path(req), "name",
-                            name ? json_string(name) : json_null(), "n",
-                            n ? json_string(n) : json_null(), "client",
-                            ua ? json_string(ua) : json_null());
+    json_t *doc =
+        json_pack("{s:s, s:s, s:o, s:o, s:o}", "method", tc_http_req_method(req), "path",
+                  tc_http_req_path(req), "name", name ? json_string(name) : json_null(), "n",
+                  n ? json_string(n) : json_null(), "client", ua ? json_string(ua) : json_null());
     tc_http_resp_json(resp, 200, doc);
 }
 
@@ -487,8 +485,8 @@ static void test_custom_routes(void **state)
         {"GET", "/api/items/special", 200, "GET:/api/items/:special"},
         {"GET", "/api/first", 200, "first"},
         {"DELETE", "/api/first", 200, "deleted"},
-        {"GET", "/api/items", 404, NULL},   /* the prefix is "/api/items/" */
-        {"GET", "/api/echo/", 404, NULL},   /* exact routes are exact */
+        {"GET", "/api/items", 404, NULL}, /* the prefix is "/api/items/" */
+        {"GET", "/api/echo/", 404, NULL}, /* exact routes are exact */
         {"GET", "/api/ech", 404, NULL},
         {"GET", "/nope", 404, NULL},
         {"GET", "/", 404, NULL},
@@ -518,8 +516,13 @@ static void test_bodies(void **state)
         size_t len;
         long status;
     } cases[] = {
-        {1, 200}, {100, 200}, {BODY_LIMIT - 1, 200}, {BODY_LIMIT, 200},
-        {BODY_LIMIT + 1, 413}, {4 * BODY_LIMIT, 413}, {300000, 413},
+        {1, 200},
+        {100, 200},
+        {BODY_LIMIT - 1, 200},
+        {BODY_LIMIT, 200},
+        {BODY_LIMIT + 1, 413},
+        {4 * BODY_LIMIT, 413},
+        {300000, 413},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         size_t len = cases[i].len;
@@ -587,9 +590,9 @@ static void test_bearer(void **state)
         {"/api/secure", "Authorization: Basic " TOKEN, 401},
         {"/api/secure", "Authorization: " TOKEN, 401},
         {"/api/secure", "Authorization: BearerX " TOKEN, 401},
-        {"/api/open", NULL, 200},                  /* empty token: no check */
+        {"/api/open", NULL, 200}, /* empty token: no check */
         {"/api/open", "Authorization: Bearer x", 200},
-        {"/api/open-null", NULL, 200},             /* NULL token: no check */
+        {"/api/open-null", NULL, 200}, /* NULL token: no check */
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         const char *hdrs[] = {cases[i].auth, NULL};
@@ -640,7 +643,8 @@ static void test_resp_helpers(void **state)
     assert_int_equal(resp.status, 422);
     assert_string_equal(resp.content_type, "application/json");
     assert_int_equal(resp.len, strlen(resp.body));
-    assert_string_equal(resp.body, "{\"error\":\"service api is unknown\",\"parameter\":\"service\"}");
+    assert_string_equal(resp.body,
+                        "{\"error\":\"service api is unknown\",\"parameter\":\"service\"}");
 
     /* Setting again replaces (and frees) the previous body. */
     tc_http_resp_error(&resp, 404, NULL, "no such issue");

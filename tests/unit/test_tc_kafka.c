@@ -60,8 +60,7 @@ static void write_file(const char *path, const char *text)
 static void test_bootstrap_given(void **state)
 {
     char *out = NULL;
-    assert_int_equal(tc_kafka_bootstrap("10.0.0.1:9092,10.0.0.2:9092", "/nonexistent", 0, &out),
-                     0);
+    assert_int_equal(tc_kafka_bootstrap("10.0.0.1:9092,10.0.0.2:9092", "/nonexistent", 0, &out), 0);
     assert_string_equal(out, "10.0.0.1:9092,10.0.0.2:9092");
     free(out);
 
@@ -70,8 +69,7 @@ static void test_bootstrap_given(void **state)
     } none[] = {{NULL, NULL}, {"", NULL}, {NULL, ""}, {"", ""}};
     for (size_t i = 0; i < N_ELEMS(none); i++) {
         out = NULL;
-        assert_int_equal(tc_kafka_bootstrap(none[i].brokers, none[i].file, 100, &out),
-                         TC_EINVAL);
+        assert_int_equal(tc_kafka_bootstrap(none[i].brokers, none[i].file, 100, &out), TC_EINVAL);
         assert_null(out);
     }
 }
@@ -219,8 +217,8 @@ static void test_conf_pass_through(void **state)
     };
     tc_cfg_kvs_t extra = {items, N_ELEMS(items)};
     char err[512] = "";
-    rd_kafka_conf_t *conf = tc_kafka_conf_new("127.0.0.1:9092", "tocsin-test", &extra, err,
-                                              sizeof(err));
+    rd_kafka_conf_t *conf =
+        tc_kafka_conf_new("127.0.0.1:9092", "tocsin-test", &extra, err, sizeof(err));
     if (!conf) {
         fail_msg("conf: %s", err);
     }
@@ -230,29 +228,27 @@ static void test_conf_pass_through(void **state)
     expect_conf(conf, "queue.buffering.max.messages", "5000");
 
     /* Defaults: skipped when the pass-through list sets the name, set otherwise. */
-    assert_int_equal(tc_kafka_conf_set_default(conf, &extra, "linger.ms", "100", err,
-                                               sizeof(err)),
+    assert_int_equal(tc_kafka_conf_set_default(conf, &extra, "linger.ms", "100", err, sizeof(err)),
                      0);
     expect_conf(conf, "linger.ms", "7");
-    assert_int_equal(tc_kafka_conf_set_default(conf, &extra, "message.timeout.ms", "600000",
-                                               err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        tc_kafka_conf_set_default(conf, &extra, "message.timeout.ms", "600000", err, sizeof(err)),
+        0);
     expect_conf(conf, "message.timeout.ms", "600000");
-    assert_int_equal(tc_kafka_conf_set_default(conf, NULL, "enable.idempotence", "true", err,
-                                               sizeof(err)),
-                     0);
+    assert_int_equal(
+        tc_kafka_conf_set_default(conf, NULL, "enable.idempotence", "true", err, sizeof(err)), 0);
     expect_conf(conf, "enable.idempotence", "true");
 
     /* A refused default is TC_EINVAL with librdkafka's reason. */
     err[0] = '\0';
-    assert_int_equal(tc_kafka_conf_set_default(conf, &extra, "no.such.setting", "1", err,
-                                               sizeof(err)),
-                     TC_EINVAL);
+    assert_int_equal(
+        tc_kafka_conf_set_default(conf, &extra, "no.such.setting", "1", err, sizeof(err)),
+        TC_EINVAL);
     assert_true(strlen(err) > 0);
     err[0] = '\0';
-    assert_int_equal(tc_kafka_conf_set_default(conf, &extra, "message.timeout.ms", "soon",
-                                               err, sizeof(err)),
-                     TC_EINVAL);
+    assert_int_equal(
+        tc_kafka_conf_set_default(conf, &extra, "message.timeout.ms", "soon", err, sizeof(err)),
+        TC_EINVAL);
     assert_true(strlen(err) > 0);
     rd_kafka_conf_destroy(conf);
 
@@ -358,8 +354,8 @@ static void test_logger(void **state)
     char bootstrap[64];
     snprintf(bootstrap, sizeof(bootstrap), "127.0.0.1:%u", (unsigned)closed_port());
     char err[512];
-    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, "tocsin-logger-test", NULL, err,
-                                              sizeof(err));
+    rd_kafka_conf_t *conf =
+        tc_kafka_conf_new(bootstrap, "tocsin-logger-test", NULL, err, sizeof(err));
     bool found = false;
     if (conf) {
         rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));

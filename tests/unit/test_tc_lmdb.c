@@ -50,11 +50,11 @@ static void env_path(char *buf, size_t len, const char *name)
 
 typedef struct {
     const char *db;
-    uint64_t first;    /* keys first .. first + n - 1, big-endian */
+    uint64_t first; /* keys first .. first + n - 1, big-endian */
     uint64_t n;
     size_t value_len;
-    int runs;          /* how many times the body ran */
-    int fail_with;     /* return this instead of committing, when not 0 */
+    int runs;      /* how many times the body ran */
+    int fail_with; /* return this instead of committing, when not 0 */
 } put_job_t;
 
 static int put_many(MDB_txn *txn, void *ctx)
@@ -103,8 +103,7 @@ static long count_records(MDB_env *env, const char *db, size_t value_len)
     MDB_val k, v;
     long n = 0;
     uint64_t prev = 0;
-    for (int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op) == 0;
-         op = MDB_NEXT) {
+    for (int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op) == 0; op = MDB_NEXT) {
         assert_int_equal(k.mv_size, 8);
         uint64_t key = tc_be64_get(k.mv_data);
         if (n > 0) {
@@ -151,7 +150,7 @@ static void test_open_and_write(void **state)
     static const struct {
         int mdb, tc;
     } mdb_cases[] = {
-        {MDB_BAD_VALSIZE, TC_ELMDB}, {MDB_KEYEXIST, TC_ELMDB}, {MDB_TXN_FULL, TC_ELMDB},
+        {MDB_BAD_VALSIZE, TC_ELMDB},  {MDB_KEYEXIST, TC_ELMDB}, {MDB_TXN_FULL, TC_ELMDB},
         {MDB_NOTFOUND, TC_ENOTFOUND}, {EIO, TC_ELMDB},
     };
     for (size_t i = 0; i < N_ELEMS(mdb_cases); i++) {
@@ -182,8 +181,8 @@ static void test_map_full_grows(void **state)
     /* About 1 MiB in one transaction: far more than the 64 KiB map. */
     put_job_t job = {"big", 0, 1000, 1000, 0, 0};
     assert_int_equal(tc_lmdb_write(env, 0, put_many, &job), 0);
-    assert_true(job.runs > 1);                       /* it ran again after growing */
-    assert_true(tc_lmdb_map_size(env) > before);     /* the map grew */
+    assert_true(job.runs > 1);                               /* it ran again after growing */
+    assert_true(tc_lmdb_map_size(env) > before);             /* the map grew */
     assert_int_equal(count_records(env, "big", 1000), 1000); /* exactly once each */
 
     /* Later writes keep working in the grown map. */
@@ -314,12 +313,9 @@ static void test_reader_check(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_open_and_write),
-        cmocka_unit_test(test_map_full_grows),
-        cmocka_unit_test(test_map_limit),
-        cmocka_unit_test(test_err_mapping),
-        cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_reader_check),
+        cmocka_unit_test(test_open_and_write), cmocka_unit_test(test_map_full_grows),
+        cmocka_unit_test(test_map_limit),      cmocka_unit_test(test_err_mapping),
+        cmocka_unit_test(test_open_errors),    cmocka_unit_test(test_reader_check),
     };
     return cmocka_run_group_tests(tests, setup_root, teardown_root);
 }

@@ -156,8 +156,8 @@ static void test_fields_and_format(void **state)
     capture_start(&c);
     tc_log(TC_LOG_INFO, "kafka.up", "connected to %s after %d tries", "127.0.0.1:9092", 3);
     tc_logj(TC_LOG_WARN, "batch.rejected",
-            json_pack("{s:i, s:s, s:b, s:s}", "batch", 7, "service", "api", "retry", 1,
-                      "level", "must-not-win"),
+            json_pack("{s:i, s:s, s:b, s:s}", "batch", 7, "service", "api", "retry", 1, "level",
+                      "must-not-win"),
             "batch %d rejected", 7);
     tc_logj(TC_LOG_ERROR, "no.fields", NULL, "plain");
     tc_logj(TC_LOG_INFO, "not.an.object", json_integer(5), "fields that are not an object");
@@ -231,8 +231,7 @@ static void test_level_filter(void **state)
             for (int l = 0; l < 4; l++) {
                 if (strcmp(lvl, names[l]) == 0) {
                     seen |= 1 << l;
-                    assert_string_equal(json_string_value(json_object_get(doc, "event")),
-                                        names[l]);
+                    assert_string_equal(json_string_value(json_object_get(doc, "event")), names[l]);
                 }
             }
             json_decref(doc);
@@ -340,8 +339,8 @@ static void test_long_message(void **state)
             const char *msg = json_string_value(json_object_get(doc, "msg"));
             size_t mlen = strlen(msg);
             if (mlen < 1000 || strncmp(msg, big, mlen) != 0) {
-                fail_msg("unit %zu shift %zu: message of %zu bytes logged as \"%.60s\"", u,
-                         shift, total, msg);
+                fail_msg("unit %zu shift %zu: message of %zu bytes logged as \"%.60s\"", u, shift,
+                         total, msg);
             }
             json_decref(doc);
             free(out);
@@ -405,30 +404,21 @@ static void test_limit(void **state)
         bool allowed;
         uint64_t suppressed; /* reported when allowed */
     } steps[] = {
-        {1000000, true, 0},
-        {1000001, true, 0},
-        {1500000, true, 0},
-        {1500001, false, 0},
-        {1999999, false, 0},
-        {2000000, true, 2},  /* a new window reports the two held back */
-        {2000001, true, 0},  /* and the count restarts */
-        {2000002, true, 0},
-        {2000003, false, 0},
-        {2000004, false, 0},
-        {2000005, false, 0},
-        {9000000, true, 3},  /* long after */
-        {500000, true, 0},   /* the clock went back: a new window */
-        {500001, true, 0},
-        {500002, true, 0},
-        {500003, false, 0},
+        {1000000, true, 0},  {1000001, true, 0},  {1500000, true, 0},  {1500001, false, 0},
+        {1999999, false, 0}, {2000000, true, 2}, /* a new window reports the two held back */
+        {2000001, true, 0},                      /* and the count restarts */
+        {2000002, true, 0},  {2000003, false, 0}, {2000004, false, 0}, {2000005, false, 0},
+        {9000000, true, 3}, /* long after */
+        {500000, true, 0},  /* the clock went back: a new window */
+        {500001, true, 0},   {500002, true, 0},   {500003, false, 0},
     };
     tc_log_limit_t limit = TC_LOG_LIMIT_INIT(3, 1000000);
     for (size_t i = 0; i < N_ELEMS(steps); i++) {
         uint64_t suppressed = 12345;
         bool ok = tc_log_limit_allow(&limit, steps[i].now_us, &suppressed);
         if (ok != steps[i].allowed) {
-            fail_msg("step %zu at %lld: allowed %d, expected %d", i,
-                     (long long)steps[i].now_us, ok, steps[i].allowed);
+            fail_msg("step %zu at %lld: allowed %d, expected %d", i, (long long)steps[i].now_us, ok,
+                     steps[i].allowed);
         }
         if (ok && suppressed != steps[i].suppressed) {
             fail_msg("step %zu: reported %llu suppressed, expected %llu", i,

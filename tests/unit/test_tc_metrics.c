@@ -108,8 +108,8 @@ static double parse_value(const char *s, const char *line)
 
 /* Parses `{a="x",le="1"}` at *p; writes the labels without le into `rest` and the le
  * value into `le` (empty when absent). Returns the position after '}'. */
-static const char *parse_labels(const char *p, char *rest, size_t restlen, char *le,
-                                size_t lelen, const char *line)
+static const char *parse_labels(const char *p, char *rest, size_t restlen, char *le, size_t lelen,
+                                const char *line)
 {
     size_t rn = 0;
     rest[0] = '\0';
@@ -148,8 +148,8 @@ static const char *parse_labels(const char *p, char *rest, size_t restlen, char 
         if (nlen == 2 && strncmp(ns, "le", 2) == 0) {
             snprintf(le, lelen, "%s", val);
         } else {
-            rn += (size_t)snprintf(rest + rn, restlen - rn, "%s%.*s=%s", rn ? "," : "",
-                                   (int)nlen, ns, val);
+            rn += (size_t)snprintf(rest + rn, restlen - rn, "%s%.*s=%s", rn ? "," : "", (int)nlen,
+                                   ns, val);
             assert_true(rn < restlen);
         }
         if (*p == ',') {
@@ -250,8 +250,7 @@ static void check_sample(expo_t *x, const char *line)
                 fail_msg("_count before the +Inf bucket: %s", line);
             }
             if (v != h->last_count) {
-                fail_msg("_count %g differs from the +Inf bucket %g: %s", v, h->last_count,
-                         line);
+                fail_msg("_count %g differs from the +Inf bucket %g: %s", v, h->last_count, line);
             }
             h->seen_count = true;
         }
@@ -409,11 +408,11 @@ static void test_render(void **state)
     assert_int_equal(
         tc_metrics_gauge_fn(m, "t_uptime_seconds", NULL, "Uptime.", fixed_value, &calls), 0);
     static const double bounds[] = {0.005, 0.1, 0.5, 1};
-    tc_histogram_t *ha = tc_metrics_histogram(m, "t_latency_seconds", "route=\"/a\"",
-                                              "Latency.", bounds, N_ELEMS(bounds));
+    tc_histogram_t *ha = tc_metrics_histogram(m, "t_latency_seconds", "route=\"/a\"", "Latency.",
+                                              bounds, N_ELEMS(bounds));
     tc_counter_t *last = tc_metrics_counter(m, "t_last_total", "", "Empty labels.");
-    tc_histogram_t *hb = tc_metrics_histogram(m, "t_latency_seconds", "route=\"/b\"",
-                                              "Latency.", bounds, N_ELEMS(bounds));
+    tc_histogram_t *hb = tc_metrics_histogram(m, "t_latency_seconds", "route=\"/b\"", "Latency.",
+                                              bounds, N_ELEMS(bounds));
     tc_histogram_t *hn = tc_metrics_histogram(m, "t_sizes_bytes", NULL, "No bounds.", NULL, 0);
     assert_non_null(events);
     assert_non_null(too_big);
@@ -542,8 +541,7 @@ static void test_conflicting_registrations(void **state)
     assert_non_null(tc_metrics_counter(m, "dup_total", "a=\"2\"", "h"));
     assert_null(tc_metrics_counter(m, "dup_total", "a=\"1\"", "h"));
     assert_null(tc_metrics_gauge(m, "dup_total", "a=\"3\"", "h"));
-    assert_int_equal(tc_metrics_gauge_fn(m, "dup_total", "a=\"4\"", "h", one, NULL),
-                     TC_EINVAL);
+    assert_int_equal(tc_metrics_gauge_fn(m, "dup_total", "a=\"4\"", "h", one, NULL), TC_EINVAL);
     assert_null(tc_metrics_histogram(m, "dup_total", "a=\"5\"", "h", bounds, 2));
 
     assert_non_null(tc_metrics_gauge(m, "g", NULL, "h"));
@@ -580,7 +578,7 @@ static void test_histogram_bounds(void **state)
         {{1, 2, 2}, 3, false},
         {{NAN}, 1, false},
         {{1, NAN}, 2, false},
-        {{INFINITY}, 1, false},  /* +Inf is implied; a second one is a duplicate bucket */
+        {{INFINITY}, 1, false}, /* +Inf is implied; a second one is a duplicate bucket */
         {{1, INFINITY}, 2, false},
         {{-INFINITY, 1}, 2, false},
     };
@@ -772,14 +770,10 @@ static void test_concurrent_updates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_render),
-        cmocka_unit_test(test_empty_registry),
-        cmocka_unit_test(test_invalid_names),
-        cmocka_unit_test(test_conflicting_registrations),
-        cmocka_unit_test(test_histogram_bounds),
-        cmocka_unit_test(test_help_escaping),
-        cmocka_unit_test(test_value_format),
-        cmocka_unit_test(test_concurrent_updates),
+        cmocka_unit_test(test_render),           cmocka_unit_test(test_empty_registry),
+        cmocka_unit_test(test_invalid_names),    cmocka_unit_test(test_conflicting_registrations),
+        cmocka_unit_test(test_histogram_bounds), cmocka_unit_test(test_help_escaping),
+        cmocka_unit_test(test_value_format),     cmocka_unit_test(test_concurrent_updates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

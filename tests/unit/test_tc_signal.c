@@ -164,10 +164,8 @@ static void test_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_before_init),
-        cmocka_unit_test(test_init),
-        cmocka_unit_test(test_sighup_reload),
-        cmocka_unit_test(test_sighup_from_another_thread),
+        cmocka_unit_test(test_before_init),   cmocka_unit_test(test_init),
+        cmocka_unit_test(test_sighup_reload), cmocka_unit_test(test_sighup_from_another_thread),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

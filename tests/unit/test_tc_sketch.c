@@ -140,8 +140,8 @@ static void test_bin_value_bound(void **state)
             double b = tc_sketch_bin_value(schema, idx);
             double err = fabs(b - v) / v;
             if (err > alpha) {
-                fail_msg("schema %d: %.17g -> bin %d value %.17g, error %g > %g", schema, v,
-                         idx, b, err, alpha);
+                fail_msg("schema %d: %.17g -> bin %d value %.17g, error %g > %g", schema, v, idx, b,
+                         err, alpha);
             }
         }
         /* Exact powers of two sit on bin boundaries: bin i holds (gamma^(i-1), gamma^i]. */
@@ -172,8 +172,8 @@ static void check_quantiles(dist_t d, uint64_t seed)
         double est = tc_sketch_quantile(&s, qs[i]);
         double err = fabs(est - exact) / exact;
         if (!(err <= alpha)) {
-            fail_msg("%s q=%g: exact %.9g, sketch %.9g, relative error %.6f > %.6f",
-                     dist_name[d], qs[i], exact, est, err, alpha);
+            fail_msg("%s q=%g: exact %.9g, sketch %.9g, relative error %.6f > %.6f", dist_name[d],
+                     qs[i], exact, est, err, alpha);
         }
     }
     /* Dense storage stays small for real data (a few decades). */
@@ -459,8 +459,7 @@ static void test_load_round_trip(void **state)
         tc_sketch_init(&t, TC_SKETCH_SCHEMA);
         int rc = tc_sketch_load(&t, s.schema, s.zero_count, s.offset, s.counts, s.len);
         if (rc != 0) {
-            fail_msg("schema %d: a sketch of %u bins does not load back: %d", schema, s.len,
-                     rc);
+            fail_msg("schema %d: a sketch of %u bins does not load back: %d", schema, s.len, rc);
         }
         assert_same_bins(&t, &s);
         for (double q = 0; q <= 1.0; q += 0.05) {
@@ -549,8 +548,8 @@ static void test_bins_bound(void **state)
         int32_t hi = tc_sketch_index(schema, INFINITY);
         int64_t span = (int64_t)hi - lo + 1;
         if (span > TC_SKETCH_MAX_BINS) {
-            fail_msg("schema %d needs %lld bins, TC_SKETCH_MAX_BINS is %d", schema,
-                     (long long)span, TC_SKETCH_MAX_BINS);
+            fail_msg("schema %d needs %lld bins, TC_SKETCH_MAX_BINS is %d", schema, (long long)span,
+                     TC_SKETCH_MAX_BINS);
         }
         assert_int_equal(tc_sketch_index(schema, 1e-300), lo);
         assert_int_equal(tc_sketch_index(schema, 1e300), hi);

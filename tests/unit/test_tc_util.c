@@ -30,30 +30,18 @@ static void test_duration_parse_valid(void **state)
         const char *text;
         int64_t ms;
     } cases[] = {
-        {"250ms", 250},
-        {"10s", 10000},
-        {"5m", 300000},
-        {"1h", 3600000},
-        {"1h30m", 5400000},
-        {"1m30s", 90000},
-        {"1.5s", 1500},
-        {"1.25s", 1250},
-        {"0.5m", 30000},
-        {"2d", 172800000},
-        {"1w", 604800000},
-        {"1d2h3m4s5ms", 93784005},
+        {"250ms", 250},     {"10s", 10000},    {"5m", 300000},    {"1h", 3600000},
+        {"1h30m", 5400000}, {"1m30s", 90000},  {"1.5s", 1500},    {"1.25s", 1250},
+        {"0.5m", 30000},    {"2d", 172800000}, {"1w", 604800000}, {"1d2h3m4s5ms", 93784005},
         {"10", 10000}, /* a bare number is seconds */
-        {"0", 0},
-        {"0ms", 0},
-        {"007s", 7000},
-        {"100000d", 8640000000000},
+        {"0", 0},           {"0ms", 0},        {"007s", 7000},    {"100000d", 8640000000000},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         int64_t ms = -1;
         int rc = tc_duration_parse(cases[i].text, &ms);
         if (rc != 0 || ms != cases[i].ms) {
-            fail_msg("\"%s\": rc %d, %lld ms, expected %lld ms", cases[i].text, rc,
-                     (long long)ms, (long long)cases[i].ms);
+            fail_msg("\"%s\": rc %d, %lld ms, expected %lld ms", cases[i].text, rc, (long long)ms,
+                     (long long)cases[i].ms);
         }
     }
 }
@@ -65,7 +53,7 @@ static void test_duration_parse_invalid(void **state)
         "-1s",
         "+1s",
         "1x",
-        "1h30",   /* a bare number after a unit is ambiguous */
+        "1h30", /* a bare number after a unit is ambiguous */
         "inf",
         "nan",
         "0x10s",
@@ -83,8 +71,8 @@ static void test_duration_parse_invalid(void **state)
         "1hh",
         "1mss",
         "9999999999999999999999999999s", /* overflow */
-        "200000000000d",                  /* overflow */
-        "106751991167d",                  /* INT64_MAX ms is about 106751991167 days */
+        "200000000000d",                 /* overflow */
+        "106751991167d",                 /* INT64_MAX ms is about 106751991167 days */
         "9223372036854775808ms",
         "999999999999h999999999999h999999999999h",
     };
@@ -92,8 +80,7 @@ static void test_duration_parse_invalid(void **state)
         int64_t ms = 12345;
         int rc = tc_duration_parse(cases[i], &ms);
         if (rc != TC_EINVAL) {
-            fail_msg("\"%s\": rc %d (%lld ms), expected TC_EINVAL", cases[i], rc,
-                     (long long)ms);
+            fail_msg("\"%s\": rc %d (%lld ms), expected TC_EINVAL", cases[i], rc, (long long)ms);
         }
     }
     int64_t ms;
@@ -107,17 +94,16 @@ static void test_duration_format(void **state)
         int64_t ms;
         const char *text;
     } cases[] = {
-        {0, "0ms"},         {1, "1ms"},          {250, "250ms"},   {1500, "1500ms"},
-        {1000, "1s"},       {10000, "10s"},      {90000, "90s"},   {300000, "5m"},
-        {5400000, "90m"},   {3600000, "1h"},     {86400000, "1d"}, {172800000, "2d"},
-        {90000000, "25h"},  {604800000, "7d"},   {-5000, "-5s"},
+        {0, "0ms"},       {1, "1ms"},        {250, "250ms"},    {1500, "1500ms"},  {1000, "1s"},
+        {10000, "10s"},   {90000, "90s"},    {300000, "5m"},    {5400000, "90m"},  {3600000, "1h"},
+        {86400000, "1d"}, {172800000, "2d"}, {90000000, "25h"}, {604800000, "7d"}, {-5000, "-5s"},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         char buf[32];
         tc_duration_format(cases[i].ms, buf, sizeof(buf));
         if (strcmp(buf, cases[i].text) != 0) {
-            fail_msg("%lld ms formatted as \"%s\", expected \"%s\"", (long long)cases[i].ms,
-                     buf, cases[i].text);
+            fail_msg("%lld ms formatted as \"%s\", expected \"%s\"", (long long)cases[i].ms, buf,
+                     cases[i].text);
         }
         if (cases[i].ms >= 0) {
             int64_t back = -1;
@@ -184,11 +170,11 @@ static void test_size_parse_invalid(void **state)
         "1PiB",
         "0x10",
         "1e3",
-        "18446744073709551616",   /* above UINT64_MAX */
+        "18446744073709551616", /* above UINT64_MAX */
         "99999999999999999999999",
-        "17179869184G",           /* 2^64 */
-        "16777216T",              /* 2^64 */
-        "18014398509481984K",     /* 2^64 */
+        "17179869184G",       /* 2^64 */
+        "16777216T",          /* 2^64 */
+        "18014398509481984K", /* 2^64 */
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         uint64_t v = 7;
@@ -211,7 +197,10 @@ typedef struct {
     const char *what;
 } utf8_case_t;
 
-#define U8(s, what) {s, sizeof(s) - 1, what}
+#define U8(s, what)                                                                                \
+    {                                                                                              \
+        s, sizeof(s) - 1, what                                                                     \
+    }
 
 static void test_utf8_valid(void **state)
 {
@@ -322,8 +311,11 @@ static void test_be64_be32(void **state)
     assert_memory_equal(b, want32, 4);
     assert_true(tc_be32_get(b) == 0xa1b2c3d4u);
 
-    static const uint64_t edges[] = {0, 1, 0xff, 0x100, UINT32_MAX, (uint64_t)UINT32_MAX + 1,
-                                     INT64_MAX, (uint64_t)INT64_MAX + 1, UINT64_MAX};
+    static const uint64_t edges[] = {0,          1,
+                                     0xff,       0x100,
+                                     UINT32_MAX, (uint64_t)UINT32_MAX + 1,
+                                     INT64_MAX,  (uint64_t)INT64_MAX + 1,
+                                     UINT64_MAX};
     for (size_t i = 0; i < N_ELEMS(edges); i++) {
         tc_be64_put(b, edges[i]);
         assert_true(tc_be64_get(b) == edges[i]);
@@ -434,8 +426,8 @@ static void test_rfc3339(void **state)
         char buf[32];
         tc_time_format_rfc3339(cases[i].us, buf);
         if (strcmp(buf, cases[i].text) != 0) {
-            fail_msg("%lld us formatted as \"%s\", expected \"%s\"", (long long)cases[i].us,
-                     buf, cases[i].text);
+            fail_msg("%lld us formatted as \"%s\", expected \"%s\"", (long long)cases[i].us, buf,
+                     cases[i].text);
         }
     }
     /* Times before the epoch (a bad clock) still give a well-formed timestamp. */
