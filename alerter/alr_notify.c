@@ -290,6 +290,20 @@ static void finish(alr_sender_t *self, CURL *c, CURLcode res)
            e->id, e->url, e->last_error, e->attempts, wait / 1000);
 }
 
+/* Reads the transfers that ended. Called with the lock held. Returns how many ended. */
+static int drain_done(alr_sender_t *self)
+{
+    CURLMsg *m;
+    int left = 0, done = 0;
+    while ((m = curl_multi_info_read(self->multi, &left)) != NULL) {
+        if (m->msg == CURLMSG_DONE) {
+            finish(self, m->easy_handle, m->data.result);
+            done++;
+        }
+    }
+    return done;
+}
+
 static void *sender_main(void *arg)
 {
     alr_sender_t *self = arg;
@@ -307,16 +321,15 @@ static void *sender_main(void *arg)
         pthread_mutex_unlock(&self->lock);
         int running = 0;
         curl_multi_perform(self->multi, &running);
-        curl_multi_poll(self->multi, NULL, 0, (int)wait_ms, NULL);
-        curl_multi_perform(self->multi, &running);
         pthread_mutex_lock(&self->lock);
-        CURLMsg *m;
-        int left = 0;
-        while ((m = curl_multi_info_read(self->multi, &left)) != NULL) {
-            if (m->msg == CURLMSG_DONE) {
-                finish(self, m->easy_handle, m->data.result);
-            }
+        /* A fast receiver can answer within one perform: look at what ended before
+         * sleeping, or the poll below would wait for activity that already happened. */
+        if (drain_done(self) > 0) {
+            continue;
         }
+        pthread_mutex_unlock(&self->lock);
+        curl_multi_poll(self->multi, NULL, 0, (int)wait_ms, NULL);
+        pthread_mutex_lock(&self->lock);
     }
     /* Transfers still running at the drain deadline are abandoned, undelivered. */
     for (size_t i = 0; i < self->n; i++) {
