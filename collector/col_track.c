@@ -12,10 +12,10 @@ struct col_track {
     col_track_t *prev, *next; /* the set's list, oldest first */
     col_peer_t peer;
     uint64_t sequence;
-    uint32_t events;     /* events in the batch */
-    uint32_t enqueued;   /* handed to the producer */
-    uint32_t reported;   /* delivery reports received */
-    uint32_t failures;   /* failed delivery reports */
+    uint32_t events;   /* events in the batch */
+    uint32_t enqueued; /* handed to the producer */
+    uint32_t reported; /* delivery reports received */
+    uint32_t failures; /* failed delivery reports */
     bool sealed;
     bool aborted;
     int64_t received_us;

@@ -168,18 +168,18 @@ static int check_string(col_reject_t *rej, int idx, const char *what, const char
         return reject(rej, COL_REASON_INVALID_UTF8, idx, "%s: not valid UTF-8", what);
     }
     if (len > max) {
-        return reject(rej, COL_REASON_STRING_TOO_LONG, idx, "%s: %zu bytes, at most %zu", what,
-                      len, max);
+        return reject(rej, COL_REASON_STRING_TOO_LONG, idx, "%s: %zu bytes, at most %zu", what, len,
+                      max);
     }
     return 0;
 }
 
-#define CHECK(expr)                                                                          \
-    do {                                                                                     \
-        int rc_ = (expr);                                                                    \
-        if (rc_ != 0) {                                                                      \
-            return rc_;                                                                      \
-        }                                                                                    \
+#define CHECK(expr)                                                                                \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != 0) {                                                                            \
+            return rc_;                                                                            \
+        }                                                                                          \
     } while (0)
 
 static int check_error_body(const Tocsin__V1__ErrorEvent *e, const col_limits_t *lim, int idx,

@@ -24,16 +24,16 @@
 
 /* Hard limits on what one batch may hold; every one is configurable (limits.* keys). */
 typedef struct {
-    size_t max_frame_bytes;    /* encoded Batch size; default 1 MiB */
-    uint32_t max_events;       /* events per batch; default 2000 */
-    size_t max_short_string;   /* service, environment, release, host, trace and user ids,
-                                  route, method, metric name and unit, error type, mechanism,
-                                  grouping hash, logger, tag and field keys and values,
-                                  fingerprint parts, frame fields, api_key, sdk; default 256 */
-    size_t max_long_string;    /* error and log messages; default 16 KiB */
-    uint32_t max_tags;         /* tags per event; default 64 */
-    uint32_t max_frames;       /* stack frames per error; default 128 */
-    uint32_t max_log_fields;   /* structured fields per log record; default 64 */
+    size_t max_frame_bytes;         /* encoded Batch size; default 1 MiB */
+    uint32_t max_events;            /* events per batch; default 2000 */
+    size_t max_short_string;        /* service, environment, release, host, trace and user ids,
+                                       route, method, metric name and unit, error type, mechanism,
+                                       grouping hash, logger, tag and field keys and values,
+                                       fingerprint parts, frame fields, api_key, sdk; default 256 */
+    size_t max_long_string;         /* error and log messages; default 16 KiB */
+    uint32_t max_tags;              /* tags per event; default 64 */
+    uint32_t max_frames;            /* stack frames per error; default 128 */
+    uint32_t max_log_fields;        /* structured fields per log record; default 64 */
     uint32_t max_fingerprint_parts; /* explicit fingerprint parts per error; default 16 */
 } col_limits_t;
 
@@ -43,21 +43,21 @@ col_limits_t col_limits_default(void);
 /* Why a batch was refused. The numbers are internal; the names are the stable interface. */
 typedef enum {
     COL_REASON_NONE = 0,
-    COL_REASON_TOO_BIG,           /* too_big: payload above max_frame_bytes */
-    COL_REASON_MALFORMED,         /* malformed: not a protobuf Batch (or not ZeroMQ-framed
-                                     as one payload) */
-    COL_REASON_EMPTY,             /* empty: no events */
-    COL_REASON_TOO_MANY_EVENTS,   /* too_many_events: above max_events */
-    COL_REASON_MISSING_SERVICE,   /* missing_service: an event without a service */
-    COL_REASON_BAD_EVENT_ID,      /* bad_event_id: event_id is not exactly 16 bytes */
-    COL_REASON_NO_BODY,           /* no_body: an event without error/request/metric/log */
-    COL_REASON_STRING_TOO_LONG,   /* string_too_long: a string above its limit */
-    COL_REASON_INVALID_UTF8,      /* invalid_utf8: a string that is not UTF-8 */
-    COL_REASON_TOO_MANY_TAGS,     /* too_many_tags: above max_tags */
-    COL_REASON_TOO_MANY_FRAMES,   /* too_many_frames: above max_frames */
-    COL_REASON_TOO_MANY_FIELDS,   /* too_many_fields: log fields above max_log_fields */
-    COL_REASON_BAD_VALUE,         /* bad_value: a metric value not finite, or a negative
-                                     TIMING value */
+    COL_REASON_TOO_BIG,                    /* too_big: payload above max_frame_bytes */
+    COL_REASON_MALFORMED,                  /* malformed: not a protobuf Batch (or not ZeroMQ-framed
+                                              as one payload) */
+    COL_REASON_EMPTY,                      /* empty: no events */
+    COL_REASON_TOO_MANY_EVENTS,            /* too_many_events: above max_events */
+    COL_REASON_MISSING_SERVICE,            /* missing_service: an event without a service */
+    COL_REASON_BAD_EVENT_ID,               /* bad_event_id: event_id is not exactly 16 bytes */
+    COL_REASON_NO_BODY,                    /* no_body: an event without error/request/metric/log */
+    COL_REASON_STRING_TOO_LONG,            /* string_too_long: a string above its limit */
+    COL_REASON_INVALID_UTF8,               /* invalid_utf8: a string that is not UTF-8 */
+    COL_REASON_TOO_MANY_TAGS,              /* too_many_tags: above max_tags */
+    COL_REASON_TOO_MANY_FRAMES,            /* too_many_frames: above max_frames */
+    COL_REASON_TOO_MANY_FIELDS,            /* too_many_fields: log fields above max_log_fields */
+    COL_REASON_BAD_VALUE,                  /* bad_value: a metric value not finite, or a negative
+                                              TIMING value */
     COL_REASON_TOO_MANY_FINGERPRINT_PARTS, /* too_many_fingerprint_parts */
     COL_REASON_COUNT
 } col_reason_t;

@@ -80,16 +80,13 @@ typedef struct {
 static const tc_cfg_entry_t config_table[] = {
     {"log.level", TC_CFG_STRING, "info", OFF(log_level), "debug, info, warn or error", 0, 0},
     {"instance.id", TC_CFG_STRING, "", OFF(instance_id),
-     "name of this collector in logs and in each event's collector_id (empty: host-pid)", 0,
-     0},
+     "name of this collector in logs and in each event's collector_id (empty: host-pid)", 0, 0},
     {"listen", TC_CFG_STRING, "tcp://*:7420", OFF(listen),
      "ZeroMQ endpoint the ROUTER binds (tcp://127.0.0.1:* picks a free port)", 0, 0},
-    {"http.bind", TC_CFG_STRING, "0.0.0.0", OFF(http_bind), "address of the HTTP endpoint", 0,
-     0},
-    {"http.port", TC_CFG_INT, "7421", OFF(http_port), "port of the HTTP endpoint (0: any free)",
-     0, 65535},
-    {"brokers", TC_CFG_STRING, "", OFF(brokers), "Kafka bootstrap servers (host:port,...)", 0,
-     0},
+    {"http.bind", TC_CFG_STRING, "0.0.0.0", OFF(http_bind), "address of the HTTP endpoint", 0, 0},
+    {"http.port", TC_CFG_INT, "7421", OFF(http_port), "port of the HTTP endpoint (0: any free)", 0,
+     65535},
+    {"brokers", TC_CFG_STRING, "", OFF(brokers), "Kafka bootstrap servers (host:port,...)", 0, 0},
     {"brokers_file", TC_CFG_STRING, "", OFF(brokers_file),
      "file whose first line is the bootstrap list; used when brokers is empty", 0, 0},
     {"topic.events", TC_CFG_STRING, "tocsin.events", OFF(topic_events),
@@ -102,15 +99,13 @@ static const tc_cfg_entry_t config_table[] = {
     {"limits.max_long_string", TC_CFG_SIZE, "16KiB", OFF(max_long_string),
      "bytes in an error or log message", 0, 0},
     {"limits.max_tags", TC_CFG_INT, "64", OFF(max_tags), "tags per event", 0, 1000000},
-    {"limits.max_frames", TC_CFG_INT, "128", OFF(max_frames), "stack frames per error", 0,
-     1000000},
+    {"limits.max_frames", TC_CFG_INT, "128", OFF(max_frames), "stack frames per error", 0, 1000000},
     {"limits.max_log_fields", TC_CFG_INT, "64", OFF(max_log_fields),
      "structured fields per log record", 0, 1000000},
     {"limits.max_fingerprint_parts", TC_CFG_INT, "16", OFF(max_fingerprint_parts),
      "explicit fingerprint parts per error", 0, 1000000},
     {"max_inflight_batches", TC_CFG_INT, "1000", OFF(max_inflight_batches),
-     "batches awaiting delivery reports; beyond it batches are answered retry-after", 1,
-     10000000},
+     "batches awaiting delivery reports; beyond it batches are answered retry-after", 1, 10000000},
     {"retry_after", TC_CFG_DURATION, "1s", OFF(retry_after_ms),
      "retry_after_ms put in RETRY_AFTER Acks", 0, 0},
     {"kafka.message_timeout", TC_CFG_DURATION, "30s", OFF(message_timeout_ms),
@@ -163,8 +158,8 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
     static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                             0.25,  0.5,    1,     2.5,  5,     10,   30};
     memset(m, 0, sizeof(*m));
-    m->batches_received = tc_metrics_counter(reg, "tocsin_collector_batches_received_total",
-                                             NULL, "Messages received on the ROUTER socket");
+    m->batches_received = tc_metrics_counter(reg, "tocsin_collector_batches_received_total", NULL,
+                                             "Messages received on the ROUTER socket");
     m->events_received = tc_metrics_counter(reg, "tocsin_collector_events_received_total", NULL,
                                             "Events in batches that passed validation");
     m->events_accepted = tc_metrics_counter(reg, "tocsin_collector_events_accepted_total", NULL,
@@ -174,9 +169,8 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
     for (int r = COL_REASON_NONE + 1; r < COL_REASON_COUNT; r++) {
         char labels[64];
         snprintf(labels, sizeof(labels), "reason=\"%s\"", col_reason_name((col_reason_t)r));
-        m->batches_rejected[r] =
-            tc_metrics_counter(reg, "tocsin_collector_batches_rejected_total", labels,
-                               "Batches acked REJECTED, by reason");
+        m->batches_rejected[r] = tc_metrics_counter(reg, "tocsin_collector_batches_rejected_total",
+                                                    labels, "Batches acked REJECTED, by reason");
         if (!m->batches_rejected[r]) {
             return TC_ENOMEM;
         }
@@ -184,16 +178,16 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
     m->batches_retry_after =
         tc_metrics_counter(reg, "tocsin_collector_batches_retry_after_total", NULL,
                            "Batches acked RETRY_AFTER (busy, producer refused, delivery failed)");
-    m->delivery_failures = tc_metrics_counter(reg, "tocsin_collector_delivery_failures_total",
-                                              NULL, "Events whose Kafka delivery report failed");
+    m->delivery_failures = tc_metrics_counter(reg, "tocsin_collector_delivery_failures_total", NULL,
+                                              "Events whose Kafka delivery report failed");
     m->produce_errors = tc_metrics_counter(reg, "tocsin_collector_produce_errors_total", NULL,
                                            "Events the producer refused (queue full, ...)");
     m->acks_dropped = tc_metrics_counter(reg, "tocsin_collector_acks_dropped_total", NULL,
                                          "Acks not sent: client gone or its queue full");
     for (int c = 0; c < CLIENT_N; c++) {
         m->client_dropped[c] =
-            tc_metrics_counter(reg, "tocsin_collector_client_dropped_total",
-                               client_drop_labels[c], "Events clients report they dropped");
+            tc_metrics_counter(reg, "tocsin_collector_client_dropped_total", client_drop_labels[c],
+                               "Events clients report they dropped");
         if (!m->client_dropped[c]) {
             return TC_ENOMEM;
         }
@@ -205,14 +199,14 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
                            "Events clients report lost in batches a collector rejected");
     m->inflight = tc_metrics_gauge(reg, "tocsin_collector_inflight_batches", NULL,
                                    "Batches awaiting their delivery reports");
-    m->delivery_latency = tc_metrics_histogram(
-        reg, "tocsin_collector_delivery_latency_seconds", NULL,
-        "From a batch's receipt to its last delivery report", latency_bounds,
-        sizeof(latency_bounds) / sizeof(latency_bounds[0]));
-    if (!m->batches_received || !m->events_received || !m->events_accepted ||
-        !m->batches_stored || !m->batches_retry_after || !m->delivery_failures ||
-        !m->produce_errors || !m->acks_dropped || !m->client_retried || !m->client_rejected ||
-        !m->inflight || !m->delivery_latency) {
+    m->delivery_latency =
+        tc_metrics_histogram(reg, "tocsin_collector_delivery_latency_seconds", NULL,
+                             "From a batch's receipt to its last delivery report", latency_bounds,
+                             sizeof(latency_bounds) / sizeof(latency_bounds[0]));
+    if (!m->batches_received || !m->events_received || !m->events_accepted || !m->batches_stored ||
+        !m->batches_retry_after || !m->delivery_failures || !m->produce_errors ||
+        !m->acks_dropped || !m->client_retried || !m->client_rejected || !m->inflight ||
+        !m->delivery_latency) {
         return TC_ENOMEM;
     }
     return 0;
@@ -271,8 +265,7 @@ static void *probe_main(void *arg)
         }
         probe_set(p, up, ms, detail);
         if (up != was_up) {
-            tc_log(up ? TC_LOG_INFO : TC_LOG_WARN, up ? "kafka.up" : "kafka.down", "%s",
-                   detail);
+            tc_log(up ? TC_LOG_INFO : TC_LOG_WARN, up ? "kafka.up" : "kafka.down", "%s", detail);
             was_up = up;
         }
 
@@ -315,8 +308,7 @@ static void ready_check(void *ctx, tc_health_t *health)
     } else if (age_ms > 3 * (PROBE_INTERVAL_MS + PROBE_TIMEOUT_MS)) {
         tc_health_add(health, "kafka", TC_HEALTH_UNHEALTHY, ms, "probe has not answered");
     } else {
-        tc_health_add(health, "kafka", up ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, ms,
-                      detail);
+        tc_health_add(health, "kafka", up ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, ms, detail);
     }
 }
 
@@ -380,8 +372,8 @@ static void send_ack(col_daemon_t *d, const col_peer_t *peer, const col_ack_t *a
         uint64_t suppressed = 0;
         if (tc_log_limit_allow(&d->ack_drop_log, tc_mono_us(), &suppressed)) {
             tc_logj(TC_LOG_WARN, "collector.ack_dropped",
-                    json_pack("{s:I, s:I}", "sequence", (json_int_t)ack->sequence,
-                              "suppressed", (json_int_t)suppressed),
+                    json_pack("{s:I, s:I}", "sequence", (json_int_t)ack->sequence, "suppressed",
+                              (json_int_t)suppressed),
                     "Ack not sent: %s", zmq_strerror(saved));
         }
     }
@@ -519,8 +511,7 @@ static void produce_batch(col_daemon_t *d, const col_peer_t *peer, Tocsin__V1__B
             snprintf(reason, sizeof(reason), "collector out of memory");
         }
         tc_counter_inc(d->m.batches_retry_after);
-        send_simple_ack(d, peer, b->sequence, TOCSIN__V1__ACK__STATUS__STATUS_RETRY_AFTER,
-                        reason);
+        send_simple_ack(d, peer, b->sequence, TOCSIN__V1__ACK__STATUS__STATUS_RETRY_AFTER, reason);
         return;
     }
     update_inflight_gauge(d);
@@ -567,8 +558,8 @@ static void produce_batch(col_daemon_t *d, const col_peer_t *peer, Tocsin__V1__B
             uint64_t suppressed = 0;
             if (tc_log_limit_allow(&d->produce_log, tc_mono_us(), &suppressed)) {
                 tc_logj(TC_LOG_WARN, "collector.produce_refused",
-                        json_pack("{s:I, s:I}", "sequence", (json_int_t)b->sequence,
-                                  "suppressed", (json_int_t)suppressed),
+                        json_pack("{s:I, s:I}", "sequence", (json_int_t)b->sequence, "suppressed",
+                                  (json_int_t)suppressed),
                         "%s", reason);
             }
             col_track_abort(t, reason);
@@ -722,8 +713,8 @@ static int run_loop(col_daemon_t *d)
 static void drain_inflight(col_daemon_t *d)
 {
     size_t n = col_inflight_count(d->inflight);
-    tc_log(TC_LOG_INFO, "collector.draining", "%zu batch(es) in flight, waiting up to %" PRId64
-           " ms", n, d->cfg.shutdown_timeout_ms);
+    tc_log(TC_LOG_INFO, "collector.draining",
+           "%zu batch(es) in flight, waiting up to %" PRId64 " ms", n, d->cfg.shutdown_timeout_ms);
     int64_t deadline = tc_mono_us() + d->cfg.shutdown_timeout_ms * 1000;
     while (col_inflight_count(d->inflight) > 0 && !d->fatal) {
         int64_t left_ms = (deadline - tc_mono_us()) / 1000;
@@ -791,26 +782,29 @@ static int limits_from_config(const col_config_t *c, col_limits_t *l)
 static int kafka_start(col_daemon_t *d)
 {
     char *bootstrap = NULL;
-    int rc = tc_kafka_bootstrap(d->cfg.brokers, d->cfg.brokers_file, BROKERS_FILE_WAIT_MS,
-                                &bootstrap);
+    int rc =
+        tc_kafka_bootstrap(d->cfg.brokers, d->cfg.brokers_file, BROKERS_FILE_WAIT_MS, &bootstrap);
     if (rc != 0) {
-        tc_log(TC_LOG_ERROR, "collector.kafka", "no Kafka bootstrap servers (brokers=\"%s\", "
-               "brokers_file=\"%s\"): %s", d->cfg.brokers, d->cfg.brokers_file,
-               tc_strerror(rc));
+        tc_log(TC_LOG_ERROR, "collector.kafka",
+               "no Kafka bootstrap servers (brokers=\"%s\", "
+               "brokers_file=\"%s\"): %s",
+               d->cfg.brokers, d->cfg.brokers_file, tc_strerror(rc));
         return rc;
     }
     char err[512];
     char timeout[32];
     snprintf(timeout, sizeof(timeout), "%" PRId64, d->cfg.message_timeout_ms);
-    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err,
-                                              sizeof(err));
+    rd_kafka_conf_t *conf =
+        tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err, sizeof(err));
     if (!conf) {
         tc_log(TC_LOG_ERROR, "collector.kafka", "%s", err);
         free(bootstrap);
         return TC_EINVAL;
     }
     static const char *const defaults[][2] = {
-        {"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"},
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "5"},
         {"compression.type", "lz4"},
     };
     rc = 0;

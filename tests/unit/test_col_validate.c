@@ -388,8 +388,8 @@ static const vcase_t cases[] = {
     {"too_many_tags: limit 0", m_tags_limit_zero, COL_REASON_TOO_MANY_TAGS, 0},
     {"too_many_frames", m_too_many_frames, COL_REASON_TOO_MANY_FRAMES, 0},
     {"too_many_fields", m_too_many_fields, COL_REASON_TOO_MANY_FIELDS, 3},
-    {"too_many_fingerprint_parts", m_too_many_fingerprint,
-     COL_REASON_TOO_MANY_FINGERPRINT_PARTS, 0},
+    {"too_many_fingerprint_parts", m_too_many_fingerprint, COL_REASON_TOO_MANY_FINGERPRINT_PARTS,
+     0},
     {"bad_value: NaN", m_metric_nan, COL_REASON_BAD_VALUE, 2},
     {"bad_value: -inf gauge", m_metric_inf, COL_REASON_BAD_VALUE, 2},
     {"bad_value: negative timing", m_timing_negative, COL_REASON_BAD_VALUE, 2},
@@ -411,8 +411,7 @@ static void test_cases(void **state)
         free(buf);
         if (c->reason == COL_REASON_NONE) {
             if (rc != 0) {
-                fail_msg("%s: refused: %s: %s", c->name, col_reason_name(rej.reason),
-                         rej.message);
+                fail_msg("%s: refused: %s: %s", c->name, col_reason_name(rej.reason), rej.message);
             }
             assert_non_null(b);
             assert_int_equal(rej.reason, COL_REASON_NONE);
@@ -423,8 +422,8 @@ static void test_cases(void **state)
             for (size_t e = 0; e < b->n_events; e++) {
                 assert_int_equal(b->events[e]->body_case, f.batch.events[e]->body_case);
                 assert_string_equal(b->events[e]->service, f.batch.events[e]->service);
-                assert_memory_equal(b->events[e]->event_id.data,
-                                    f.batch.events[e]->event_id.data, 16);
+                assert_memory_equal(b->events[e]->event_id.data, f.batch.events[e]->event_id.data,
+                                    16);
             }
             col_batch_free(b);
             continue;
@@ -464,13 +463,13 @@ typedef struct {
 static void test_raw(void **state)
 {
     (void)state;
-    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                      0xff, 0xff, 0x01};
-    static const uint8_t bad_len[] = {0x1a, 0xff, 0xff, 0x03, 0x00}; /* events, len ~65k */
-    static const uint8_t group[] = {0x0b, 0x0c};                      /* a group field */
-    static const uint8_t field0[] = {0x00, 0x01};                     /* field number 0 */
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    static const uint8_t bad_len[] = {0x1a, 0xff, 0xff, 0x03, 0x00};    /* events, len ~65k */
+    static const uint8_t group[] = {0x0b, 0x0c};                        /* a group field */
+    static const uint8_t field0[] = {0x00, 0x01};                       /* field number 0 */
     static const uint8_t wrong_type[] = {0x19, 1, 2, 3, 4, 5, 6, 7, 8}; /* events as fixed64 */
-    static const uint8_t event_bad_inner[] = {0x1a, 0x02, 0xff, 0xff}; /* event body broken */
+    static const uint8_t event_bad_inner[] = {0x1a, 0x02, 0xff, 0xff};  /* event body broken */
     static const uint8_t only_sequence[] = {0x08, 0x07};
     const rawcase_t raw[] = {
         {"empty input", NULL, 0, COL_REASON_EMPTY},
@@ -479,8 +478,7 @@ static void test_raw(void **state)
         {"length past the end", bad_len, sizeof(bad_len), COL_REASON_MALFORMED},
         {"group wire type", group, sizeof(group), COL_REASON_MALFORMED},
         {"field number 0", field0, sizeof(field0), COL_REASON_MALFORMED},
-        {"events with the wrong wire type", wrong_type, sizeof(wrong_type),
-         COL_REASON_MALFORMED},
+        {"events with the wrong wire type", wrong_type, sizeof(wrong_type), COL_REASON_MALFORMED},
         {"event with broken contents", event_bad_inner, sizeof(event_bad_inner),
          COL_REASON_MALFORMED},
     };
@@ -556,10 +554,21 @@ static void test_reason_names(void **state)
     (void)state;
     /* The names are an interface (metric labels, Ack reasons): they never change. */
     static const char *const expected[] = {
-        "none",          "too_big",        "malformed",       "empty",
-        "too_many_events", "missing_service", "bad_event_id", "no_body",
-        "string_too_long", "invalid_utf8",  "too_many_tags",   "too_many_frames",
-        "too_many_fields", "bad_value",     "too_many_fingerprint_parts",
+        "none",
+        "too_big",
+        "malformed",
+        "empty",
+        "too_many_events",
+        "missing_service",
+        "bad_event_id",
+        "no_body",
+        "string_too_long",
+        "invalid_utf8",
+        "too_many_tags",
+        "too_many_frames",
+        "too_many_fields",
+        "bad_value",
+        "too_many_fingerprint_parts",
     };
     assert_int_equal(N_ELEMS(expected), COL_REASON_COUNT);
     for (int r = 0; r < COL_REASON_COUNT; r++) {

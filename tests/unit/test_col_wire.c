@@ -43,14 +43,22 @@ static void test_envelope(void **state)
         {"no frames", 0, {{NULL, 0}}, TC_EINVAL, false, NULL, 0},
         {"[id] alone", 1, {{id5, 5}}, TC_EINVAL, false, NULL, 5},
         {"[id][x][payload]", 3, {{id5, 5}, {"x", 1}, {"batch", 5}}, TC_EINVAL, false, NULL, 5},
-        {"[id][empty][a][b]", 4, {{id5, 5}, {"", 0}, {"a", 1}, {"b", 1}}, TC_EINVAL, true, NULL,
-         5},
-        {"[id][a][b][c]", 4, {{id5, 5}, {"a", 1}, {"b", 1}, {"c", 1}}, TC_EINVAL, false, NULL,
-         5},
+        {"[id][empty][a][b]", 4, {{id5, 5}, {"", 0}, {"a", 1}, {"b", 1}}, TC_EINVAL, true, NULL, 5},
+        {"[id][a][b][c]", 4, {{id5, 5}, {"a", 1}, {"b", 1}, {"c", 1}}, TC_EINVAL, false, NULL, 5},
         {"empty id", 2, {{"", 0}, {"batch", 5}}, TC_EINVAL, false, NULL, 0},
-        {"id too long", 2, {{id_long, COL_IDENTITY_MAX + 1}, {"batch", 5}}, TC_EINVAL, false,
-         NULL, 0},
-        {"id at the limit", 2, {{id_long, COL_IDENTITY_MAX}, {"batch", 5}}, 0, false, "batch",
+        {"id too long",
+         2,
+         {{id_long, COL_IDENTITY_MAX + 1}, {"batch", 5}},
+         TC_EINVAL,
+         false,
+         NULL,
+         0},
+        {"id at the limit",
+         2,
+         {{id_long, COL_IDENTITY_MAX}, {"batch", 5}},
+         0,
+         false,
+         "batch",
          COL_IDENTITY_MAX},
     };
     memset(id_long, 'i', sizeof(id_long));
@@ -63,8 +71,7 @@ static void test_envelope(void **state)
             fail_msg("%s: rc %d, expected %d", c->name, rc, c->rc);
         }
         if (peer.identity_len != c->id_len) {
-            fail_msg("%s: identity %zu bytes, expected %zu", c->name, peer.identity_len,
-                     c->id_len);
+            fail_msg("%s: identity %zu bytes, expected %zu", c->name, peer.identity_len, c->id_len);
         }
         if (c->id_len) {
             assert_memory_equal(peer.identity, c->frames[0].data, c->id_len);
@@ -95,9 +102,8 @@ static Tocsin__V1__Ack *ack_roundtrip(const col_ack_t *ack)
 static void test_ack_encode(void **state)
 {
     (void)state;
-    col_ack_t stored = {.sequence = 7,
-                        .status = TOCSIN__V1__ACK__STATUS__STATUS_STORED,
-                        .accepted = 50};
+    col_ack_t stored = {
+        .sequence = 7, .status = TOCSIN__V1__ACK__STATUS__STATUS_STORED, .accepted = 50};
     Tocsin__V1__Ack *a = ack_roundtrip(&stored);
     assert_int_equal(a->sequence, 7);
     assert_int_equal(a->status, TOCSIN__V1__ACK__STATUS__STATUS_STORED);
@@ -124,9 +130,8 @@ static void test_ack_encode(void **state)
         longr[200 + 2 * i + 1] = (char)0xa9;
     }
     longr[400] = '\0';
-    col_ack_t rej = {.sequence = 1,
-                     .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED,
-                     .reason = longr};
+    col_ack_t rej = {
+        .sequence = 1, .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED, .reason = longr};
     a = ack_roundtrip(&rej);
     assert_true(strlen(a->reason) <= COL_ACK_REASON_MAX);
     assert_true(strlen(a->reason) >= COL_ACK_REASON_MAX - 1);
@@ -134,9 +139,8 @@ static void test_ack_encode(void **state)
     assert_int_equal(strlen(a->reason) % 2, 0); /* 200 + whole 2-byte characters */
     tocsin__v1__ack__free_unpacked(a, NULL);
 
-    col_ack_t bad = {.sequence = 2,
-                     .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED,
-                     .reason = "bad \xff"};
+    col_ack_t bad = {
+        .sequence = 2, .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED, .reason = "bad \xff"};
     a = ack_roundtrip(&bad);
     assert_string_equal(a->reason, "(reason not UTF-8)");
     tocsin__v1__ack__free_unpacked(a, NULL);
