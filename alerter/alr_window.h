@@ -24,9 +24,10 @@
 
 #include "alr_rollup.h"
 
-/* Buckets starting further than this beyond `now` are refused: a skewed clock upstream
- * must not move the watermark into the future. */
-#define ALR_WINDOW_FUTURE_MAX_S 600
+/* Buckets starting further than this beyond `now` are refused: only closed buckets are
+ * published, so a later start means a skewed clock upstream, and it must not move the
+ * watermark (and every window with it) into the future. */
+#define ALR_WINDOW_FUTURE_MAX_S 120
 
 typedef struct alr_window alr_window_t;
 

@@ -95,7 +95,7 @@ static const tc_cfg_entry_t config_table[] = {
 
 static const char *const reject_reasons[] = {
     "too_big", "protobuf", "no_bucket",  "string",     "key_mismatch", "width",
-    "alignment", "errors_above_count", "kind", "future", "store_full", "kafka_error"};
+    "alignment", "errors_above_count", "kind", "future", "store_full"};
 #define NREASONS (sizeof(reject_reasons) / sizeof(reject_reasons[0]))
 
 typedef struct {
@@ -132,6 +132,7 @@ typedef struct {
     tc_counter_t *m_retries;
     tc_counter_t *m_reload_failures;
     tc_counter_t *m_store_errors;
+    tc_counter_t *m_kafka_errors;
     tc_gauge_t *m_alerts[ALR_STATE_COUNT];
     tc_gauge_t *m_rules_loaded;
 
@@ -358,6 +359,7 @@ static void handle_message(app_t *app, rd_kafka_message_t *m)
         return;
     }
     if (m->err) {
+        tc_counter_inc(app->m_kafka_errors);
         uint64_t suppressed = 0;
         if (tc_log_limit_allow(&app->bad_input_log, tc_mono_us(), &suppressed)) {
             tc_log(TC_LOG_WARN, "kafka.consume", "%s", rd_kafka_message_errstr(m));
@@ -689,6 +691,8 @@ static int metrics_init(app_t *app)
                                                 NULL, "Rule files rejected on reload");
     app->m_store_errors = tc_metrics_counter(m, "tocsin_alerter_store_errors_total", NULL,
                                              "LMDB writes that failed");
+    app->m_kafka_errors = tc_metrics_counter(m, "tocsin_alerter_kafka_errors_total", NULL,
+                                             "Errors reported by the Kafka consumer");
     app->m_rules_loaded = tc_metrics_gauge(m, "tocsin_alerter_rules_loaded", NULL,
                                            "Rules in the running rule set");
     for (int i = 0; i < ALR_STATE_COUNT; i++) {
@@ -701,7 +705,7 @@ static int metrics_init(app_t *app)
         }
     }
     if (!app->m_consumed || !app->m_evaluations || !app->m_delivered || !app->m_failed ||
-        !app->m_retries || !app->m_reload_failures || !app->m_store_errors ||
+        !app->m_retries || !app->m_reload_failures || !app->m_store_errors || !app->m_kafka_errors ||
         !app->m_rules_loaded) {
         return TC_ENOMEM;
     }
