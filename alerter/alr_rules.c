@@ -559,6 +559,9 @@ typedef struct {
 /* Collects libcyaml's error lines. libcyaml writes a message and then a backtrace, one
  * line per call; the first message and the innermost position are what a user needs. */
 static void cyaml_log_collect(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+    __attribute__((format(printf, 3, 0)));
+
+static void cyaml_log_collect(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
 {
     cylog_t *cl = ctx;
     if (level < CYAML_LOG_ERROR) {
