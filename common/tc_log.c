@@ -141,7 +141,7 @@ static void log_emit(tc_log_level_t level, const char *event, json_t *fields, co
         json_object_update_missing(line, fields);
     }
     json_decref(fields);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(line);
     if (!text) {
         return;

@@ -12,7 +12,7 @@ PACKAGES=(
     libcurl4-openssl-dev
     libmicrohttpd-dev
     libjansson-dev
-    libcyaml-dev
+    libcyaml-dev libyaml-dev
     libxxhash-dev
     libcmocka-dev
     python3 curl
