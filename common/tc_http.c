@@ -217,7 +217,8 @@ void tc_http_resp_text(tc_http_resp_t *resp, int status, const char *content_typ
 
 void tc_http_resp_json(tc_http_resp_t *resp, int status, json_t *doc)
 {
-    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) : NULL;
+    size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15);
+    char *text = doc ? json_dumps(doc, flags) : NULL;
     json_decref(doc);
     free(resp->body);
     resp->body = NULL;
