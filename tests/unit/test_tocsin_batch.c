@@ -49,8 +49,8 @@ static void test_round_trip(void **state)
     tocsin_record_put(&recs[2], "db.query", 8);
     tocsin_record_put(&recs[2], "ms", 2);
 
-    tocsin_loss_t loss = {.dropped_queue_full = 7, .dropped_oversize = 2, .retried = 3,
-                          .rejected = 4};
+    tocsin_loss_t loss = {
+        .dropped_queue_full = 7, .dropped_oversize = 2, .retried = 3, .rejected = 4};
     tocsin_rng_t rng;
     tocsin_rng_seed(&rng, 42);
     uint8_t *buf = NULL;
@@ -137,8 +137,8 @@ static void test_byte_cap_splits(void **state)
     while (done < N) {
         uint8_t *buf = NULL;
         size_t len = 0, used = 0;
-        assert_int_equal(tocsin_encoder_encode(enc, (uint64_t)batches, &loss, recs + done,
-                                               N - done, &rng, &buf, &len, &used),
+        assert_int_equal(tocsin_encoder_encode(enc, (uint64_t)batches, &loss, recs + done, N - done,
+                                               &rng, &buf, &len, &used),
                          0);
         assert_true(used >= 1);
         assert_true(len <= cap);

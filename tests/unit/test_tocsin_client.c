@@ -67,7 +67,7 @@ typedef struct {
     uint64_t bad_batches;
     char sdk[64];
     char api_key[64];
-    Tocsin__V1__Event *sample_error;  /* copies of the last error and metric stored */
+    Tocsin__V1__Event *sample_error; /* copies of the last error and metric stored */
     Tocsin__V1__Event *sample_metric;
     Tocsin__V1__Batch *sample_owner[2];
 
@@ -134,8 +134,7 @@ static void store(collector_t *col, Tocsin__V1__Batch *b)
 /* Handles one batch; returns false when it was held (MODE_HOLD). */
 static void handle(collector_t *col, zmq_msg_t *id, zmq_msg_t *body)
 {
-    Tocsin__V1__Batch *b =
-        tocsin__v1__batch__unpack(NULL, zmq_msg_size(body), zmq_msg_data(body));
+    Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, zmq_msg_size(body), zmq_msg_data(body));
     pthread_mutex_lock(&col->lock);
     col->batches_received++;
     if (!b) {
@@ -764,6 +763,44 @@ static void test_destroy_sends_pending(void **state)
     collector_stop(&col);
 }
 
+/* After fork(), the child neither hangs nor sends through the parent's sockets: flush says
+ * ECLOSED and destroy returns; the parent's client keeps working. */
+static void test_forked_child(void **state)
+{
+    (void)state;
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    uint64_t full = 0;
+    assert_int_equal(record_requests(c, 0, 10, &full), 10);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20); /* a hang kills the child, and the parent sees it */
+        int rc = tocsin_request(c, "/r/child", "GET", 200, 1);
+        int ok = rc == TOCSIN_OK || rc == TOCSIN_EFULL;
+        ok = ok && tocsin_flush(c, 1000) == TOCSIN_ECLOSED;
+        tocsin_destroy(&c);
+        ok = ok && c == NULL;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    assert_int_equal(record_requests(c, 10, 20, &full), 10);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_destroy(&c);
+    assert_int_equal(collector_get(col, &col->events_stored), 20);
+    assert_each_index_once(col, 0, 20);
+    collector_stop(&col);
+}
+
 /* The example program exits 0 against a collector that stores, and its events arrive. */
 static void test_example_program(void **state)
 {
@@ -796,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_rejected),
         cmocka_unit_test(test_queue_full_reported),
         cmocka_unit_test(test_destroy_sends_pending),
+        cmocka_unit_test(test_forked_child),
         cmocka_unit_test(test_example_program),
     };
     return cmocka_run_group_tests_name("tocsin_client", tests, NULL, NULL);

@@ -26,10 +26,10 @@ typedef struct {
     bool valid;
 } options_case_t;
 
-#define EDIT(fn, body)                                                                         \
-    static void fn(tocsin_options_t *o)                                                        \
-    {                                                                                          \
-        body;                                                                                  \
+#define EDIT(fn, body)                                                                             \
+    static void fn(tocsin_options_t *o)                                                            \
+    {                                                                                              \
+        body;                                                                                      \
     }
 
 EDIT(edit_none, (void)o)
@@ -39,8 +39,7 @@ EDIT(edit_long_service, o->service = long_name)
 EDIT(edit_long_host, o->host = long_name)
 EDIT(edit_empty_host, o->host = "")
 EDIT(edit_long_release, o->release = long_name)
-EDIT(edit_zeros_mean_defaults,
-     o->environment = NULL; o->collectors = NULL; o->queue_capacity = 0;
+EDIT(edit_zeros_mean_defaults, o->environment = NULL; o->collectors = NULL; o->queue_capacity = 0;
      o->batch_max_events = 0; o->batch_interval_ms = 0; o->ack_timeout_ms = 0;
      o->max_inflight_batches = 0; o->shutdown_timeout_ms = 0)
 EDIT(edit_big_queue, o->queue_capacity = 1048577)
@@ -238,9 +237,9 @@ static void test_recording_arguments(void **state)
 static void test_strerror(void **state)
 {
     (void)state;
-    static const int codes[] = {TOCSIN_OK,        TOCSIN_EINVAL, TOCSIN_ENOMEM,
-                                TOCSIN_EIO,       TOCSIN_ETOOBIG, TOCSIN_ETIMEDOUT,
-                                TOCSIN_EFULL,     TOCSIN_ECLOSED, TOCSIN_EZMQ};
+    static const int codes[] = {TOCSIN_OK,    TOCSIN_EINVAL,  TOCSIN_ENOMEM,
+                                TOCSIN_EIO,   TOCSIN_ETOOBIG, TOCSIN_ETIMEDOUT,
+                                TOCSIN_EFULL, TOCSIN_ECLOSED, TOCSIN_EZMQ};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         const char *s = tocsin_strerror(codes[i]);
         assert_non_null(s);

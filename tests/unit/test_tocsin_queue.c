@@ -143,8 +143,8 @@ static void test_producers_with_consumer(void **state)
     producer_t p[PRODUCERS];
     pthread_t t[PRODUCERS];
     for (uint32_t i = 0; i < PRODUCERS; i++) {
-        p[i] = (producer_t){.q = q, .id = i, .attempts = PER_PRODUCER,
-                            .retry_when_full = true, .start = &start};
+        p[i] = (producer_t){
+            .q = q, .id = i, .attempts = PER_PRODUCER, .retry_when_full = true, .start = &start};
         assert_int_equal(pthread_create(&t[i], NULL, producer_run, &p[i]), 0);
     }
     uint32_t next[PRODUCERS] = {0};

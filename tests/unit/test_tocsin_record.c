@@ -28,7 +28,10 @@ static void test_utf8_copy_table(void **state)
         {"two-byte", "caf\xc3\xa9", 5, 16, "caf\xc3\xa9", false},
         {"three-byte", "\xe2\x82\xac", 3, 16, "\xe2\x82\xac", false},
         {"four-byte", "\xf0\x9f\x94\xa5", 4, 16, "\xf0\x9f\x94\xa5", false},
-        {"lone continuation", "a\x80" "b", 3, 16, "a?b", false},
+        {"lone continuation",
+         "a\x80"
+         "b",
+         3, 16, "a?b", false},
         {"latin-1 byte", "caf\xe9!", 5, 16, "caf?!", false},
         {"overlong two-byte", "\xc0\xaf", 2, 16, "??", false},
         {"overlong three-byte", "\xe0\x80\xaf", 3, 16, "???", false},

@@ -24,11 +24,17 @@
  * ownership of its strings. Strings must be NUL-terminated. Bytes that are not well-formed
  * UTF-8 are replaced by '?' (the wire format carries UTF-8 only).
  *
+ * fork(): the client belongs to the process that created it. In a child, recording still
+ * returns at once but nothing is sent (the queue fills, then TOCSIN_EFULL), tocsin_flush
+ * returns TOCSIN_ECLOSED, and tocsin_destroy frees the client's memory without touching
+ * the parent's sockets or thread. A child that wants to report creates its own client.
+ *
  * Errors: int functions return TOCSIN_OK (0) or one of the negative TOCSIN_E* codes below;
  * tocsin_new returns NULL. tocsin_strerror names a code.
  *
  * Not built yet (see the client-library issue): logs, stack traces, scope (tags, user,
- * trace id), sampling, before_send, CURVE, crash capture, fork handling.
+ * trace id), sampling, before_send, CURVE, crash capture, a working client in a forked
+ * child.
  */
 #ifndef TOCSIN_H
 #define TOCSIN_H
@@ -44,16 +50,16 @@ extern "C" {
  * the same value. */
 enum {
     TOCSIN_OK = 0,
-    TOCSIN_EINVAL = -1,     /* an argument is NULL, empty, out of range or not finite */
-    TOCSIN_ENOMEM = -2,     /* an allocation failed (tocsin_new only) */
-    TOCSIN_EIO = -3,        /* a system call failed (tocsin_new only); errno says more */
-    TOCSIN_ETOOBIG = -5,    /* a name is longer than TOCSIN_NAME_MAX: the event was dropped
-                               and counted in dropped_oversize */
-    TOCSIN_ETIMEDOUT = -7,  /* tocsin_flush: the time bound passed first */
-    TOCSIN_EFULL = -8,      /* the queue is full: the event was dropped and counted in
-                               dropped_queue_full */
-    TOCSIN_ECLOSED = -11,   /* the client is shutting down (tocsin_destroy has begun) */
-    TOCSIN_EZMQ = -15,      /* ZeroMQ refused a socket or an endpoint (tocsin_new only) */
+    TOCSIN_EINVAL = -1,    /* an argument is NULL, empty, out of range or not finite */
+    TOCSIN_ENOMEM = -2,    /* an allocation failed (tocsin_new only) */
+    TOCSIN_EIO = -3,       /* a system call failed (tocsin_new only); errno says more */
+    TOCSIN_ETOOBIG = -5,   /* a name is longer than TOCSIN_NAME_MAX: the event was dropped
+                              and counted in dropped_oversize */
+    TOCSIN_ETIMEDOUT = -7, /* tocsin_flush: the time bound passed first */
+    TOCSIN_EFULL = -8,     /* the queue is full: the event was dropped and counted in
+                              dropped_queue_full */
+    TOCSIN_ECLOSED = -11,  /* the client is shutting down (tocsin_destroy has begun) */
+    TOCSIN_EZMQ = -15,     /* ZeroMQ refused a socket or an endpoint (tocsin_new only) */
 };
 
 /* Returns a static, human-readable name for `err` (a TOCSIN_E* code, or "unknown error").
@@ -197,7 +203,8 @@ int tocsin_metric(tocsin_t *self, const char *name, tocsin_metric_kind_t kind, d
  * (and counted), for at most `timeout_ms` (0: just check). This call blocks the caller;
  * the recording functions never do.
  * Returns TOCSIN_OK; TOCSIN_ETIMEDOUT (some events are still waiting: they stay queued and
- * keep being retried); TOCSIN_EINVAL (self NULL); TOCSIN_ECLOSED.
+ * keep being retried); TOCSIN_EINVAL (self NULL); TOCSIN_ECLOSED (tocsin_destroy has begun,
+ * or this is a forked child of the process that created the client).
  */
 int tocsin_flush(tocsin_t *self, uint32_t timeout_ms);
 

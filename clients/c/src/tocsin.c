@@ -55,11 +55,11 @@
 #define ENDPOINT_MAX 255
 
 /* Delivery constants that are not options (yet). */
-#define BACKOFF_BASE_MS 100     /* first back-off after an ack time-out */
-#define BACKOFF_MAX_MS 10000    /* longest back-off */
-#define REFUSED_RETRY_MS 100    /* wait after every collector refused a send */
+#define BACKOFF_BASE_MS 100      /* first back-off after an ack time-out */
+#define BACKOFF_MAX_MS 10000     /* longest back-off */
+#define REFUSED_RETRY_MS 100     /* wait after every collector refused a send */
 #define RETRY_AFTER_MAX_MS 60000 /* cap on a collector's retry-after */
-#define ACKS_PER_WAKE 1024      /* replies read per socket per wake-up, so none starves */
+#define ACKS_PER_WAKE 1024       /* replies read per socket per wake-up, so none starves */
 #define RECONNECT_IVL_MS 100
 #define RECONNECT_IVL_MAX_MS 5000
 
@@ -85,7 +85,7 @@ struct tocsin {
 
     /* Flush and shutdown handshake. */
     _Alignas(64) _Atomic uint64_t flush_target; /* send at once every event before this */
-    _Atomic int64_t stop_deadline_ms;          /* set before `closing` */
+    _Atomic int64_t stop_deadline_ms;           /* set before `closing` */
     pthread_mutex_t lock;
     pthread_cond_t progress; /* broadcast when `resolved` grows */
     uint64_t resolved;       /* under lock: every event before it is acked or rejected */
@@ -111,19 +111,20 @@ struct tocsin {
     tocsin_rng_t rng;
     tocsin_record_t *pending; /* the batch under construction */
     uint32_t pending_n;
-    uint64_t pending_first;      /* queue position of pending[0] */
-    int64_t pending_started_ms;  /* when pending[0] was taken from the queue */
+    uint64_t pending_first;     /* queue position of pending[0] */
+    int64_t pending_started_ms; /* when pending[0] was taken from the queue */
     uint64_t next_sequence;
     tocsin_loss_t reported;      /* loss totals already put in a batch */
     uint64_t resolved_published; /* last value written to `resolved` */
     int64_t last_wake_us;
-    char rejected_reason[256];   /* last rejection reason written to stderr */
+    char rejected_reason[256]; /* last rejection reason written to stderr */
     bool rejected_logged;
     bool invalid_ack_logged;
     uint64_t undelivered; /* set when the thread ends */
 
     pthread_t thread;
     bool thread_started;
+    pid_t owner_pid; /* the process that created the client (see fork in tocsin.h) */
 };
 
 /* ---------------------------------------------------------------------------------- */
@@ -230,9 +231,9 @@ static void options_resolve(const tocsin_options_t *in, tocsin_options_t *out)
     tocsin_options_t d;
     tocsin_options_init(&d);
     *out = *in;
-#define DEFAULT(field)                                                                         \
-    if (!out->field) {                                                                         \
-        out->field = d.field;                                                                  \
+#define DEFAULT(field)                                                                             \
+    if (!out->field) {                                                                             \
+        out->field = d.field;                                                                      \
     }
     DEFAULT(environment);
     DEFAULT(collectors);
@@ -671,8 +672,8 @@ static int seal_batch(tocsin_t *self, int64_t now)
     if (rc != 0) {
         return rc;
     }
-    rc = tocsin_inflight_add(self->inflight, self->next_sequence, data, len,
-                             self->pending_first, self->pending_first + used, now);
+    rc = tocsin_inflight_add(self->inflight, self->next_sequence, data, len, self->pending_first,
+                             self->pending_first + used, now);
     if (rc != 0) {
         free(data);
         return rc;
@@ -798,9 +799,8 @@ static void *run(void *arg)
         uint32_t moved = build_batches(self, now, closing);
         send_due(self, now);
         publish_progress(self);
-        if (closing &&
-            (all_done(self) ||
-             now >= atomic_load_explicit(&self->stop_deadline_ms, memory_order_relaxed))) {
+        if (closing && (all_done(self) || now >= atomic_load_explicit(&self->stop_deadline_ms,
+                                                                      memory_order_relaxed))) {
             break;
         }
 
@@ -823,8 +823,15 @@ static void *run(void *arg)
 /* ---------------------------------------------------------------------------------- */
 /* Life cycle. */
 
-static void client_free(tocsin_t *self)
+/* Frees the client. In a child process after fork() (`forked`), ZeroMQ's context has no
+ * threads and terminating it would hang: its sockets and context are left alone. */
+static void client_free(tocsin_t *self, bool forked)
 {
+    if (forked) {
+        free(self->sockets);
+        self->sockets = NULL;
+        self->zmq_ctx = NULL;
+    }
     if (self->sockets) {
         for (uint32_t i = 0; i < self->n_endpoints; i++) {
             if (self->sockets[i]) {
@@ -877,8 +884,7 @@ static int copy_strings(tocsin_t *self, const tocsin_options_t *o)
     self->release = copy_utf8(o->release ? o->release : "");
     self->host = copy_utf8(o->host ? o->host : hostname);
     self->api_key = copy_utf8(o->api_key ? o->api_key : "");
-    if (!self->service || !self->environment || !self->release || !self->host ||
-        !self->api_key) {
+    if (!self->service || !self->environment || !self->release || !self->host || !self->api_key) {
         return TOCSIN_ENOMEM;
     }
     const char *p = o->collectors, *s;
@@ -1024,9 +1030,10 @@ tocsin_t *tocsin_new(const tocsin_options_t *opts)
     self->opts.host = self->opts.collectors = self->opts.api_key = NULL;
     int rc = client_prepare(self, &resolved);
     if (rc != 0) {
-        client_free(self);
+        client_free(self, false);
         return NULL;
     }
+    self->owner_pid = getpid();
 
     /* ZeroMQ's I/O thread (started with the first socket) and ours must not take the
      * host's signals: block them all while both are created; they inherit the mask. */
@@ -1039,7 +1046,7 @@ tocsin_t *tocsin_new(const tocsin_options_t *opts)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!self->thread_started) {
-        client_free(self);
+        client_free(self, false);
         return NULL;
     }
     return self;
@@ -1051,6 +1058,12 @@ void tocsin_destroy(tocsin_t **self_p)
         return;
     }
     tocsin_t *self = *self_p;
+    if (getpid() != self->owner_pid) {
+        /* A forked child: the background thread exists only in the parent. */
+        client_free(self, true);
+        *self_p = NULL;
+        return;
+    }
     atomic_store_explicit(&self->stop_deadline_ms, mono_ms() + self->opts.shutdown_timeout_ms,
                           memory_order_relaxed);
     atomic_store_explicit(&self->closing, true, memory_order_release);
@@ -1061,7 +1074,7 @@ void tocsin_destroy(tocsin_t **self_p)
                  "shutdown_timeout_ms (%u ms) and are given up",
                  (unsigned long long)self->undelivered, self->opts.shutdown_timeout_ms);
     }
-    client_free(self);
+    client_free(self, false);
     *self_p = NULL;
 }
 
@@ -1073,7 +1086,7 @@ int tocsin_flush(tocsin_t *self, uint32_t timeout_ms)
     if (!self) {
         return TOCSIN_EINVAL;
     }
-    if (is_closing(self)) {
+    if (is_closing(self) || getpid() != self->owner_pid) {
         return TOCSIN_ECLOSED;
     }
     uint64_t target = tocsin_queue_tail(self->queue);

@@ -125,8 +125,8 @@ static size_t field_size(size_t len)
 }
 
 int tocsin_encoder_encode(tocsin_encoder_t *self, uint64_t sequence, const tocsin_loss_t *loss,
-                          const tocsin_record_t *recs, size_t n, tocsin_rng_t *rng,
-                          uint8_t **out, size_t *out_len, size_t *n_used)
+                          const tocsin_record_t *recs, size_t n, tocsin_rng_t *rng, uint8_t **out,
+                          size_t *out_len, size_t *n_used)
 {
     assert(self && loss && recs && rng && out && out_len && n_used);
     if (n == 0 || n > self->max_events) {
@@ -206,8 +206,8 @@ int tocsin_ack_decode(const void *data, size_t len, tocsin_ack_t *out)
         out->accepted = ack->accepted;
         bool cut = false;
         const char *reason = ack->reason ? ack->reason : "";
-        size_t n = tocsin_utf8_copy(out->reason, sizeof(out->reason) - 1, reason,
-                                    strlen(reason), &cut);
+        size_t n =
+            tocsin_utf8_copy(out->reason, sizeof(out->reason) - 1, reason, strlen(reason), &cut);
         out->reason[n] = '\0';
     }
     tocsin__v1__ack__free_unpacked(ack, NULL);

@@ -50,8 +50,8 @@ void tocsin_encoder_destroy(tocsin_encoder_t **self_p);
  * max_events, TOCSIN_ENOMEM when the buffer cannot be allocated.
  */
 int tocsin_encoder_encode(tocsin_encoder_t *self, uint64_t sequence, const tocsin_loss_t *loss,
-                          const tocsin_record_t *recs, size_t n, tocsin_rng_t *rng,
-                          uint8_t **out, size_t *out_len, size_t *n_used);
+                          const tocsin_record_t *recs, size_t n, tocsin_rng_t *rng, uint8_t **out,
+                          size_t *out_len, size_t *n_used);
 
 /* Largest Ack the client reads; a longer reply is invalid. */
 #define TOCSIN_ACK_MAX_BYTES 65536

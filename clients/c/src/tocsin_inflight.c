@@ -14,8 +14,7 @@ struct tocsin_inflight {
     tocsin_inflight_entry_t *entries; /* config.max_batches of them; `used` marks a batch */
 };
 
-tocsin_inflight_t *tocsin_inflight_new(const tocsin_inflight_config_t *config,
-                                       tocsin_rng_t *rng)
+tocsin_inflight_t *tocsin_inflight_new(const tocsin_inflight_config_t *config, tocsin_rng_t *rng)
 {
     assert(config && rng);
     if (config->max_batches == 0 || config->n_endpoints == 0 || config->ack_timeout_ms == 0 ||
@@ -165,8 +164,7 @@ bool tocsin_inflight_sent(tocsin_inflight_t *self, tocsin_inflight_entry_t *e, i
     return resend;
 }
 
-void tocsin_inflight_refused(tocsin_inflight_t *self, tocsin_inflight_entry_t *e,
-                             int64_t now_ms)
+void tocsin_inflight_refused(tocsin_inflight_t *self, tocsin_inflight_entry_t *e, int64_t now_ms)
 {
     assert(self && e && e->used);
     move_on(self, e);

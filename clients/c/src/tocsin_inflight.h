@@ -52,10 +52,10 @@ typedef struct {
     size_t len;
     uint64_t first_pos; /* queue positions of its events: [first_pos, end_pos) */
     uint64_t end_pos;
-    uint32_t endpoint;  /* where it is (to be) sent */
-    uint32_t sends;     /* times handed to ZeroMQ so far */
-    uint32_t timeouts;  /* ack time-outs so far: drive the back-off */
-    uint32_t refused;   /* endpoints that refused it in a row */
+    uint32_t endpoint; /* where it is (to be) sent */
+    uint32_t sends;    /* times handed to ZeroMQ so far */
+    uint32_t timeouts; /* ack time-outs so far: drive the back-off */
+    uint32_t refused;  /* endpoints that refused it in a row */
     tocsin_inflight_state_t state;
     int64_t due_ms;
     bool used;
@@ -72,8 +72,7 @@ typedef enum {
 typedef struct tocsin_inflight tocsin_inflight_t;
 
 /* Returns NULL on a config out of range or no memory. `rng` is borrowed for jitter. */
-tocsin_inflight_t *tocsin_inflight_new(const tocsin_inflight_config_t *config,
-                                       tocsin_rng_t *rng);
+tocsin_inflight_t *tocsin_inflight_new(const tocsin_inflight_config_t *config, tocsin_rng_t *rng);
 
 /* Frees the table and every batch still in it; safe twice. */
 void tocsin_inflight_destroy(tocsin_inflight_t **self_p);
@@ -101,8 +100,7 @@ tocsin_inflight_entry_t *tocsin_inflight_next_send(tocsin_inflight_t *self, int6
 
 /* ZeroMQ took the batch: it now awaits its Ack until now_ms + ack_timeout_ms. Returns
  * true when this was a resend (the batch had been handed to ZeroMQ before). */
-bool tocsin_inflight_sent(tocsin_inflight_t *self, tocsin_inflight_entry_t *entry,
-                          int64_t now_ms);
+bool tocsin_inflight_sent(tocsin_inflight_t *self, tocsin_inflight_entry_t *entry, int64_t now_ms);
 
 /* ZeroMQ refused the batch (no peer connected at that endpoint). */
 void tocsin_inflight_refused(tocsin_inflight_t *self, tocsin_inflight_entry_t *entry,

@@ -22,8 +22,7 @@ tocsin_queue_t *tocsin_queue_new(uint32_t capacity)
     }
     memset(self, 0, sizeof(*self));
     self->capacity = capacity;
-    if (posix_memalign((void **)&self->slots, 64, (size_t)capacity * sizeof(tocsin_slot_t)) !=
-        0) {
+    if (posix_memalign((void **)&self->slots, 64, (size_t)capacity * sizeof(tocsin_slot_t)) != 0) {
         free(self);
         return NULL;
     }
@@ -68,8 +67,7 @@ tocsin_slot_t *tocsin_queue_claim(tocsin_queue_t *self, uint64_t *pos_out)
         int64_t diff = (int64_t)(seq - pos);
         if (diff == 0) {
             if (atomic_compare_exchange_weak_explicit(&self->tail, &pos, pos + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed)) {
+                                                      memory_order_relaxed, memory_order_relaxed)) {
                 *pos_out = pos;
                 return slot;
             }

@@ -37,10 +37,10 @@ typedef struct {
         double f64;
     } num;
     uint32_t status;
-    uint8_t kind;  /* TOCSIN_RECORD_* */
-    uint8_t sub;   /* level or metric kind */
-    uint8_t nstr;  /* strings stored so far */
-    uint8_t flags; /* TOCSIN_RECORD_TRUNCATED */
+    uint8_t kind;                     /* TOCSIN_RECORD_* */
+    uint8_t sub;                      /* level or metric kind */
+    uint8_t nstr;                     /* strings stored so far */
+    uint8_t flags;                    /* TOCSIN_RECORD_TRUNCATED */
     uint16_t off[TOCSIN_RECORD_STRS]; /* offset of string i in text */
     uint16_t len[TOCSIN_RECORD_STRS]; /* length of string i, without its NUL */
     uint16_t used;                    /* bytes of text in use, NULs included */
@@ -53,8 +53,7 @@ typedef struct {
 
 _Static_assert(sizeof(tocsin_record_t) == TOCSIN_SLOT_BYTES - TOCSIN_SLOT_HEADER,
                "a record fills a slot after the slot's sequence number");
-_Static_assert(TOCSIN_RECORD_TEXT >= 2 * (TOCSIN_NAME_MAX + 1),
-               "two names fit one record");
+_Static_assert(TOCSIN_RECORD_TEXT >= 2 * (TOCSIN_NAME_MAX + 1), "two names fit one record");
 _Static_assert(TOCSIN_RECORD_TEXT >= TOCSIN_NAME_MAX + 1 + TOCSIN_MESSAGE_MIN + 1,
                "a type and the promised message fit one record");
 
