@@ -160,8 +160,9 @@ int tocsin_encoder_encode(tocsin_encoder_t *self, uint64_t sequence, const tocsi
         total += add;
     }
 
-    size_t len = protobuf_c_message_get_packed_size(&batch.base);
-    assert(len == total);
+    /* `total` is the packed size already: sizing the whole batch again would cost a pass. */
+    size_t len = total;
+    assert(len == protobuf_c_message_get_packed_size(&batch.base));
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) {
         return TOCSIN_ENOMEM;
