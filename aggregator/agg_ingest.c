@@ -47,17 +47,23 @@ static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
 {
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
-        int64_t next = 0;
+        int64_t next = 0, lo = 0, hi = 0;
         int rc = agg_store_offset_get(d->store, p->topic, p->partition, &next);
-        if (rc != 0) {
-            p->offset = RD_KAFKA_OFFSET_BEGINNING;
-            tc_log(TC_LOG_INFO, "ingest.assign", "%s/%d: no stored offset; from the beginning",
-                   p->topic, (int)p->partition);
-            continue;
-        }
-        int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
             rk, p->topic, p->partition, &lo, &hi, WATERMARK_TIMEOUT_MS);
+        if (rc != 0) {
+            p->offset = RD_KAFKA_OFFSET_BEGINNING;
+            if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                tc_log(TC_LOG_INFO, "ingest.assign",
+                       "%s/%d: no stored offset; from the beginning of the log (offset %" PRId64
+                       ", %" PRId64 " record(s))",
+                       p->topic, (int)p->partition, lo, hi - lo);
+            } else {
+                tc_log(TC_LOG_INFO, "ingest.assign", "%s/%d: no stored offset; from the beginning",
+                       p->topic, (int)p->partition);
+            }
+            continue;
+        }
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR && hi < next) {
             tc_log(TC_LOG_WARN, "ingest.offset_reset",
                    "%s/%d: stored offset %" PRId64 " is beyond the log's end %" PRId64

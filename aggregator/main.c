@@ -218,12 +218,8 @@ int main(int argc, char **argv)
     agg_daemon_t *d = &daemon_state;
     int exit_code = 1;
     char *bootstrap = NULL;
-    char err[256];
 
-    if (tc_config_defaults(config_table, &d->cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tocsin-aggregator: %s\n", err);
-        return 2;
-    }
+    /* tc_config_cli sets the defaults, then the file, then --set. */
     int rc = tc_config_cli(config_table, &d->cfg, argc, argv, usage);
     if (rc == 1) {
         tc_config_free(config_table, &d->cfg);
