@@ -30,9 +30,8 @@ static void handle_query(void *ctx, const tc_http_req_t *req, tc_http_resp_t *re
     char err[256];
     if (agg_query_params_parse(&p, tc_http_req_query(req, "service"),
                                tc_http_req_query(req, "name"), tc_http_req_query(req, "window"),
-                               tc_http_req_query(req, "environment"),
-                               tc_http_req_query(req, "q"), tc_now_us(), &param, err,
-                               sizeof(err)) != 0) {
+                               tc_http_req_query(req, "environment"), tc_http_req_query(req, "q"),
+                               tc_now_us(), &param, err, sizeof(err)) != 0) {
         tc_counter_inc(d->m.query_errors);
         tc_http_resp_error(resp, 400, param, "%s", err);
         return;
@@ -49,8 +48,7 @@ static void handle_query(void *ctx, const tc_http_req_t *req, tc_http_resp_t *re
     if (rc != 0) {
         agg_query_acc_fini(&acc);
         tc_counter_inc(d->m.query_errors);
-        tc_http_resp_error(resp, rc == TC_ENOMEM ? 500 : 503, NULL, "store: %s",
-                           tc_strerror(rc));
+        tc_http_resp_error(resp, rc == TC_ENOMEM ? 500 : 503, NULL, "store: %s", tc_strerror(rc));
         return;
     }
     json_t *doc = agg_query_json(&p, &acc);
@@ -77,10 +75,10 @@ static int add_series(void *ctx, const agg_series_info_t *s)
         c->truncated = true;
         return 1;
     }
-    json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "service", s->service,
-                          "environment", s->environment, "name", s->name, "kind",
-                          agg_kind_name(s->kind), "first", (json_int_t)s->first_s, "last",
-                          (json_int_t)(s->last_s + AGG_BUCKET_WIDTH_S));
+    json_t *e =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "service", s->service, "environment",
+                  s->environment, "name", s->name, "kind", agg_kind_name(s->kind), "first",
+                  (json_int_t)s->first_s, "last", (json_int_t)(s->last_s + AGG_BUCKET_WIDTH_S));
     if (!e || json_array_append_new(c->list, e) != 0) {
         return 1;
     }
@@ -109,9 +107,9 @@ static void handle_series(void *ctx, const tc_http_req_t *req, tc_http_resp_t *r
         tc_http_resp_error(resp, 503, NULL, "store: %s", tc_strerror(rc));
         return;
     }
-    json_t *doc = json_pack("{s:o, s:o, s:b}", "service",
-                            service ? json_string(service) : json_null(), "series", c.list,
-                            "truncated", c.truncated);
+    json_t *doc =
+        json_pack("{s:o, s:o, s:b}", "service", service ? json_string(service) : json_null(),
+                  "series", c.list, "truncated", c.truncated);
     if (!doc) {
         tc_http_resp_error(resp, 500, NULL, "out of memory");
         return;
@@ -160,8 +158,7 @@ static void *probe_main(void *arg)
                 snprintf(detail, sizeof(detail), "%s: %s", p->topic, rd_kafka_err2str(t->err));
             }
         } else {
-            snprintf(detail, sizeof(detail), "metadata request failed: %s",
-                     rd_kafka_err2str(err));
+            snprintf(detail, sizeof(detail), "metadata request failed: %s", rd_kafka_err2str(err));
         }
         if (md) {
             rd_kafka_metadata_destroy(md);
@@ -263,8 +260,7 @@ static void ready_check(void *ctx, tc_health_t *health)
     } else if (age_ms > 3 * (PROBE_INTERVAL_MS + PROBE_TIMEOUT_MS)) {
         tc_health_add(health, "kafka", TC_HEALTH_UNHEALTHY, kms, "probe has not answered");
     } else {
-        tc_health_add(health, "kafka", up ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, kms,
-                      detail);
+        tc_health_add(health, "kafka", up ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, kms, detail);
     }
 }
 
@@ -299,8 +295,8 @@ int agg_api_register(agg_daemon_t *d)
         tc_metrics_gauge_fn(d->metrics, "tocsin_aggregator_lmdb_used_bytes", NULL,
                             "Bytes of the LMDB map in use", gauge_used_bytes, d) != 0 ||
         tc_metrics_gauge_fn(d->metrics, "tocsin_aggregator_rollups_owed", NULL,
-                            "Bucket revisions not yet confirmed on the rollups topic",
-                            gauge_owed, d) != 0) {
+                            "Bucket revisions not yet confirmed on the rollups topic", gauge_owed,
+                            d) != 0) {
         return TC_ENOMEM;
     }
     return 0;

@@ -115,8 +115,7 @@ static int validate_event(const Tocsin__V1__Event *ev, const char **reason)
     }
 }
 
-int agg_event_decode(const uint8_t *data, size_t len, Tocsin__V1__Event **out,
-                     const char **reason)
+int agg_event_decode(const uint8_t *data, size_t len, Tocsin__V1__Event **out, const char **reason)
 {
     const char *why = NULL;
     *out = NULL;
@@ -235,8 +234,7 @@ static int set_identity(agg_bucket_t *b, const char *service, const char *enviro
 
 static bool same_series(const agg_bucket_t *b, const agg_sample_t *s)
 {
-    return b->kind == s->kind && b->start_s == s->start_s &&
-           strcmp(b->service, s->service) == 0 &&
+    return b->kind == s->kind && b->start_s == s->start_s && strcmp(b->service, s->service) == 0 &&
            strcmp(b->environment, s->environment) == 0 && strcmp(b->name, s->name) == 0;
 }
 
@@ -305,8 +303,8 @@ int agg_bucket_merge(agg_bucket_t *dst, const agg_bucket_t *src)
         return 0;
     }
     if (dst->kind == AGG_KIND_NONE) {
-        int rc = set_identity(dst, src->service, src->environment, src->name, src->kind,
-                              src->start_s);
+        int rc =
+            set_identity(dst, src->service, src->environment, src->name, src->kind, src->start_s);
         if (rc != 0) {
             return rc;
         }
@@ -387,18 +385,16 @@ static bool kind_known(int kind)
 static int validate_pb(const Tocsin__V1__Bucket *pb)
 {
     if (!pb->service || !pb->service[0] || !text_ok(pb->service, AGG_MAX_SERVICE) ||
-        !pb->environment || !pb->environment[0] ||
-        !text_ok(pb->environment, AGG_MAX_ENVIRONMENT) || !pb->name || !pb->name[0] ||
-        !text_ok(pb->name, AGG_MAX_NAME)) {
+        !pb->environment || !pb->environment[0] || !text_ok(pb->environment, AGG_MAX_ENVIRONMENT) ||
+        !pb->name || !pb->name[0] || !text_ok(pb->name, AGG_MAX_NAME)) {
         return TC_EUTF8;
     }
     if (!kind_known((int)pb->kind) || pb->width_s != AGG_BUCKET_WIDTH_S ||
-        pb->start_s % AGG_BUCKET_WIDTH_S != 0 || pb->count == 0 ||
-        pb->errors > pb->count || pb->late > pb->count) {
+        pb->start_s % AGG_BUCKET_WIDTH_S != 0 || pb->count == 0 || pb->errors > pb->count ||
+        pb->late > pb->count) {
         return TC_EINVAL;
     }
-    if (!isfinite(pb->sum) || !isfinite(pb->min) || !isfinite(pb->max) ||
-        !isfinite(pb->last)) {
+    if (!isfinite(pb->sum) || !isfinite(pb->min) || !isfinite(pb->max) || !isfinite(pb->last)) {
         return TC_EINVAL;
     }
     return 0;
@@ -423,8 +419,8 @@ int agg_bucket_decode(const uint8_t *data, size_t len, agg_bucket_t *b, uint64_t
         if (sk->schema != TC_SKETCH_SCHEMA) {
             rc = TC_EINVAL;
         } else {
-            rc = tc_sketch_load(&b->sketch, sk->schema, sk->zero_count, sk->offset,
-                                sk->counts, sk->n_counts);
+            rc = tc_sketch_load(&b->sketch, sk->schema, sk->zero_count, sk->offset, sk->counts,
+                                sk->n_counts);
         }
     }
     if (rc == 0) {
@@ -454,8 +450,8 @@ int agg_bucket_decode(const uint8_t *data, size_t len, agg_bucket_t *b, uint64_t
     return rc;
 }
 
-int agg_rollup_encode(const agg_bucket_t *b, uint64_t revision, const char *producer,
-                      uint8_t **out, size_t *len)
+int agg_rollup_encode(const agg_bucket_t *b, uint64_t revision, const char *producer, uint8_t **out,
+                      size_t *len)
 {
     Tocsin__V1__Bucket pb;
     Tocsin__V1__Sketch sk;

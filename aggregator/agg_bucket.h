@@ -23,11 +23,11 @@
 
 #define AGG_BUCKET_WIDTH_S 10
 #define AGG_EVENT_ID_LEN 16
-#define AGG_MAX_SERVICE 256     /* bytes, without the terminator */
+#define AGG_MAX_SERVICE 256 /* bytes, without the terminator */
 #define AGG_MAX_ENVIRONMENT 256
 #define AGG_MAX_NAME 1024
-#define AGG_MAX_EVENT_BYTES (4u * 1024 * 1024)   /* a Kafka record value above this is refused */
-#define AGG_MAX_STORED_BYTES (512u * 1024)       /* a stored bucket value above this is refused */
+#define AGG_MAX_EVENT_BYTES (4u * 1024 * 1024) /* a Kafka record value above this is refused */
+#define AGG_MAX_STORED_BYTES (512u * 1024)     /* a stored bucket value above this is refused */
 #define AGG_ERRORS_NAME "$errors"
 #define AGG_DEFAULT_ENVIRONMENT "default"
 
@@ -54,12 +54,12 @@ typedef struct {
     const char *environment; /* "default" when the event left it empty */
     const char *name;
     agg_kind_t kind;
-    int64_t start_s;         /* the bucket the event time falls in */
-    int64_t time_us;         /* event time */
-    bool error;              /* counts in `errors` */
-    bool has_value;          /* `value` goes to the sketch (requests, timings) or to the
-                                counter sum / gauge level */
-    double value;            /* duration in us for requests; the metric value for metrics */
+    int64_t start_s; /* the bucket the event time falls in */
+    int64_t time_us; /* event time */
+    bool error;      /* counts in `errors` */
+    bool has_value;  /* `value` goes to the sketch (requests, timings) or to the
+                        counter sum / gauge level */
+    double value;    /* duration in us for requests; the metric value for metrics */
 } agg_sample_t;
 
 /*
@@ -77,11 +77,11 @@ typedef struct {
     uint64_t count;
     uint64_t errors;
     uint64_t late;
-    tc_sketch_t sketch;   /* request durations (us) or TIMING values; schema TC_SKETCH_SCHEMA */
+    tc_sketch_t sketch; /* request durations (us) or TIMING values; schema TC_SKETCH_SCHEMA */
     double sum;
-    double min;           /* meaningful once count > 0 and a value was seen */
+    double min; /* meaningful once count > 0 and a value was seen */
     double max;
-    double last;          /* gauges: the value with the latest event time */
+    double last; /* gauges: the value with the latest event time */
     int64_t last_time_us;
 } agg_bucket_t;
 
@@ -100,8 +100,7 @@ int64_t agg_bucket_align(int64_t time_us);
  * TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_EUTF8. On error *reason (if not NULL) names the
  * field at fault in a static string.
  */
-int agg_event_decode(const uint8_t *data, size_t len, Tocsin__V1__Event **out,
-                     const char **reason);
+int agg_event_decode(const uint8_t *data, size_t len, Tocsin__V1__Event **out, const char **reason);
 
 /*
  * Turns a validated event into its sample (see agg_sample_t). Requests: count, error when
@@ -159,8 +158,8 @@ int agg_bucket_decode(const uint8_t *data, size_t len, agg_bucket_t *b, uint64_t
  * Encodes the tocsin.v1.Rollup published on tocsin.rollups for this bucket.
  * Returns 0 with *out (malloc'd, the caller frees) and *len set, or TC_ENOMEM.
  */
-int agg_rollup_encode(const agg_bucket_t *b, uint64_t revision, const char *producer,
-                      uint8_t **out, size_t *len);
+int agg_rollup_encode(const agg_bucket_t *b, uint64_t revision, const char *producer, uint8_t **out,
+                      size_t *len);
 
 /*
  * The Kafka key of the series' rollups: "service\0environment\0name" (no terminator after

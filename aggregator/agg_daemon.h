@@ -103,10 +103,10 @@ typedef struct {
     rd_kafka_message_t **pending; /* consumed, not yet applied; up to poll.max_messages */
     size_t npending;
     size_t pending_cap;
-    agg_msg_t *msgs;              /* the batch handed to agg_store_apply */
-    bool paused;                  /* partitions paused after a failed commit */
-    int64_t retry_at_us;          /* monotonic: when to try the failed commit again */
-    _Atomic int last_commit_rc;   /* 0, or the TC_E* of the last failed commit (HTTP reads) */
+    agg_msg_t *msgs;            /* the batch handed to agg_store_apply */
+    bool paused;                /* partitions paused after a failed commit */
+    int64_t retry_at_us;        /* monotonic: when to try the failed commit again */
+    _Atomic int last_commit_rc; /* 0, or the TC_E* of the last failed commit (HTTP reads) */
     tc_log_limit_t invalid_log;
     tc_log_limit_t kafka_log;
 
@@ -114,13 +114,13 @@ typedef struct {
     rd_kafka_t *producer;
     rd_kafka_topic_t *rollups_topic;
     agg_inflight_t *inflight;
-    agg_owed_ref_t *delivered;    /* delivered rollups to clear from LMDB at the next commit */
+    agg_owed_ref_t *delivered; /* delivered rollups to clear from LMDB at the next commit */
     size_t ndelivered;
     size_t delivered_cap;
-    int64_t last_tick_us;         /* monotonic */
+    int64_t last_tick_us; /* monotonic */
     tc_log_limit_t rollup_log;
 
-    bool fatal;                   /* a Kafka fatal error: exit 1 */
+    bool fatal; /* a Kafka fatal error: exit 1 */
 } agg_daemon_t;
 
 /* ---- agg_ingest.c ---- */

@@ -49,8 +49,8 @@ static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
         rd_kafka_topic_partition_t *p = &parts->elems[i];
         int64_t next = 0, lo = 0, hi = 0;
         int rc = agg_store_offset_get(d->store, p->topic, p->partition, &next);
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            rk, p->topic, p->partition, &lo, &hi, WATERMARK_TIMEOUT_MS);
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo,
+                                                                   &hi, WATERMARK_TIMEOUT_MS);
         if (rc != 0) {
             p->offset = RD_KAFKA_OFFSET_BEGINNING;
             if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -134,8 +134,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         d->paused = false;
         break;
     default:
-        tc_log(TC_LOG_ERROR, "ingest.rebalance", "rebalance failed: %s",
-               rd_kafka_err2str(err));
+        tc_log(TC_LOG_ERROR, "ingest.rebalance", "rebalance failed: %s", rd_kafka_err2str(err));
         aerr = rd_kafka_assign(rk, NULL);
         break;
     }
@@ -155,16 +154,17 @@ static void on_consumer_error(rd_kafka_t *rk, int err, const char *reason, void 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[256];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        tc_log(TC_LOG_ERROR, "kafka.fatal", "consumer: %s: %s; stopping",
-               rd_kafka_err2name(orig), buf);
+        tc_log(TC_LOG_ERROR, "kafka.fatal", "consumer: %s: %s; stopping", rd_kafka_err2name(orig),
+               buf);
         d->fatal = true;
         tc_signal_request_stop();
         return;
     }
     uint64_t suppressed = 0;
     if (tc_log_limit_allow(&d->kafka_log, tc_mono_us(), &suppressed)) {
-        tc_logj(TC_LOG_WARN, "kafka.error", json_pack("{s:I}", "suppressed", (json_int_t)suppressed),
-                "consumer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+        tc_logj(TC_LOG_WARN, "kafka.error",
+                json_pack("{s:I}", "suppressed", (json_int_t)suppressed), "consumer: %s: %s",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     }
 }
 
@@ -189,8 +189,8 @@ int agg_ingest_start(agg_daemon_t *d, const char *bootstrap)
     }
     d->invalid_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
     d->kafka_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
-    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err,
-                                              sizeof(err));
+    rd_kafka_conf_t *conf =
+        tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err, sizeof(err));
     if (!conf) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         return TC_EINVAL;
@@ -321,8 +321,8 @@ static void log_refused(agg_daemon_t *d, const agg_msg_t *m)
     tc_logj(TC_LOG_WARN, "ingest.record_refused",
             json_pack("{s:s, s:i, s:I, s:s, s:s, s:I}", "topic", m->topic, "partition",
                       (int)m->partition, "offset", (json_int_t)m->offset, "result",
-                      result_name(m->result), "reason", m->reason ? m->reason : "",
-                      "suppressed", (json_int_t)suppressed),
+                      result_name(m->result), "reason", m->reason ? m->reason : "", "suppressed",
+                      (json_int_t)suppressed),
             "record refused: %s", m->reason ? m->reason : "invalid");
 }
 
@@ -393,8 +393,8 @@ int agg_ingest_commit(agg_daemon_t *d)
         atomic_store(&d->last_commit_rc, rc);
         d->retry_at_us = tc_mono_us() + RETRY_AFTER_FAILED_COMMIT_US;
         tc_log(TC_LOG_ERROR, "ingest.commit_failed",
-               "LMDB commit of %zu record(s) failed: %s; consumption paused, retrying",
-               d->npending, tc_strerror(rc));
+               "LMDB commit of %zu record(s) failed: %s; consumption paused, retrying", d->npending,
+               tc_strerror(rc));
         set_paused(d, true);
         return rc;
     }
@@ -422,10 +422,9 @@ int agg_ingest_commit(agg_daemon_t *d)
     if (d->npending > 0) {
         kafka_commit(d);
         tc_logj(TC_LOG_DEBUG, "ingest.committed",
-                json_pack("{s:I, s:I, s:I, s:I}", "records", (json_int_t)st.consumed,
-                          "applied", (json_int_t)st.applied, "duplicates",
-                          (json_int_t)st.duplicates, "buckets",
-                          (json_int_t)st.buckets_written),
+                json_pack("{s:I, s:I, s:I, s:I}", "records", (json_int_t)st.consumed, "applied",
+                          (json_int_t)st.applied, "duplicates", (json_int_t)st.duplicates,
+                          "buckets", (json_int_t)st.buckets_written),
                 "batch committed");
     }
     for (size_t i = 0; i < d->npending; i++) {

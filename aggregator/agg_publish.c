@@ -203,16 +203,17 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[256];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        tc_log(TC_LOG_ERROR, "kafka.fatal", "producer: %s: %s; stopping",
-               rd_kafka_err2name(orig), buf);
+        tc_log(TC_LOG_ERROR, "kafka.fatal", "producer: %s: %s; stopping", rd_kafka_err2name(orig),
+               buf);
         d->fatal = true;
         tc_signal_request_stop();
         return;
     }
     uint64_t suppressed = 0;
     if (tc_log_limit_allow(&d->rollup_log, tc_mono_us(), &suppressed)) {
-        tc_logj(TC_LOG_WARN, "kafka.error", json_pack("{s:I}", "suppressed", (json_int_t)suppressed),
-                "producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+        tc_logj(TC_LOG_WARN, "kafka.error",
+                json_pack("{s:I}", "suppressed", (json_int_t)suppressed), "producer: %s: %s",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     }
 }
 
@@ -224,8 +225,8 @@ int agg_publish_start(agg_daemon_t *d, const char *bootstrap)
     if (!d->inflight) {
         return TC_ENOMEM;
     }
-    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err,
-                                              sizeof(err));
+    rd_kafka_conf_t *conf =
+        tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err, sizeof(err));
     if (!conf) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         return TC_EINVAL;
@@ -234,8 +235,7 @@ int agg_publish_start(agg_daemon_t *d, const char *bootstrap)
                                   sizeof(err)) != 0 ||
         tc_kafka_conf_set_default(conf, &d->cfg.kafka, "message.timeout.ms", "30000", err,
                                   sizeof(err)) != 0 ||
-        tc_kafka_conf_set_default(conf, &d->cfg.kafka, "linger.ms", "20", err,
-                                  sizeof(err)) != 0) {
+        tc_kafka_conf_set_default(conf, &d->cfg.kafka, "linger.ms", "20", err, sizeof(err)) != 0) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         rd_kafka_conf_destroy(conf);
         return TC_EINVAL;
@@ -303,10 +303,9 @@ static int publish_one(void *ctx, const agg_owed_ref_t *ref, const agg_bucket_t 
     }
     *opaque = *ref;
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        d->producer, RD_KAFKA_V_RKT(d->rollups_topic),
-        RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-        RD_KAFKA_V_VALUE(value, vlen), RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_OPAQUE(opaque),
-        RD_KAFKA_V_END);
+        d->producer, RD_KAFKA_V_RKT(d->rollups_topic), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(value, vlen),
+        RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* Refused (the queue is full): nothing was taken; the next tick tries again. */
         free(value);
@@ -329,8 +328,7 @@ void agg_publish_tick(agg_daemon_t *d, bool force)
     tick_ctx_t t = {d, 0, false};
     int rc = agg_store_owed(d->store, tc_now_us(), publish_one, &t);
     if (rc != 0) {
-        tc_log(TC_LOG_ERROR, "publish.tick", "reading owed rollups failed: %s",
-               tc_strerror(rc));
+        tc_log(TC_LOG_ERROR, "publish.tick", "reading owed rollups failed: %s", tc_strerror(rc));
     }
     if (t.full) {
         uint64_t suppressed = 0;

@@ -11,8 +11,7 @@
 
 static const double default_q[] = {0.5, 0.95, 0.99};
 
-static int bad(const char **bad_param, const char *param, char *err, size_t errlen,
-               const char *why)
+static int bad(const char **bad_param, const char *param, char *err, size_t errlen, const char *why)
 {
     *bad_param = param;
     snprintf(err, errlen, "%s", why);
@@ -76,12 +75,12 @@ int agg_query_params_parse(agg_query_params_t *p, const char *service, const cha
         return bad(bad_param, "service", err, errlen, "service is required");
     }
     if (!text_ok(service, AGG_MAX_SERVICE)) {
-        return bad(bad_param, "service", err, errlen,
-                   "service must be UTF-8 of at most 256 bytes");
+        return bad(bad_param, "service", err, errlen, "service must be UTF-8 of at most 256 bytes");
     }
     if (!name || !*name) {
-        return bad(bad_param, "name", err, errlen, "name is required (a route, a metric, "
-                                                   "$errors, or * for every request series)");
+        return bad(bad_param, "name", err, errlen,
+                   "name is required (a route, a metric, "
+                   "$errors, or * for every request series)");
     }
     if (!text_ok(name, AGG_MAX_NAME)) {
         return bad(bad_param, "name", err, errlen, "name must be UTF-8 of at most 1024 bytes");
@@ -201,8 +200,8 @@ json_t *agg_query_json(const agg_query_params_t *p, const agg_query_acc_t *acc)
         json_object_set_new(qs, p->qkey[i], isnan(v) ? json_null() : json_real(v * scale));
     }
     json_object_set_new(doc, "quantiles", qs);
-    if (any && (t->kind == AGG_KIND_COUNTER || t->kind == AGG_KIND_GAUGE ||
-                t->kind == AGG_KIND_TIMING)) {
+    if (any &&
+        (t->kind == AGG_KIND_COUNTER || t->kind == AGG_KIND_GAUGE || t->kind == AGG_KIND_TIMING)) {
         if (t->kind != AGG_KIND_GAUGE) {
             set_real(doc, "sum", t->sum);
         }

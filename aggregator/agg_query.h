@@ -23,12 +23,12 @@
 /* The query's parameters once checked. Strings are borrowed from the caller. */
 typedef struct {
     const char *service;
-    const char *name;         /* a series name, or "*" for every request series */
-    const char *environment;  /* NULL: every environment */
-    const char *window;       /* as given, e.g. "5m" */
-    int64_t window_s;         /* the window rounded up to whole buckets */
-    int64_t from_s;           /* first bucket start merged (inclusive) */
-    int64_t to_s;             /* end of the last bucket merged (exclusive) */
+    const char *name;        /* a series name, or "*" for every request series */
+    const char *environment; /* NULL: every environment */
+    const char *window;      /* as given, e.g. "5m" */
+    int64_t window_s;        /* the window rounded up to whole buckets */
+    int64_t from_s;          /* first bucket start merged (inclusive) */
+    int64_t to_s;            /* end of the last bucket merged (exclusive) */
     size_t nq;
     double q[AGG_QUERY_MAX_Q];
     char qkey[AGG_QUERY_MAX_Q][24]; /* JSON key of each quantile, e.g. "0.95" */
@@ -54,9 +54,9 @@ bool agg_query_wants(const agg_query_params_t *p, agg_kind_t kind);
 
 /* The merge of a window's buckets. */
 typedef struct {
-    agg_bucket_t total;  /* the merged bucket; kind NONE while nothing was added */
-    size_t buckets;      /* how many buckets were merged */
-    uint64_t skipped;    /* buckets left out because their kind disagreed with the others */
+    agg_bucket_t total; /* the merged bucket; kind NONE while nothing was added */
+    size_t buckets;     /* how many buckets were merged */
+    uint64_t skipped;   /* buckets left out because their kind disagreed with the others */
 } agg_query_acc_t;
 
 void agg_query_acc_init(agg_query_acc_t *acc);

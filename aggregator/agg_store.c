@@ -87,8 +87,7 @@ static void series_key(uint8_t k[SERIES_KEY_LEN], const char *service, const cha
     tc_be64_put(k + 16, h64(environment));
 }
 
-static int offset_key(uint8_t k[OFFSET_KEY_MAX], const char *topic, int32_t partition,
-                      size_t *klen)
+static int offset_key(uint8_t k[OFFSET_KEY_MAX], const char *topic, int32_t partition, size_t *klen)
 {
     size_t tl = topic ? strnlen(topic, TOPIC_MAX + 1) : 0;
     if (tl == 0 || tl > TOPIC_MAX || partition < 0) {
@@ -148,7 +147,7 @@ static size_t series_encode(uint8_t *buf, agg_kind_t kind, int64_t first_s, int6
     return n;
 }
 
-#define SERIES_VALUE_MAX \
+#define SERIES_VALUE_MAX                                                                           \
     (SERIES_HEADER_LEN + 6 + AGG_MAX_SERVICE + AGG_MAX_ENVIRONMENT + AGG_MAX_NAME)
 
 static int get_str(const uint8_t *data, size_t len, size_t *pos, char *out, size_t max)
@@ -339,8 +338,7 @@ static int offset_read(agg_store_t *self, MDB_txn *txn, const char *topic, int32
     return 0;
 }
 
-int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition,
-                         int64_t *next)
+int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition, int64_t *next)
 {
     assert(self);
     MDB_txn *txn = NULL;
@@ -393,8 +391,7 @@ static int offset_set_txn(MDB_txn *txn, void *ctx)
     return lmdb_result(mdb_put(txn, c->self->offsets, &key, &val, 0));
 }
 
-int agg_store_offset_set(agg_store_t *self, const char *topic, int32_t partition,
-                         int64_t next)
+int agg_store_offset_set(agg_store_t *self, const char *topic, int32_t partition, int64_t next)
 {
     assert(self);
     if (next < 0) {
@@ -501,8 +498,7 @@ static int part_get(apply_ctx_t *c, MDB_txn *txn, const char *topic, int32_t par
  * another kind in another environment. Sets slot->conflict when the sample must be
  * refused.
  */
-static int series_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s,
-                      series_slot_t **out)
+static int series_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s, series_slot_t **out)
 {
     uint8_t key[SERIES_KEY_LEN];
     series_key(key, s->service, s->name, s->environment);
@@ -576,14 +572,13 @@ static int series_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s,
         return 0;
     }
     uint8_t buf[SERIES_VALUE_MAX];
-    v.mv_size = series_encode(buf, s->kind, s->start_s, s->start_s, s->service,
-                              s->environment, s->name);
+    v.mv_size =
+        series_encode(buf, s->kind, s->start_s, s->start_s, s->service, s->environment, s->name);
     v.mv_data = buf;
     return mdb_put(txn, c->self->series, &k, &v, 0);
 }
 
-static int bucket_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s,
-                      bucket_slot_t **out)
+static int bucket_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s, bucket_slot_t **out)
 {
     uint8_t key[AGG_STORE_KEY_LEN];
     bucket_key(key, s->service, s->name, s->start_s, s->environment);
@@ -830,8 +825,7 @@ static int apply_one(apply_ctx_t *c, MDB_txn *txn, size_t i, int64_t *max_t)
         return 0;
     }
     /* Dedupe time: when the collector received the event, never later than now. */
-    int64_t t = ev->received_us > 0 && ev->received_us < c->now_us ? ev->received_us
-                                                                   : c->now_us;
+    int64_t t = ev->received_us > 0 && ev->received_us < c->now_us ? ev->received_us : c->now_us;
     bool dup = false;
     rc = dedupe(c, txn, ev, t, &dup);
     if (rc != 0) {
@@ -903,9 +897,8 @@ static size_t pow2_at_least(size_t n)
     return cap;
 }
 
-int agg_store_apply(agg_store_t *self, agg_msg_t *msgs, size_t n,
-                    const agg_owed_ref_t *delivered, size_t ndelivered, int64_t now_us,
-                    agg_batch_stats_t *stats)
+int agg_store_apply(agg_store_t *self, agg_msg_t *msgs, size_t n, const agg_owed_ref_t *delivered,
+                    size_t ndelivered, int64_t now_us, agg_batch_stats_t *stats)
 {
     assert(self);
     apply_ctx_t c;
@@ -959,9 +952,8 @@ out:
 /* ---- queries --------------------------------------------------------------------------- */
 
 /* Merges the buckets of one name hash in [from, to) into the accumulator. */
-static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p,
-                       uint64_t hname, bool check_name, agg_query_acc_t *acc,
-                       uint64_t *corrupt)
+static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p, uint64_t hname,
+                       bool check_name, agg_query_acc_t *acc, uint64_t *corrupt)
 {
     uint8_t lo[AGG_STORE_KEY_LEN];
     uint64_t hsvc = h64(p->service);

@@ -40,22 +40,22 @@ typedef struct agg_store agg_store_t;
 #define AGG_STORE_KEY_LEN 32
 
 typedef struct {
-    const char *dir;           /* created when missing */
-    size_t map_size;           /* initial map, e.g. 1 GiB */
-    size_t max_map;            /* the map grows by doubling up to this; 0: no limit */
-    int64_t grace_ms;          /* a bucket closes grace_ms after its end */
-    int64_t dedupe_window_ms;  /* how long an event_id is remembered */
+    const char *dir;          /* created when missing */
+    size_t map_size;          /* initial map, e.g. 1 GiB */
+    size_t max_map;           /* the map grows by doubling up to this; 0: no limit */
+    int64_t grace_ms;         /* a bucket closes grace_ms after its end */
+    int64_t dedupe_window_ms; /* how long an event_id is remembered */
 } agg_store_opts_t;
 
 /* What became of one record in agg_store_apply. */
 typedef enum {
-    AGG_MSG_APPLIED = 0,   /* added to its bucket */
-    AGG_MSG_STALE,         /* below the partition's stored offset: applied before */
-    AGG_MSG_DUPLICATE,     /* its event_id was seen within the dedupe window */
-    AGG_MSG_INVALID,       /* refused by agg_event_decode; `reason` names the field */
-    AGG_MSG_CONFLICT,      /* its series name is used with another kind, or its series'
-                              hash collides with another series */
-    AGG_MSG_IGNORED,       /* a valid event that feeds no series yet (log records) */
+    AGG_MSG_APPLIED = 0, /* added to its bucket */
+    AGG_MSG_STALE,       /* below the partition's stored offset: applied before */
+    AGG_MSG_DUPLICATE,   /* its event_id was seen within the dedupe window */
+    AGG_MSG_INVALID,     /* refused by agg_event_decode; `reason` names the field */
+    AGG_MSG_CONFLICT,    /* its series name is used with another kind, or its series'
+                            hash collides with another series */
+    AGG_MSG_IGNORED,     /* a valid event that feeds no series yet (log records) */
 } agg_msg_result_t;
 
 /* One consumed Kafka record. The caller fills the inputs; agg_store_apply the outputs. */
@@ -67,8 +67,8 @@ typedef struct {
     size_t len;
     /* outputs */
     agg_msg_result_t result;
-    bool late;             /* applied, and arrived after its bucket had closed */
-    const char *reason;    /* static string for INVALID and CONFLICT, else NULL */
+    bool late;          /* applied, and arrived after its bucket had closed */
+    const char *reason; /* static string for INVALID and CONFLICT, else NULL */
 } agg_msg_t;
 
 /* Names a rollup owed for one revision of one bucket. */
@@ -78,7 +78,7 @@ typedef struct {
 } agg_owed_ref_t;
 
 typedef struct {
-    uint64_t consumed;        /* records looked at */
+    uint64_t consumed; /* records looked at */
     uint64_t stale;
     uint64_t applied;
     uint64_t duplicates;
@@ -86,11 +86,11 @@ typedef struct {
     uint64_t conflicts;
     uint64_t ignored;
     uint64_t late;
-    uint64_t corrupt;         /* stored buckets or series that failed validation and were
-                                 replaced (their old content is lost; logged) */
+    uint64_t corrupt; /* stored buckets or series that failed validation and were
+                         replaced (their old content is lost; logged) */
     uint64_t buckets_written;
-    uint64_t owed_cleared;    /* delivered rollups removed from `unpublished` */
-    uint64_t dedupe_pruned;   /* event ids forgotten after the dedupe window */
+    uint64_t owed_cleared;  /* delivered rollups removed from `unpublished` */
+    uint64_t dedupe_pruned; /* event ids forgotten after the dedupe window */
 } agg_batch_stats_t;
 
 /* Opens (creating) the store. Returns NULL after logging why. */
@@ -113,19 +113,16 @@ void agg_store_destroy(agg_store_t **self_p);
  * back TC_ENOMEM, TC_EFULL (the map reached max_map) or TC_ELMDB; the batch may be applied
  * again later.
  */
-int agg_store_apply(agg_store_t *self, agg_msg_t *msgs, size_t n,
-                    const agg_owed_ref_t *delivered, size_t ndelivered, int64_t now_us,
-                    agg_batch_stats_t *stats);
+int agg_store_apply(agg_store_t *self, agg_msg_t *msgs, size_t n, const agg_owed_ref_t *delivered,
+                    size_t ndelivered, int64_t now_us, agg_batch_stats_t *stats);
 
 /* The next offset to consume for a partition. Returns 0, TC_ENOTFOUND when nothing was
  * stored for it, or TC_ELMDB. */
-int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition,
-                         int64_t *next);
+int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition, int64_t *next);
 
 /* Stores a partition's next offset outside a batch (used when the broker lost its log).
  * Returns 0, TC_EINVAL for a bad topic, TC_EFULL or TC_ELMDB. */
-int agg_store_offset_set(agg_store_t *self, const char *topic, int32_t partition,
-                         int64_t next);
+int agg_store_offset_set(agg_store_t *self, const char *topic, int32_t partition, int64_t next);
 
 /*
  * Merges the buckets a query asks for into `acc` (see agg_query.h): for a named series its
@@ -137,11 +134,11 @@ int agg_store_query(agg_store_t *self, const agg_query_params_t *p, agg_query_ac
                     uint64_t *corrupt);
 
 typedef struct {
-    const char *service;     /* borrowed for the duration of the callback */
+    const char *service; /* borrowed for the duration of the callback */
     const char *environment;
     const char *name;
     agg_kind_t kind;
-    int64_t first_s;         /* first and last bucket start seen */
+    int64_t first_s; /* first and last bucket start seen */
     int64_t last_s;
 } agg_series_info_t;
 

@@ -30,12 +30,10 @@ static const tc_cfg_entry_t config_table[] = {
     {"log.level", TC_CFG_STRING, "info", OFF(log_level), "debug, info, warn or error", 0, 0},
     {"instance.id", TC_CFG_STRING, "", OFF(instance_id),
      "name of this aggregator in logs, metrics and rollups (empty: host-pid)", 0, 0},
-    {"http.bind", TC_CFG_STRING, "0.0.0.0", OFF(http_bind), "address of the HTTP endpoint", 0,
-     0},
-    {"http.port", TC_CFG_INT, "7430", OFF(http_port), "port of the HTTP endpoint (0: any free)",
-     0, 65535},
-    {"brokers", TC_CFG_STRING, "", OFF(brokers), "Kafka bootstrap servers (host:port,...)", 0,
-     0},
+    {"http.bind", TC_CFG_STRING, "0.0.0.0", OFF(http_bind), "address of the HTTP endpoint", 0, 0},
+    {"http.port", TC_CFG_INT, "7430", OFF(http_port), "port of the HTTP endpoint (0: any free)", 0,
+     65535},
+    {"brokers", TC_CFG_STRING, "", OFF(brokers), "Kafka bootstrap servers (host:port,...)", 0, 0},
     {"brokers_file", TC_CFG_STRING, "", OFF(brokers_file),
      "file whose first line is the bootstrap list; used when brokers is empty", 0, 0},
     {"group.id", TC_CFG_STRING, "tocsin-aggregator", OFF(group_id),
@@ -51,8 +49,7 @@ static const tc_cfg_entry_t config_table[] = {
      "received later are counted as late",
      0, 0},
     {"dedupe.window", TC_CFG_DURATION, "10m", OFF(dedupe_window_ms),
-     "how long an event_id is remembered to drop resent events (collector receive time)", 0,
-     0},
+     "how long an event_id is remembered to drop resent events (collector receive time)", 0, 0},
     {"poll.max_messages", TC_CFG_INT, "5000", OFF(poll_max_messages),
      "records applied per LMDB transaction at most", 1, 1000000},
     {"poll.max_wait", TC_CFG_DURATION, "100ms", OFF(poll_max_wait_ms),
@@ -90,11 +87,9 @@ static int check_config(const agg_config_t *c)
         fprintf(stderr, "tocsin-aggregator: dedupe.window must be 1s to 7d\n");
         return TC_EINVAL;
     }
-    if (c->lmdb_map_size < 1024 * 1024 ||
-        (c->lmdb_max_map && c->lmdb_max_map < c->lmdb_map_size)) {
-        fprintf(stderr,
-                "tocsin-aggregator: lmdb.map_size must be at least 1MiB and at most "
-                "lmdb.max_map\n");
+    if (c->lmdb_map_size < 1024 * 1024 || (c->lmdb_max_map && c->lmdb_max_map < c->lmdb_map_size)) {
+        fprintf(stderr, "tocsin-aggregator: lmdb.map_size must be at least 1MiB and at most "
+                        "lmdb.max_map\n");
         return TC_EINVAL;
     }
     if (!c->data_dir[0] || !c->group_id[0] || !c->topic_events[0] || !c->topic_rollups[0]) {
@@ -112,13 +107,13 @@ static int metrics_register(tc_metrics_t *reg, agg_metrics_t *m)
     memset(m, 0, sizeof(*m));
     const char *p = "tocsin_aggregator_";
     char name[96];
-#define COUNTER(field, n, help)                                                              \
-    do {                                                                                     \
-        snprintf(name, sizeof(name), "%s%s", p, n);                                          \
-        m->field = tc_metrics_counter(reg, name, NULL, help);                                \
-        if (!m->field) {                                                                     \
-            return TC_ENOMEM;                                                                \
-        }                                                                                    \
+#define COUNTER(field, n, help)                                                                    \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "%s%s", p, n);                                                \
+        m->field = tc_metrics_counter(reg, name, NULL, help);                                      \
+        if (!m->field) {                                                                           \
+            return TC_ENOMEM;                                                                      \
+        }                                                                                          \
     } while (0)
     COUNTER(events_consumed, "events_consumed_total", "Records taken from topic.events");
     COUNTER(events_applied, "events_applied_total", "Events added to their bucket");
@@ -147,9 +142,9 @@ static int metrics_register(tc_metrics_t *reg, agg_metrics_t *m)
 #undef COUNTER
     m->assigned_partitions = tc_metrics_gauge(reg, "tocsin_aggregator_assigned_partitions", NULL,
                                               "Partitions of topic.events assigned to us");
-    m->commit_seconds = tc_metrics_histogram(
-        reg, "tocsin_aggregator_commit_seconds", NULL, "Time to apply and commit one batch",
-        commit_bounds, sizeof(commit_bounds) / sizeof(commit_bounds[0]));
+    m->commit_seconds = tc_metrics_histogram(reg, "tocsin_aggregator_commit_seconds", NULL,
+                                             "Time to apply and commit one batch", commit_bounds,
+                                             sizeof(commit_bounds) / sizeof(commit_bounds[0]));
     if (!m->assigned_partitions || !m->commit_seconds) {
         return TC_ENOMEM;
     }
@@ -254,8 +249,7 @@ int main(int argc, char **argv)
     if (!d->store) {
         goto out;
     }
-    rc = tc_kafka_bootstrap(d->cfg.brokers, d->cfg.brokers_file, BROKERS_FILE_WAIT_MS,
-                            &bootstrap);
+    rc = tc_kafka_bootstrap(d->cfg.brokers, d->cfg.brokers_file, BROKERS_FILE_WAIT_MS, &bootstrap);
     if (rc != 0) {
         tc_log(TC_LOG_ERROR, "kafka.bootstrap", "no brokers: %s (set brokers or brokers_file)",
                tc_strerror(rc));
@@ -272,15 +266,14 @@ int main(int argc, char **argv)
     }
     rc = tc_http_start(d->http, d->cfg.http_bind, (uint16_t)d->cfg.http_port);
     if (rc != 0) {
-        tc_log(TC_LOG_ERROR, "http.start", "cannot listen on %s:%" PRId64 ": %s",
-               d->cfg.http_bind, d->cfg.http_port, tc_strerror(rc));
+        tc_log(TC_LOG_ERROR, "http.start", "cannot listen on %s:%" PRId64 ": %s", d->cfg.http_bind,
+               d->cfg.http_port, tc_strerror(rc));
         goto out;
     }
     tc_logj(TC_LOG_INFO, "aggregator.started",
             json_pack("{s:s, s:i, s:s, s:s, s:s, s:s}", "instance", d->instance_id, "http_port",
-                      (int)tc_http_port(d->http), "brokers", bootstrap, "group",
-                      d->cfg.group_id, "topic", d->cfg.topic_events, "data_dir",
-                      d->cfg.data_dir),
+                      (int)tc_http_port(d->http), "brokers", bootstrap, "group", d->cfg.group_id,
+                      "topic", d->cfg.topic_events, "data_dir", d->cfg.data_dir),
             "tocsin-aggregator %s listening on %s:%d", TOCSIN_VERSION, d->cfg.http_bind,
             (int)tc_http_port(d->http));
     run(d);
@@ -301,7 +294,6 @@ out:
     free(bootstrap);
     free(d->instance_id);
     tc_config_free(config_table, &d->cfg);
-    tc_log(exit_code == 0 ? TC_LOG_INFO : TC_LOG_ERROR, "aggregator.exit", "exit %d",
-           exit_code);
+    tc_log(exit_code == 0 ? TC_LOG_INFO : TC_LOG_ERROR, "aggregator.exit", "exit %d", exit_code);
     return exit_code;
 }

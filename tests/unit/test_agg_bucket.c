@@ -138,8 +138,8 @@ static void test_align(void **state)
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         int64_t got = agg_bucket_align(cases[i].time_us);
         if (got != cases[i].start_s) {
-            fail_msg("align(%lld) = %lld, want %lld", (long long)cases[i].time_us,
-                     (long long)got, (long long)cases[i].start_s);
+            fail_msg("align(%lld) = %lld, want %lld", (long long)cases[i].time_us, (long long)got,
+                     (long long)cases[i].start_s);
         }
         assert_true(got % 10 == 0);
         /* The bucket holds the time: start <= t < start + 10 s (in seconds, no overflow). */
@@ -222,10 +222,22 @@ static void test_sample_other_bodies(void **state)
 
 typedef void (*mutate_fn)(event_t *e);
 
-static void m_no_id(event_t *e) { e->ev.event_id.len = 0; }
-static void m_short_id(event_t *e) { e->ev.event_id.len = 15; }
-static void m_no_service(event_t *e) { e->ev.service = ""; }
-static void m_bad_utf8_service(event_t *e) { e->ev.service = "caf\xc3"; }
+static void m_no_id(event_t *e)
+{
+    e->ev.event_id.len = 0;
+}
+static void m_short_id(event_t *e)
+{
+    e->ev.event_id.len = 15;
+}
+static void m_no_service(event_t *e)
+{
+    e->ev.service = "";
+}
+static void m_bad_utf8_service(event_t *e)
+{
+    e->ev.service = "caf\xc3";
+}
 static void m_long_service(event_t *e)
 {
     static char s[AGG_MAX_SERVICE + 2];
@@ -233,11 +245,26 @@ static void m_long_service(event_t *e)
     s[sizeof(s) - 1] = '\0';
     e->ev.service = s;
 }
-static void m_bad_utf8_env(event_t *e) { e->ev.environment = "\xff"; }
-static void m_no_body(event_t *e) { e->ev.body_case = TOCSIN__V1__EVENT__BODY__NOT_SET; }
-static void m_empty_route(event_t *e) { e->req.route = ""; }
-static void m_dollar_route(event_t *e) { e->req.route = "$errors"; }
-static void m_bad_utf8_route(event_t *e) { e->req.route = "/\xed\xa0\x80"; }
+static void m_bad_utf8_env(event_t *e)
+{
+    e->ev.environment = "\xff";
+}
+static void m_no_body(event_t *e)
+{
+    e->ev.body_case = TOCSIN__V1__EVENT__BODY__NOT_SET;
+}
+static void m_empty_route(event_t *e)
+{
+    e->req.route = "";
+}
+static void m_dollar_route(event_t *e)
+{
+    e->req.route = "$errors";
+}
+static void m_bad_utf8_route(event_t *e)
+{
+    e->req.route = "/\xed\xa0\x80";
+}
 static void m_metric_to_bad_kind(event_t *e)
 {
     e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
@@ -431,7 +458,7 @@ static void test_apply_errors_and_metrics(void **state)
     }
     assert_int_equal(b.kind, AGG_KIND_GAUGE);
     assert_int_equal(b.count, 5);
-    assert_true(b.last == 6);      /* time 9000, the later of the two arrivals at 9000 */
+    assert_true(b.last == 6); /* time 9000, the later of the two arrivals at 9000 */
     assert_int_equal(b.last_time_us, T0 + 9000);
     assert_true(b.min == -2);
     assert_true(b.max == 11);

@@ -51,16 +51,17 @@ static void test_params_refused(void **state)
         {"checkout", "*", "5m", NULL, "p99", "q"},
         {"checkout", "*", "5m", NULL, "0.5x", "q"},
         {"checkout", "*", "5m", NULL, "nan", "q"},
-        {"checkout", "*", "5m", NULL, "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.91,0.92,0.93,0.94,0.95,"
-                                      "0.96,0.97,0.98", "q"},
+        {"checkout", "*", "5m", NULL,
+         "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.91,0.92,0.93,0.94,0.95,"
+         "0.96,0.97,0.98",
+         "q"},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         agg_query_params_t p;
         const char *param = NULL;
         char err[256] = "";
         int rc = agg_query_params_parse(&p, cases[i].service, cases[i].name, cases[i].window,
-                                        cases[i].env, cases[i].q, NOW_US, &param, err,
-                                        sizeof(err));
+                                        cases[i].env, cases[i].q, NOW_US, &param, err, sizeof(err));
         if (rc != TC_EINVAL || !param || strcmp(param, cases[i].param) != 0 || !err[0]) {
             fail_msg("case %zu: rc %d param %s, want %s", i, rc, param ? param : "-",
                      cases[i].param);
@@ -74,15 +75,15 @@ static void test_params_window(void **state)
         const char *window;
         int64_t window_s;
     } cases[] = {
-        {"5m", 300}, {"1m", 60}, {"1h", 3600}, {"30d", 30 * 86400}, {"15s", 20},
+        {"5m", 300},    {"1m", 60},  {"1h", 3600},    {"30d", 30 * 86400}, {"15s", 20},
         {"1500ms", 10}, {"10s", 10}, {"1h30m", 5400}, {"60", 60},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         agg_query_params_t p;
         const char *param = NULL;
         char err[256];
-        assert_int_equal(agg_query_params_parse(&p, "checkout", "/x", cases[i].window, "",
-                                                NULL, NOW_US, &param, err, sizeof(err)),
+        assert_int_equal(agg_query_params_parse(&p, "checkout", "/x", cases[i].window, "", NULL,
+                                                NOW_US, &param, err, sizeof(err)),
                          0);
         assert_int_equal(p.window_s, cases[i].window_s);
         /* The window ends with the bucket holding now. */
@@ -97,8 +98,8 @@ static void test_params_window(void **state)
     agg_query_params_t p;
     const char *param = NULL;
     char err[256];
-    assert_int_equal(agg_query_params_parse(&p, "checkout", "*", "5m", "production",
-                                            "0,0.999,1", NOW_US, &param, err, sizeof(err)),
+    assert_int_equal(agg_query_params_parse(&p, "checkout", "*", "5m", "production", "0,0.999,1",
+                                            NOW_US, &param, err, sizeof(err)),
                      0);
     assert_string_equal(p.environment, "production");
     assert_int_equal(p.nq, 3);
@@ -137,8 +138,8 @@ static json_t *answer(const char *window, const char *q, agg_bucket_t *buckets, 
     agg_query_params_t p;
     const char *param = NULL;
     char err[256];
-    assert_int_equal(agg_query_params_parse(&p, "checkout", "*", window, NULL, q, NOW_US,
-                                            &param, err, sizeof(err)),
+    assert_int_equal(agg_query_params_parse(&p, "checkout", "*", window, NULL, q, NOW_US, &param,
+                                            err, sizeof(err)),
                      0);
     agg_query_acc_init(acc);
     for (size_t i = 0; i < n; i++) {
@@ -195,8 +196,12 @@ static void test_query_math(void **state)
     /* A bucket of another kind is left out, not mixed in. */
     agg_bucket_t g;
     agg_bucket_init(&g);
-    agg_sample_t s = {.service = "checkout", .environment = "production", .name = "/pay",
-                      .kind = AGG_KIND_GAUGE, .start_s = 1795000120, .has_value = true,
+    agg_sample_t s = {.service = "checkout",
+                      .environment = "production",
+                      .name = "/pay",
+                      .kind = AGG_KIND_GAUGE,
+                      .start_s = 1795000120,
+                      .has_value = true,
                       .value = 3};
     assert_int_equal(agg_bucket_apply(&g, &s, false), 0);
     agg_query_acc_init(&acc);

@@ -76,13 +76,13 @@ static void reopen(fixture_t *f)
 
 /* What one test event is made of. */
 typedef struct {
-    uint32_t id;            /* becomes the 16-byte event_id */
+    uint32_t id; /* becomes the 16-byte event_id */
     const char *service;
     const char *env;
-    const char *route;      /* a request unless metric is set */
-    const char *metric;     /* a gauge with this name */
+    const char *route;  /* a request unless metric is set */
+    const char *metric; /* a gauge with this name */
     int64_t time_us;
-    int64_t received_us;    /* 0: unset */
+    int64_t received_us; /* 0: unset */
     uint32_t status;
     uint64_t duration_us;
 } ev_spec_t;
@@ -128,8 +128,7 @@ typedef struct {
     size_t n;
 } batch_t;
 
-static batch_t batch_make(const ev_spec_t *specs, size_t n, int32_t partition,
-                          int64_t first_offset)
+static batch_t batch_make(const ev_spec_t *specs, size_t n, int32_t partition, int64_t first_offset)
 {
     batch_t b = {calloc(n ? n : 1, sizeof(agg_msg_t)), n};
     for (size_t i = 0; i < n; i++) {
@@ -150,14 +149,14 @@ static void batch_free(batch_t *b)
 }
 
 /* Query result for service/name over a window ending at T0 + 1 h. */
-static uint64_t count_of(agg_store_t *s, const char *service, const char *name,
-                         const char *env, uint64_t *errors)
+static uint64_t count_of(agg_store_t *s, const char *service, const char *name, const char *env,
+                         uint64_t *errors)
 {
     agg_query_params_t p;
     const char *param = NULL;
     char err[128];
-    assert_int_equal(agg_query_params_parse(&p, service, name, "2h", env, NULL,
-                                            T0 + 3600000000LL, &param, err, sizeof(err)),
+    assert_int_equal(agg_query_params_parse(&p, service, name, "2h", env, NULL, T0 + 3600000000LL,
+                                            &param, err, sizeof(err)),
                      0);
     agg_query_acc_t acc;
     agg_query_acc_init(&acc);
@@ -286,10 +285,9 @@ static void test_invalid_and_ignored(void **state)
     ev.log = &log;
     uint8_t logbuf[128];
     size_t loglen = tocsin__v1__event__pack(&ev, logbuf);
-    agg_msg_t m[2] = {{.topic = TOPIC, .partition = 1, .offset = 7, .value = junk,
-                       .len = sizeof(junk)},
-                      {.topic = TOPIC, .partition = 1, .offset = 8, .value = logbuf,
-                       .len = loglen}};
+    agg_msg_t m[2] = {
+        {.topic = TOPIC, .partition = 1, .offset = 7, .value = junk, .len = sizeof(junk)},
+        {.topic = TOPIC, .partition = 1, .offset = 8, .value = logbuf, .len = loglen}};
     agg_batch_stats_t st;
     assert_int_equal(agg_store_apply(f->store, m, 2, NULL, 0, T0, &st), 0);
     assert_int_equal(m[0].result, AGG_MSG_INVALID);
@@ -566,8 +564,8 @@ static void test_corrupt_values(void **state)
     agg_query_params_t p;
     const char *param = NULL;
     char err[128];
-    assert_int_equal(agg_query_params_parse(&p, "checkout", "/pay", "1h", NULL, NULL,
-                                            T0 + 60000000, &param, err, sizeof(err)),
+    assert_int_equal(agg_query_params_parse(&p, "checkout", "/pay", "1h", NULL, NULL, T0 + 60000000,
+                                            &param, err, sizeof(err)),
                      0);
     agg_query_acc_t acc;
     agg_query_acc_init(&acc);
