@@ -77,8 +77,8 @@ static int add_series(void *ctx, const agg_series_info_t *s)
     }
     json_t *e =
         json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "service", s->service, "environment",
-                  s->environment, "name", s->name, "kind", agg_kind_name(s->kind), "first",
-                  (json_int_t)s->first_s, "last", (json_int_t)(s->last_s + AGG_BUCKET_WIDTH_S));
+                  s->environment, "name", s->name, "kind", agg_kind_name(s->kind), "from",
+                  (json_int_t)s->first_s, "to", (json_int_t)(s->last_s + AGG_BUCKET_WIDTH_S));
     if (!e || json_array_append_new(c->list, e) != 0) {
         return 1;
     }
