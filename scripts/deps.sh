@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Tocsin needs to build, run and test, when missing.
 # This is the one list of them; README's two commands and .ci/run all come through here.
+# usage: scripts/deps.sh [--bench]
 set -euo pipefail
 
 PACKAGES=(
@@ -17,6 +18,16 @@ PACKAGES=(
     libcmocka-dev
     python3 curl
 )
+
+# Peers the benchmarks compare against, installed only by `scripts/deps.sh --bench`.
+BENCH_PACKAGES=(
+    rsyslog rsyslog-kafka          # collector benchmark: rsyslog + omkafka into the same broker
+    prometheus-alertmanager        # alerter benchmark: the same alert storm through Alertmanager
+)
+
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES+=("${BENCH_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -21,6 +21,12 @@ class TestFailure(Exception):
     pass
 
 
+def check(cond, msg):
+    """Fails the scenario with `msg` unless `cond` holds."""
+    if not cond:
+        raise TestFailure(msg)
+
+
 def free_port():
     """A port the kernel just handed out on 127.0.0.1 (closed again, so free for a moment)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
