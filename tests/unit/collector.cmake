@@ -2,3 +2,6 @@
 tocsin_unit_test(test_col_validate tocsin_collector_core)
 tocsin_unit_test(test_col_wire tocsin_collector_core)
 tocsin_unit_test(test_col_track tocsin_collector_core)
+# common/tc_grouping (the error fingerprint) is the collector engineer's; the aggregator
+# calls it too.
+tocsin_unit_test(test_tc_grouping tocsin_common)
