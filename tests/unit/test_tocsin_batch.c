@@ -1,5 +1,6 @@
-/* Unit tests for clients/c/src/tocsin_batch.c: Batch encoding round-trip through the
- * generated decoder, the byte cap, event ids, and Ack decoding. */
+/* Unit tests for clients/c/src/tocsin_batch.c: events of every kind encoded into a Batch and
+ * read back with the generated decoder (tags, frames, fingerprint, log fields, sample rate,
+ * a crash report's own identity and id), the loss figures, the byte cap, and Ack decoding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,41 +23,92 @@ static const tocsin_identity_t identity = {
     .sdk = "libtocsin/test",
 };
 
-static void make_request(tocsin_record_t *rec, int64_t t, const char *route, const char *method,
-                         uint32_t status, uint64_t duration_us)
-{
-    tocsin_record_begin(rec, TOCSIN_RECORD_REQUEST, t);
-    rec->status = status;
-    rec->num.u64 = duration_us;
-    tocsin_record_put(rec, route, strlen(route));
-    tocsin_record_put(rec, method, strlen(method));
-}
+static char arena[TOCSIN_EVENT_ARENA];
+static tocsin_event_t ev;
+
+static const uint8_t id_a[16] = {1, 2, 3};
 
 static void test_round_trip(void **state)
 {
     (void)state;
-    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, 8, TOCSIN_BATCH_MAX_BYTES);
+    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES);
     assert_non_null(enc);
-    tocsin_record_t recs[3];
-    make_request(&recs[0], 1700000000000001, "/users/:id", "GET", 503, 12345);
-    tocsin_record_begin(&recs[1], TOCSIN_RECORD_ERROR, 1700000000000002);
-    recs[1].sub = TOCSIN_LEVEL_FATAL;
-    tocsin_record_put(&recs[1], "KeyError", 8);
-    tocsin_record_put(&recs[1], "no such key: 'x'", 16);
-    tocsin_record_begin(&recs[2], TOCSIN_RECORD_METRIC, 1700000000000003);
-    recs[2].sub = TOCSIN_TIMING;
-    recs[2].num.f64 = 2.5;
-    tocsin_record_put(&recs[2], "db.query", 8);
-    tocsin_record_put(&recs[2], "ms", 2);
+    assert_null(tocsin_encoder_new(&identity, 1000)); /* below two reserves */
 
-    tocsin_loss_t loss = {
-        .dropped_queue_full = 7, .dropped_oversize = 2, .retried = 3, .rejected = 4};
-    tocsin_rng_t rng;
-    tocsin_rng_seed(&rng, 42);
+    /* A request with scope. */
+    tocsin_event_reset(&ev, arena);
+    ev.kind = TOCSIN_EVENT_REQUEST;
+    ev.time_us = 1700000000000001;
+    ev.status = 503;
+    ev.duration_us = 12345;
+    ev.sample_rate = 0.5f;
+    ev.str[TOCSIN_FIELD_ROUTE] = "/users/:id";
+    ev.str[TOCSIN_FIELD_METHOD] = "GET";
+    ev.str[TOCSIN_FIELD_TRACE_ID] = "trace-1";
+    ev.str[TOCSIN_FIELD_USER_ID] = "user-9";
+    tocsin_event_put_tag(&ev, "region", "eu");
+    assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+
+    /* An error with frames and a fingerprint. */
+    tocsin_event_reset(&ev, arena);
+    ev.kind = TOCSIN_EVENT_ERROR;
+    ev.sub = TOCSIN_LEVEL_FATAL;
+    ev.time_us = 1700000000000002;
+    ev.str[TOCSIN_FIELD_TYPE] = "KeyError";
+    ev.str[TOCSIN_FIELD_MESSAGE] = "no such key";
+    ev.frames[0] = (tocsin_frame_t){"lookup", "app", "app.c", 12, true, 0x1000};
+    ev.frames[1] = (tocsin_frame_t){NULL, "libc.so.6", NULL, 0, false, 0x2000};
+    ev.n_frames = 2;
+    ev.fingerprint[0] = "db";
+    ev.fingerprint[1] = "timeout";
+    ev.n_fingerprint = 2;
+    assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+
+    /* A metric and a log line. */
+    tocsin_event_reset(&ev, arena);
+    ev.kind = TOCSIN_EVENT_METRIC;
+    ev.sub = TOCSIN_TIMING;
+    ev.time_us = 1700000000000003;
+    ev.value = 2.5;
+    ev.str[TOCSIN_FIELD_NAME] = "db.query";
+    ev.str[TOCSIN_FIELD_UNIT] = "ms";
+    assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+    tocsin_event_reset(&ev, arena);
+    ev.kind = TOCSIN_EVENT_LOG;
+    ev.sub = TOCSIN_LEVEL_WARNING;
+    ev.time_us = 1700000000000004;
+    ev.str[TOCSIN_FIELD_MESSAGE] = "slow query";
+    ev.str[TOCSIN_FIELD_LOGGER] = "db.pool";
+    ev.fields[0] = (tocsin_tag_t){"table", "users"};
+    ev.n_fields = 1;
+    assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+
+    /* A crash report: its own identity and id win over the client's. */
+    tocsin_event_reset(&ev, arena);
+    ev.kind = TOCSIN_EVENT_ERROR;
+    ev.sub = TOCSIN_LEVEL_FATAL;
+    ev.crash = true;
+    ev.time_us = 1700000000000005;
+    ev.str[TOCSIN_FIELD_TYPE] = "SIGSEGV";
+    ev.str[TOCSIN_FIELD_MECHANISM] = "signal";
+    ev.service = "crashed";
+    ev.release = "0.9";
+    memset(ev.event_id, 0xEE, 16);
+    ev.has_event_id = true;
+    assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+    assert_int_equal(tocsin_encoder_events(enc), 5);
+    assert_true(tocsin_encoder_has_room(enc));
+
+    tocsin_loss_t loss = {.dropped_queue_full = 7,
+                          .dropped_oversize = 2,
+                          .sampled_out = 5,
+                          .retried = 3,
+                          .rejected = 4,
+                          .dropped_before_send = 6};
     uint8_t *buf = NULL;
-    size_t len = 0, used = 0;
-    assert_int_equal(tocsin_encoder_encode(enc, 99, &loss, recs, 3, &rng, &buf, &len, &used), 0);
-    assert_int_equal(used, 3);
+    size_t len = 0;
+    assert_int_equal(tocsin_encoder_seal(enc, 99, &loss, &buf, &len), 0);
+    assert_int_equal(tocsin_encoder_events(enc), 0);
 
     Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, len, buf);
     assert_non_null(b);
@@ -66,20 +118,20 @@ static void test_round_trip(void **state)
     assert_non_null(b->counters);
     assert_int_equal(b->counters->dropped_queue_full, 7);
     assert_int_equal(b->counters->dropped_oversize, 2);
+    assert_int_equal(b->counters->sampled_out, 5);
     assert_int_equal(b->counters->retried, 3);
     assert_int_equal(b->counters->rejected, 4);
-    assert_int_equal(b->n_events, 3);
-    for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(b->counters->dropped_before_send, 6);
+    assert_int_equal(b->n_events, 5);
+    for (size_t i = 0; i < 4; i++) {
         Tocsin__V1__Event *e = b->events[i];
         assert_int_equal(e->event_id.len, 16);
+        assert_memory_equal(e->event_id.data, id_a, 16);
         assert_int_equal(e->time_us, 1700000000000001 + (int64_t)i);
         assert_string_equal(e->service, "checkout");
         assert_string_equal(e->environment, "staging");
         assert_string_equal(e->release, "1.2.3");
         assert_string_equal(e->host, "web-1");
-        for (size_t j = 0; j < i; j++) {
-            assert_memory_not_equal(e->event_id.data, b->events[j]->event_id.data, 16);
-        }
     }
     Tocsin__V1__Event *e = b->events[0];
     assert_int_equal(e->body_case, TOCSIN__V1__EVENT__BODY_REQUEST);
@@ -87,12 +139,32 @@ static void test_round_trip(void **state)
     assert_string_equal(e->request->method, "GET");
     assert_int_equal(e->request->status, 503);
     assert_int_equal(e->request->duration_us, 12345);
+    assert_true(e->sample_rate == 0.5f);
+    assert_string_equal(e->trace_id, "trace-1");
+    assert_string_equal(e->user_id, "user-9");
+    assert_int_equal(e->n_tags, 1);
+    assert_string_equal(e->tags[0]->key, "region");
+    assert_string_equal(e->tags[0]->value, "eu");
+
     e = b->events[1];
     assert_int_equal(e->body_case, TOCSIN__V1__EVENT__BODY_ERROR);
     assert_string_equal(e->error->type, "KeyError");
-    assert_string_equal(e->error->message, "no such key: 'x'");
-    assert_int_equal(e->error->level, TOCSIN__V1__LEVEL__LEVEL_FATAL);
+    assert_string_equal(e->error->message, "no such key");
     assert_string_equal(e->error->mechanism, "manual");
+    assert_int_equal(e->error->level, TOCSIN__V1__LEVEL__LEVEL_FATAL);
+    assert_int_equal(e->error->n_frames, 2);
+    assert_string_equal(e->error->frames[0]->function, "lookup");
+    assert_string_equal(e->error->frames[0]->module, "app");
+    assert_string_equal(e->error->frames[0]->file, "app.c");
+    assert_int_equal(e->error->frames[0]->line, 12);
+    assert_true(e->error->frames[0]->in_app);
+    assert_int_equal(e->error->frames[0]->instruction_addr, 0x1000);
+    assert_string_equal(e->error->frames[1]->function, "");
+    assert_false(e->error->frames[1]->in_app);
+    assert_int_equal(e->error->n_fingerprint, 2);
+    assert_string_equal(e->error->fingerprint[1], "timeout");
+    assert_true(e->sample_rate == 0.0f);
+
     e = b->events[2];
     assert_int_equal(e->body_case, TOCSIN__V1__EVENT__BODY_METRIC);
     assert_string_equal(e->metric->name, "db.query");
@@ -100,12 +172,21 @@ static void test_round_trip(void **state)
     assert_int_equal(e->metric->kind, TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING);
     assert_true(e->metric->value == 2.5);
 
-    /* The same seed gives the same ids: they come from the generator passed in. */
-    tocsin_rng_t again;
-    tocsin_rng_seed(&again, 42);
-    uint8_t id[16];
-    tocsin_rng_fill(&again, id, sizeof(id));
-    assert_memory_equal(b->events[0]->event_id.data, id, 16);
+    e = b->events[3];
+    assert_int_equal(e->body_case, TOCSIN__V1__EVENT__BODY_LOG);
+    assert_string_equal(e->log->message, "slow query");
+    assert_string_equal(e->log->logger, "db.pool");
+    assert_int_equal(e->log->level, TOCSIN__V1__LEVEL__LEVEL_WARNING);
+    assert_int_equal(e->log->n_fields, 1);
+    assert_string_equal(e->log->fields[0]->key, "table");
+    assert_string_equal(e->log->fields[0]->value, "users");
+
+    e = b->events[4];
+    assert_string_equal(e->service, "crashed");
+    assert_string_equal(e->environment, "staging"); /* not in the report: the client's */
+    assert_string_equal(e->release, "0.9");
+    assert_int_equal(e->event_id.data[0], 0xEE);
+    assert_string_equal(e->error->mechanism, "signal");
 
     tocsin__v1__batch__free_unpacked(b, NULL);
     free(buf);
@@ -114,58 +195,44 @@ static void test_round_trip(void **state)
     assert_null(enc);
 }
 
-/* A batch stops short of max_bytes; the rest go in the next. Every record goes somewhere,
- * exactly once. */
-static void test_byte_cap_splits(void **state)
+/* A batch stops taking events while it still has a reserve below the cap, so no batch is
+ * ever above TOCSIN_BATCH_MAX_BYTES, and a batch with no events still seals. */
+static void test_byte_cap(void **state)
 {
     (void)state;
-    enum { N = 200 };
-    const size_t cap = 8192;
-    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, N, cap);
-    assert_non_null(enc);
-    tocsin_record_t *recs = calloc(N, sizeof(*recs));
-    char route[64];
-    for (int i = 0; i < N; i++) {
-        snprintf(route, sizeof(route), "/items/%d/with/a/longer/route/template", i);
-        make_request(&recs[i], 1, route, "POST", 200, (uint64_t)i);
+    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES);
+    char *msg = malloc(TOCSIN_MESSAGE_MAX + 1);
+    memset(msg, 'm', TOCSIN_MESSAGE_MAX);
+    msg[TOCSIN_MESSAGE_MAX] = '\0';
+    uint32_t n = 0;
+    while (tocsin_encoder_has_room(enc)) {
+        tocsin_event_reset(&ev, arena);
+        ev.kind = TOCSIN_EVENT_LOG;
+        ev.sub = TOCSIN_LEVEL_INFO;
+        ev.str[TOCSIN_FIELD_MESSAGE] = msg;
+        assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+        n++;
     }
-    tocsin_rng_t rng;
-    tocsin_rng_seed(&rng, 7);
-    tocsin_loss_t loss = {0};
-    size_t done = 0;
-    int batches = 0;
-    while (done < N) {
-        uint8_t *buf = NULL;
-        size_t len = 0, used = 0;
-        assert_int_equal(tocsin_encoder_encode(enc, (uint64_t)batches, &loss, recs + done, N - done,
-                                               &rng, &buf, &len, &used),
-                         0);
-        assert_true(used >= 1);
-        assert_true(len <= cap);
-        Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, len, buf);
-        assert_non_null(b);
-        assert_int_equal(b->n_events, used);
-        for (size_t i = 0; i < used; i++) {
-            assert_int_equal(b->events[i]->request->duration_us, done + i);
-        }
-        tocsin__v1__batch__free_unpacked(b, NULL);
-        free(buf);
-        done += used;
-        batches++;
-    }
-    assert_true(batches > 1);
-    assert_int_equal(done, N);
-
+    assert_true(n > 80 && n < 128);
     uint8_t *buf = NULL;
-    size_t len = 0, used = 0;
-    assert_int_equal(tocsin_encoder_encode(enc, 1, &loss, recs, 0, &rng, &buf, &len, &used),
-                     TOCSIN_EINVAL);
-    assert_int_equal(tocsin_encoder_encode(enc, 1, &loss, recs, N + 1, &rng, &buf, &len, &used),
-                     TOCSIN_EINVAL);
-    free(recs);
+    size_t len = 0;
+    tocsin_loss_t loss = {0};
+    assert_int_equal(tocsin_encoder_seal(enc, 1, &loss, &buf, &len), 0);
+    assert_true(len <= TOCSIN_BATCH_MAX_BYTES);
+    Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, len, buf);
+    assert_non_null(b);
+    assert_int_equal(b->n_events, n);
+    tocsin__v1__batch__free_unpacked(b, NULL);
+    free(buf);
+    assert_int_equal(tocsin_encoder_seal(enc, 2, &loss, &buf, &len), 0);
+    b = tocsin__v1__batch__unpack(NULL, len, buf);
+    assert_non_null(b);
+    assert_int_equal(b->n_events, 0);
+    assert_int_equal(b->sequence, 2);
+    tocsin__v1__batch__free_unpacked(b, NULL);
+    free(buf);
+    free(msg);
     tocsin_encoder_destroy(&enc);
-    assert_null(tocsin_encoder_new(&identity, 0, cap));
-    assert_null(tocsin_encoder_new(&identity, 10, 100));
 }
 
 static size_t pack_ack(uint8_t *buf, uint64_t seq, Tocsin__V1__Ack__Status status,
@@ -222,7 +289,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_byte_cap_splits),
+        cmocka_unit_test(test_byte_cap),
         cmocka_unit_test(test_ack_decode),
     };
     return cmocka_run_group_tests_name("tocsin_batch", tests, NULL, NULL);

@@ -60,12 +60,12 @@ static void test_send_then_stored(void **state)
     assert_int_equal(tocsin_inflight_next_due(t), INT64_MAX);
     assert_int_equal(tocsin_inflight_oldest_pos(t), UINT64_MAX);
 
-    assert_int_equal(tocsin_inflight_add(t, 2, blob(), 4, 10, 20, 0), 0);
-    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 10, 0), 0);
-    assert_int_equal(tocsin_inflight_add(t, 3, blob(), 4, 20, 25, 0), 0);
+    assert_int_equal(tocsin_inflight_add(t, 2, blob(), 4, 10, 20, 10, 0), 0);
+    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 10, 10, 0), 0);
+    assert_int_equal(tocsin_inflight_add(t, 3, blob(), 4, 20, 25, 5, 0), 0);
     assert_true(tocsin_inflight_full(t));
     uint8_t *extra = blob();
-    assert_int_equal(tocsin_inflight_add(t, 4, extra, 4, 25, 30, 0), TOCSIN_EFULL);
+    assert_int_equal(tocsin_inflight_add(t, 4, extra, 4, 25, 30, 5, 0), TOCSIN_EFULL);
     free(extra); /* refused: still ours */
     assert_int_equal(tocsin_inflight_oldest_pos(t), 0);
 
@@ -80,18 +80,20 @@ static void test_send_then_stored(void **state)
     assert_null(tocsin_inflight_next_send(t, 999));
     assert_int_equal(tocsin_inflight_next_due(t), 1000);
 
-    uint64_t first = 0, end = 0;
+    tocsin_acked_batch_t acked = {0};
     tocsin_ack_t a = ack_of(1, TOCSIN_ACK_STORED, 0);
-    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 10, &first, &end), TOCSIN_ACKED_STORED);
-    assert_int_equal(first, 0);
-    assert_int_equal(end, 10);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 10, &acked), TOCSIN_ACKED_STORED);
+    assert_int_equal(acked.first_pos, 0);
+    assert_int_equal(acked.end_pos, 10);
+    assert_int_equal(acked.events, 10);
     assert_int_equal(tocsin_inflight_count(t), 2);
     assert_int_equal(tocsin_inflight_oldest_pos(t), 10);
     /* A late duplicate is ignored. */
-    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 10, NULL, NULL), TOCSIN_ACKED_UNKNOWN);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 10, NULL), TOCSIN_ACKED_UNKNOWN);
     a = ack_of(2, TOCSIN_ACK_REJECTED, 0);
-    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 10, &first, &end), TOCSIN_ACKED_REJECTED);
-    assert_int_equal(first, 10);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 10, &acked), TOCSIN_ACKED_REJECTED);
+    assert_int_equal(acked.first_pos, 10);
+    assert_int_equal(tocsin_inflight_events(t), 5);
     assert_int_equal(tocsin_inflight_count(t), 1);
     assert_int_equal(tocsin_inflight_oldest_pos(t), 20);
 
@@ -108,7 +110,7 @@ static void test_timeout_backoff_failover(void **state)
     tocsin_rng_t rng;
     tocsin_rng_seed(&rng, 2);
     tocsin_inflight_t *t = tocsin_inflight_new(&config2, &rng);
-    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 5, 0), 0);
+    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 5, 5, 0), 0);
     int64_t now = 0;
     tocsin_inflight_entry_t *e = tocsin_inflight_next_send(t, now);
     assert_false(tocsin_inflight_sent(t, e, now));
@@ -133,7 +135,7 @@ static void test_timeout_backoff_failover(void **state)
         assert_true(tocsin_inflight_sent(t, e, now)); /* a resend */
     }
     /* A new batch goes where the old one went last. */
-    assert_int_equal(tocsin_inflight_add(t, 2, blob(), 4, 5, 6, now), 0);
+    assert_int_equal(tocsin_inflight_add(t, 2, blob(), 4, 5, 6, 1, now), 0);
     e = tocsin_inflight_next_send(t, now);
     assert_int_equal(e->sequence, 2);
     assert_int_equal(e->endpoint, endpoint);
@@ -149,7 +151,7 @@ static void test_refused_rotates_then_waits(void **state)
     tocsin_inflight_config_t c = config2;
     c.n_endpoints = 3;
     tocsin_inflight_t *t = tocsin_inflight_new(&c, &rng);
-    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 1, 0), 0);
+    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 1, 1, 0), 0);
     for (uint32_t i = 0; i < 3; i++) {
         tocsin_inflight_entry_t *e = tocsin_inflight_next_send(t, 0);
         assert_non_null(e);
@@ -166,7 +168,7 @@ static void test_refused_rotates_then_waits(void **state)
     assert_int_equal(e->endpoint, 1);
     assert_false(tocsin_inflight_sent(t, e, 50)); /* refusals are not sends */
     assert_int_equal(tocsin_inflight_current(t), 1);
-    assert_int_equal(tocsin_inflight_add(t, 2, blob(), 4, 1, 2, 50), 0);
+    assert_int_equal(tocsin_inflight_add(t, 2, blob(), 4, 1, 2, 1, 50), 0);
     e = tocsin_inflight_next_send(t, 50);
     assert_int_equal(e->sequence, 2);
     assert_int_equal(e->endpoint, 1);
@@ -179,12 +181,12 @@ static void test_retry_after(void **state)
     tocsin_rng_t rng;
     tocsin_rng_seed(&rng, 4);
     tocsin_inflight_t *t = tocsin_inflight_new(&config2, &rng);
-    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 3, 0), 0);
+    assert_int_equal(tocsin_inflight_add(t, 1, blob(), 4, 0, 3, 3, 0), 0);
     tocsin_inflight_entry_t *e = tocsin_inflight_next_send(t, 0);
     tocsin_inflight_sent(t, e, 0);
 
     tocsin_ack_t a = ack_of(1, TOCSIN_ACK_RETRY_AFTER, 300);
-    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 20, NULL, NULL), TOCSIN_ACKED_RETRY);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 20, NULL), TOCSIN_ACKED_RETRY);
     assert_null(tocsin_inflight_next_send(t, 319));
     e = tocsin_inflight_next_send(t, 320);
     assert_non_null(e);
@@ -194,15 +196,15 @@ static void test_retry_after(void **state)
 
     /* Clamped: below to 10 ms, above to retry_after_max_ms. */
     a = ack_of(1, TOCSIN_ACK_RETRY_AFTER, 0);
-    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 400, NULL, NULL), TOCSIN_ACKED_RETRY);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 400, NULL), TOCSIN_ACKED_RETRY);
     assert_int_equal(tocsin_inflight_next_due(t), 410);
     a = ack_of(1, TOCSIN_ACK_RETRY_AFTER, 4000000000u);
-    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 400, NULL, NULL), TOCSIN_ACKED_RETRY);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 0, 400, NULL), TOCSIN_ACKED_RETRY);
     assert_int_equal(tocsin_inflight_next_due(t), 400 + 5000);
 
     /* STORED from endpoint 1 makes it current. */
     a = ack_of(1, TOCSIN_ACK_STORED, 0);
-    assert_int_equal(tocsin_inflight_ack(t, &a, 1, 500, NULL, NULL), TOCSIN_ACKED_STORED);
+    assert_int_equal(tocsin_inflight_ack(t, &a, 1, 500, NULL), TOCSIN_ACKED_STORED);
     assert_int_equal(tocsin_inflight_current(t), 1);
     assert_int_equal(tocsin_inflight_count(t), 0);
     tocsin_inflight_destroy(&t);

@@ -187,7 +187,7 @@ static void test_recording_arguments(void **state)
     assert_int_equal(tocsin_request(c, "/", "GET", 1000, 1), TOCSIN_EINVAL);
     assert_int_equal(tocsin_error(c, NULL, NULL, TOCSIN_LEVEL_ERROR), TOCSIN_EINVAL);
     assert_int_equal(tocsin_error(c, "", "", TOCSIN_LEVEL_ERROR), TOCSIN_EINVAL);
-    assert_int_equal(tocsin_error(c, "E", "m", (tocsin_level_t)1), TOCSIN_EINVAL);
+    assert_int_equal(tocsin_error(c, "E", "m", (tocsin_level_t)0), TOCSIN_EINVAL);
     assert_int_equal(tocsin_error(c, "E", "m", (tocsin_level_t)7), TOCSIN_EINVAL);
     assert_int_equal(tocsin_metric(c, NULL, TOCSIN_GAUGE, 1, "u"), TOCSIN_EINVAL);
     assert_int_equal(tocsin_metric(c, "", TOCSIN_GAUGE, 1, "u"), TOCSIN_EINVAL);
@@ -206,7 +206,7 @@ static void test_recording_arguments(void **state)
 
     /* Accepted: the longest names, NULL optional strings, a message far too long (cut),
      * invalid UTF-8 (replaced), negative gauges and zero-duration requests. */
-    char message[4000];
+    char message[TOCSIN_MESSAGE_MAX + 100];
     memset(message, 'm', sizeof(message) - 1);
     message[sizeof(message) - 1] = '\0';
     assert_int_equal(tocsin_request(c, fits, fits, 0, 0), TOCSIN_OK);

@@ -1,9 +1,12 @@
-/* Unit tests for clients/c/src/tocsin_record.c: UTF-8 sanitising copy, inline strings,
- * truncation at character boundaries. */
+/* Unit tests for clients/c/src/tocsin_record.c: UTF-8 sanitising copy and cutting, records
+ * written through a writer over real queue slots (one slot, chains that wrap around the
+ * ring) and read back, and malformed records refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -58,80 +61,167 @@ static void test_utf8_copy_table(void **state)
     }
 }
 
-static void test_record_strings(void **state)
+
+typedef struct {
+    const char *name;
+    const char *in;
+    size_t limit;
+    size_t want;
+} cut_case_t;
+
+static void test_utf8_cut_table(void **state)
 {
     (void)state;
-    tocsin_record_t rec;
-    tocsin_record_begin(&rec, TOCSIN_RECORD_REQUEST, 1234);
-    tocsin_record_put(&rec, "/users/:id", 10);
-    tocsin_record_put(&rec, "GET", 3);
-    assert_int_equal(rec.kind, TOCSIN_RECORD_REQUEST);
-    assert_int_equal(rec.time_us, 1234);
-    assert_int_equal(rec.nstr, 2);
-    assert_string_equal(tocsin_record_str(&rec, 0), "/users/:id");
-    assert_string_equal(tocsin_record_str(&rec, 1), "GET");
-    assert_string_equal(tocsin_record_str(&rec, 2), "");
-    assert_int_equal(rec.flags & TOCSIN_RECORD_TRUNCATED, 0);
-    assert_int_equal(tocsin_record_size(&rec), offsetof(tocsin_record_t, text) + 11 + 4);
-
-    /* A copy of the used prefix is a complete record. */
-    tocsin_record_t copy;
-    memset(&copy, 0xAB, sizeof(copy));
-    memcpy(&copy, &rec, tocsin_record_size(&rec));
-    assert_string_equal(tocsin_record_str(&copy, 0), "/users/:id");
-    assert_string_equal(tocsin_record_str(&copy, 1), "GET");
-}
-
-static void test_record_message_truncated(void **state)
-{
-    (void)state;
-    char type[TOCSIN_NAME_MAX + 1];
-    memset(type, 'T', TOCSIN_NAME_MAX);
-    type[TOCSIN_NAME_MAX] = '\0';
-    /* A message of multi-byte characters, far longer than a slot. */
-    char message[3 * 400 + 1];
-    for (int i = 0; i < 400; i++) {
-        memcpy(message + 3 * i, "\xe2\x82\xac", 3);
+    static const cut_case_t cases[] = {
+        {"fits", "abc", 5, 3},
+        {"ascii cut", "abcdef", 4, 4},
+        {"before a euro sign", "ab\xe2\x82\xac", 4, 2},
+        {"after a euro sign", "ab\xe2\x82\xac" "c", 5, 5},
+        {"ill-formed bytes count one each", "\xff\xff\xff", 2, 2},
+        {"zero", "abc", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const cut_case_t *c = &cases[i];
+        size_t got = tocsin_utf8_cut(c->in, strlen(c->in), c->limit);
+        if (got != c->want) {
+            fail_msg("case %s: got %zu, want %zu", c->name, got, c->want);
+        }
     }
-    message[3 * 400] = '\0';
-
-    tocsin_record_t rec;
-    tocsin_record_begin(&rec, TOCSIN_RECORD_ERROR, 1);
-    tocsin_record_put(&rec, type, TOCSIN_NAME_MAX);
-    tocsin_record_put(&rec, message, strlen(message));
-    assert_true(rec.flags & TOCSIN_RECORD_TRUNCATED);
-    assert_string_equal(tocsin_record_str(&rec, 0), type);
-    const char *m = tocsin_record_str(&rec, 1);
-    size_t len = strlen(m);
-    assert_true(len >= TOCSIN_MESSAGE_MIN - 2); /* whole characters only */
-    assert_int_equal(len % 3, 0);
-    assert_memory_equal(m, message, len);
-    assert_true(rec.used <= TOCSIN_RECORD_TEXT);
-    assert_int_equal(tocsin_record_size(&rec), offsetof(tocsin_record_t, text) + rec.used);
 }
 
-static void test_record_two_longest_names_fit(void **state)
+/* Writes a record of `n` strings plus a tag and a pcs field at position pos of q. */
+static uint32_t write_record(tocsin_queue_t *q, const char *message, uint64_t *pos_out)
+{
+    size_t mlen = strlen(message);
+    size_t size = sizeof(tocsin_rhdr_t) + tocsin_record_str_size(8) +
+                  tocsin_record_str_size(mlen) + TOCSIN_FIELD_HDR + 5 + TOCSIN_FIELD_HDR +
+                  16;
+    uint32_t k = tocsin_record_slots(size);
+    uint8_t *first = tocsin_queue_claim(q, k, pos_out);
+    assert_non_null(first);
+    tocsin_writer_t w;
+    tocsin_rhdr_t *h = tocsin_writer_begin(&w, q, *pos_out, first);
+    *h = (tocsin_rhdr_t){.time_us = 42,
+                         .len = (uint16_t)(size - sizeof(*h)),
+                         .kind = TOCSIN_EVENT_ERROR,
+                         .sub = TOCSIN_LEVEL_WARNING,
+                         .nslots = (uint8_t)k,
+                         .sample_rate = 0.25f};
+    tocsin_writer_str(&w, TOCSIN_FIELD_TYPE, "KeyError", 8);
+    tocsin_writer_str(&w, TOCSIN_FIELD_MESSAGE, message, mlen);
+    tocsin_writer_pair(&w, TOCSIN_R_TAG, "k\xff", 2, "v", 1);
+    uint64_t pcs[2] = {0x1234, 0x5678};
+    tocsin_writer_field(&w, TOCSIN_R_PCS, sizeof(pcs));
+    tocsin_writer_bytes(&w, pcs, sizeof(pcs));
+    tocsin_queue_publish(q, *pos_out);
+    return k;
+}
+
+static void read_back(tocsin_queue_t *q, const char *message, uint32_t k)
+{
+    static uint8_t buf[TOCSIN_RECORD_MAX];
+    static char arena[TOCSIN_EVENT_ARENA];
+    static tocsin_event_t ev;
+    const uint8_t *first = tocsin_queue_peek(q);
+    assert_non_null(first);
+    tocsin_rhdr_t h;
+    memcpy(&h, first, sizeof(h));
+    assert_int_equal(h.nslots, k);
+    tocsin_queue_copy(q, buf, sizeof(h) + h.len);
+    tocsin_event_reset(&ev, arena);
+    assert_int_equal(tocsin_record_decode(buf, sizeof(h) + h.len, &ev), 0);
+    assert_int_equal(ev.kind, TOCSIN_EVENT_ERROR);
+    assert_int_equal(ev.sub, TOCSIN_LEVEL_WARNING);
+    assert_int_equal(ev.time_us, 42);
+    assert_true(ev.sample_rate == 0.25f);
+    assert_string_equal(ev.str[TOCSIN_FIELD_TYPE], "KeyError");
+    assert_string_equal(ev.str[TOCSIN_FIELD_MESSAGE], message);
+    assert_int_equal(ev.n_tags, 1);
+    assert_string_equal(ev.tags[0].key, "k?"); /* made valid UTF-8 on the way in */
+    assert_string_equal(ev.tags[0].value, "v");
+    assert_int_equal(ev.n_pcs, 2);
+    assert_int_equal(ev.pcs[1], 0x5678);
+    tocsin_queue_pop(q, k);
+}
+
+/* One-slot and multi-slot records, many times round a ring whose size is not a multiple of
+ * the chain length, so chains wrap at every possible point. */
+static void test_records_round_trip(void **state)
 {
     (void)state;
-    char name[TOCSIN_NAME_MAX + 1];
-    memset(name, 'n', TOCSIN_NAME_MAX);
-    name[TOCSIN_NAME_MAX] = '\0';
-    tocsin_record_t rec;
-    tocsin_record_begin(&rec, TOCSIN_RECORD_METRIC, 1);
-    tocsin_record_put(&rec, name, TOCSIN_NAME_MAX);
-    tocsin_record_put(&rec, name, TOCSIN_NAME_MAX);
-    assert_int_equal(rec.flags & TOCSIN_RECORD_TRUNCATED, 0);
-    assert_string_equal(tocsin_record_str(&rec, 0), name);
-    assert_string_equal(tocsin_record_str(&rec, 1), name);
+    tocsin_queue_t *q = tocsin_queue_new(13);
+    char *big = malloc(3000);
+    for (size_t i = 0; i < 2999; i++) {
+        big[i] = (char)('a' + i % 26);
+    }
+    big[2999] = '\0';
+    for (int i = 0; i < 60; i++) {
+        const char *m = i % 2 ? big : "short";
+        uint64_t pos;
+        uint32_t k = write_record(q, m, &pos);
+        assert_int_equal(k, i % 2 ? 7 : 1);
+        read_back(q, m, k);
+    }
+    free(big);
+    tocsin_queue_destroy(&q);
+}
+
+typedef struct {
+    const char *name;
+    uint8_t bytes[64];
+    size_t len;
+} bad_case_t;
+
+/* Malformed records are refused, never read past their end. */
+static void test_decode_malformed(void **state)
+{
+    (void)state;
+    tocsin_rhdr_t h = {.kind = TOCSIN_EVENT_LOG};
+    static bad_case_t cases[] = {
+        {"short header", {0}, 10},
+        {"field past the end", {TOCSIN_FIELD_MESSAGE, 50, 0, 'a', 0}, 5},
+        {"string without NUL", {TOCSIN_FIELD_MESSAGE, 2, 0, 'a', 'b'}, 5},
+        {"string with inner NUL", {TOCSIN_FIELD_MESSAGE, 3, 0, 'a', 0, 0}, 6},
+        {"tag without value", {TOCSIN_R_TAG, 2, 0, 'k', 0}, 5},
+        {"pcs not whole", {TOCSIN_R_PCS, 3, 0, 1, 2, 3}, 6},
+        {"frame too short", {TOCSIN_R_FRAME, 4, 0, 1, 2, 3, 4}, 7},
+        {"event id not 16", {TOCSIN_R_EVENT_ID, 2, 0, 1, 2}, 5},
+        {"half a field header", {TOCSIN_FIELD_MESSAGE, 2}, 2},
+    };
+    static uint8_t buf[sizeof(tocsin_rhdr_t) + 64];
+    static char arena[TOCSIN_EVENT_ARENA];
+    static tocsin_event_t ev;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        h.len = (uint16_t)cases[i].len;
+        memcpy(buf, &h, sizeof(h));
+        memcpy(buf + sizeof(h), cases[i].bytes, cases[i].len);
+        size_t total = i == 0 ? 10 : sizeof(h) + cases[i].len;
+        tocsin_event_reset(&ev, arena);
+        if (tocsin_record_decode(buf, total, &ev) != TOCSIN_EINVAL) {
+            fail_msg("case %s was accepted", cases[i].name);
+        }
+    }
+    /* An unknown kind, and an unknown field id (skipped). */
+    h.kind = 9;
+    h.len = 0;
+    memcpy(buf, &h, sizeof(h));
+    tocsin_event_reset(&ev, arena);
+    assert_int_equal(tocsin_record_decode(buf, sizeof(h), &ev), TOCSIN_EINVAL);
+    h.kind = TOCSIN_EVENT_LOG;
+    h.len = 5;
+    memcpy(buf, &h, sizeof(h));
+    memcpy(buf + sizeof(h), (uint8_t[]){200, 2, 0, 'x', 'y'}, 5);
+    tocsin_event_reset(&ev, arena);
+    assert_int_equal(tocsin_record_decode(buf, sizeof(h) + 5, &ev), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_copy_table),
-        cmocka_unit_test(test_record_strings),
-        cmocka_unit_test(test_record_message_truncated),
-        cmocka_unit_test(test_record_two_longest_names_fit),
+        cmocka_unit_test(test_utf8_cut_table),
+        cmocka_unit_test(test_records_round_trip),
+        cmocka_unit_test(test_decode_malformed),
     };
     return cmocka_run_group_tests_name("tocsin_record", tests, NULL, NULL);
 }

@@ -1,22 +1,24 @@
 /*
- * tocsin_batch.h — turning records into an encoded tocsin.v1.Batch, and reading a
+ * tocsin_batch.h — building an encoded tocsin.v1.Batch event by event, and reading a
  * collector's tocsin.v1.Ack.
  *
- * Pure module: plain structs in, bytes out; the random event ids come from the generator
- * passed in, so tests are exact. The encoder keeps its scratch space for batch_max events
- * from creation on, so encoding allocates only the output buffer.
+ * Pure module: plain structs in, bytes out. The background thread appends each event as it
+ * takes it from the queue (so the queue slot is handed back at once), and seals the batch
+ * with its sequence number and loss figures when it is due. Protobuf fields may come in
+ * any order, so the events are written first and the batch's own fields after them.
  */
 #ifndef TOCSIN_BATCH_H
 #define TOCSIN_BATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tocsin_record.h"
-#include "tocsin_rng.h"
+#include "tocsin_event.h"
 
-/* Who is sending: copied into every event (service .. host) and every batch. Borrowed
- * strings; they must outlive the encoder. */
+/* Who is sending: copied into every event (service .. host, unless the event carries its
+ * own, as crash reports do) and every batch. Borrowed strings; they must outlive the
+ * encoder. Client-wide tags go into every event whose own tags do not set the same key. */
 typedef struct {
     const char *service;
     const char *environment;
@@ -30,28 +32,44 @@ typedef struct {
 typedef struct {
     uint64_t dropped_queue_full;
     uint64_t dropped_oversize;
+    uint64_t sampled_out;
     uint64_t retried;
     uint64_t rejected;
+    uint64_t dropped_before_send;
 } tocsin_loss_t;
+
+/* Most bytes one encoded event can take (a full record, a full edit space, tags and
+ * identity): a batch stops taking events when fewer than this are left below max_bytes,
+ * so that it never exceeds max_bytes. */
+#define TOCSIN_EVENT_RESERVE (256 * 1024)
 
 typedef struct tocsin_encoder tocsin_encoder_t;
 
-/* Returns NULL when max_events is 0, max_bytes is under 4096, or memory runs out. */
-tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, uint32_t max_events,
-                                     size_t max_bytes);
+/* Returns NULL when max_bytes is under 2 × TOCSIN_EVENT_RESERVE or memory runs out. */
+tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, size_t max_bytes);
 void tocsin_encoder_destroy(tocsin_encoder_t **self_p);
 
 /*
- * Encodes a Batch with `sequence`, the loss figures and the first records of recs[0..n)
- * (n <= max_events): as many as keep the encoding within max_bytes, and always at least
- * one. Each event gets a fresh 16-byte event_id from `rng`.
- * On success returns 0, sets *out to a malloc'd buffer of *out_len bytes (the caller frees
- * it) and *n_used to the records taken. Returns TOCSIN_EINVAL when n is 0 or above
- * max_events, TOCSIN_ENOMEM when the buffer cannot be allocated.
+ * Appends `ev` with the 16-byte event id `id` (ev's own id wins when it has one) to the
+ * batch under construction. Returns 0; TOCSIN_ENOMEM (the buffer could not grow: nothing
+ * was appended); TOCSIN_ETOOBIG (the event encodes to more than TOCSIN_EVENT_RESERVE:
+ * nothing was appended — cannot happen for events built by the library).
  */
-int tocsin_encoder_encode(tocsin_encoder_t *self, uint64_t sequence, const tocsin_loss_t *loss,
-                          const tocsin_record_t *recs, size_t n, tocsin_rng_t *rng, uint8_t **out,
-                          size_t *out_len, size_t *n_used);
+int tocsin_encoder_add(tocsin_encoder_t *self, const tocsin_event_t *ev, const uint8_t id[16]);
+
+/* Events appended since the last seal, and whether one more is sure to fit. */
+uint32_t tocsin_encoder_events(const tocsin_encoder_t *self);
+bool tocsin_encoder_has_room(const tocsin_encoder_t *self);
+
+/*
+ * Finishes the batch: its sequence number, API key, SDK and loss figures. On success
+ * returns 0 and hands the encoded batch to the caller (*out, malloc'd, *out_len bytes;
+ * the caller frees it); the encoder starts an empty batch. A batch with no events is
+ * allowed here (the collector refuses it: the caller adds an event first). Returns
+ * TOCSIN_ENOMEM with the batch left as it was.
+ */
+int tocsin_encoder_seal(tocsin_encoder_t *self, uint64_t sequence, const tocsin_loss_t *loss,
+                        uint8_t **out, size_t *out_len);
 
 /* Largest Ack the client reads; a longer reply is invalid. */
 #define TOCSIN_ACK_MAX_BYTES 65536

@@ -11,6 +11,7 @@ struct tocsin_inflight {
     tocsin_rng_t *rng;
     uint32_t count;
     uint32_t current;
+    int64_t offline_since; /* INT64_MAX: some endpoint took the last send */
     tocsin_inflight_entry_t *entries; /* config.max_batches of them; `used` marks a batch */
 };
 
@@ -27,6 +28,7 @@ tocsin_inflight_t *tocsin_inflight_new(const tocsin_inflight_config_t *config, t
     }
     self->config = *config;
     self->rng = rng;
+    self->offline_since = INT64_MAX;
     self->entries = calloc(config->max_batches, sizeof(*self->entries));
     if (!self->entries) {
         free(self);
@@ -77,7 +79,7 @@ uint32_t tocsin_inflight_current(const tocsin_inflight_t *self)
 }
 
 int tocsin_inflight_add(tocsin_inflight_t *self, uint64_t sequence, uint8_t *data, size_t len,
-                        uint64_t first_pos, uint64_t end_pos, int64_t now_ms)
+                        uint64_t first_pos, uint64_t end_pos, uint32_t events, int64_t now_ms)
 {
     assert(self && data);
     if (tocsin_inflight_full(self)) {
@@ -92,6 +94,7 @@ int tocsin_inflight_add(tocsin_inflight_t *self, uint64_t sequence, uint8_t *dat
                 .len = len,
                 .first_pos = first_pos,
                 .end_pos = end_pos,
+                .events = events,
                 .endpoint = self->current,
                 .state = TOCSIN_INFLIGHT_SEND,
                 .due_ms = now_ms,
@@ -157,6 +160,7 @@ bool tocsin_inflight_sent(tocsin_inflight_t *self, tocsin_inflight_entry_t *e, i
 {
     assert(self && e && e->used);
     bool resend = e->sends > 0;
+    self->offline_since = INT64_MAX;
     e->sends++;
     e->refused = 0;
     e->state = TOCSIN_INFLIGHT_AWAIT;
@@ -170,14 +174,16 @@ void tocsin_inflight_refused(tocsin_inflight_t *self, tocsin_inflight_entry_t *e
     move_on(self, e);
     e->refused++;
     if (e->refused >= self->config.n_endpoints) {
+        if (self->offline_since == INT64_MAX) {
+            self->offline_since = now_ms;
+        }
         e->refused = 0;
         e->due_ms = now_ms + self->config.refused_retry_ms;
     }
 }
 
 tocsin_acked_t tocsin_inflight_ack(tocsin_inflight_t *self, const tocsin_ack_t *ack,
-                                   uint32_t endpoint, int64_t now_ms, uint64_t *first_pos,
-                                   uint64_t *end_pos)
+                                   uint32_t endpoint, int64_t now_ms, tocsin_acked_batch_t *batch)
 {
     assert(self && ack);
     tocsin_inflight_entry_t *e = NULL;
@@ -190,11 +196,8 @@ tocsin_acked_t tocsin_inflight_ack(tocsin_inflight_t *self, const tocsin_ack_t *
     if (!e) {
         return TOCSIN_ACKED_UNKNOWN;
     }
-    if (first_pos) {
-        *first_pos = e->first_pos;
-    }
-    if (end_pos) {
-        *end_pos = e->end_pos;
+    if (batch) {
+        *batch = (tocsin_acked_batch_t){e->first_pos, e->end_pos, e->events};
     }
     switch (ack->status) {
     case TOCSIN_ACK_STORED:
@@ -245,4 +248,22 @@ uint64_t tocsin_inflight_oldest_pos(const tocsin_inflight_t *self)
         }
     }
     return pos;
+}
+
+int64_t tocsin_inflight_offline_since(const tocsin_inflight_t *self)
+{
+    assert(self);
+    return self->offline_since;
+}
+
+uint64_t tocsin_inflight_events(const tocsin_inflight_t *self)
+{
+    assert(self);
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < self->config.max_batches; i++) {
+        if (self->entries[i].used) {
+            n += self->entries[i].events;
+        }
+    }
+    return n;
 }

@@ -52,6 +52,7 @@ typedef struct {
     size_t len;
     uint64_t first_pos; /* queue positions of its events: [first_pos, end_pos) */
     uint64_t end_pos;
+    uint32_t events; /* events recorded through the queue that it carries */
     uint32_t endpoint; /* where it is (to be) sent */
     uint32_t sends;    /* times handed to ZeroMQ so far */
     uint32_t timeouts; /* ack time-outs so far: drive the back-off */
@@ -89,7 +90,7 @@ uint32_t tocsin_inflight_current(const tocsin_inflight_t *self);
  * when max_batches are in flight (data stays the caller's).
  */
 int tocsin_inflight_add(tocsin_inflight_t *self, uint64_t sequence, uint8_t *data, size_t len,
-                        uint64_t first_pos, uint64_t end_pos, int64_t now_ms);
+                        uint64_t first_pos, uint64_t end_pos, uint32_t events, int64_t now_ms);
 
 /*
  * Applies every ack time-out that passed by now_ms, then returns the batch due for
@@ -106,14 +107,27 @@ bool tocsin_inflight_sent(tocsin_inflight_t *self, tocsin_inflight_entry_t *entr
 void tocsin_inflight_refused(tocsin_inflight_t *self, tocsin_inflight_entry_t *entry,
                              int64_t now_ms);
 
+/* What an Ack said about a known batch. */
+typedef struct {
+    uint64_t first_pos;
+    uint64_t end_pos;
+    uint32_t events;
+} tocsin_acked_batch_t;
+
 /*
  * Applies an Ack that arrived on `endpoint`'s socket. Returns what it did; for a known
- * batch, *first_pos and *end_pos (when not NULL) get its queue positions. STORED makes
+ * batch, *batch (when not NULL) gets its queue positions and event count. STORED makes
  * `endpoint` the current one (it is evidently alive).
  */
 tocsin_acked_t tocsin_inflight_ack(tocsin_inflight_t *self, const tocsin_ack_t *ack,
-                                   uint32_t endpoint, int64_t now_ms, uint64_t *first_pos,
-                                   uint64_t *end_pos);
+                                   uint32_t endpoint, int64_t now_ms, tocsin_acked_batch_t *batch);
+
+/* Whether the last send attempt of some batch was refused by every endpoint in a row (no
+ * collector connected), and since when (INT64_MAX when not). */
+int64_t tocsin_inflight_offline_since(const tocsin_inflight_t *self);
+
+/* Events (tocsin_inflight_add's `events`) in every batch in flight. */
+uint64_t tocsin_inflight_events(const tocsin_inflight_t *self);
 
 /* The earliest due_ms of any batch (INT64_MAX when none). */
 int64_t tocsin_inflight_next_due(const tocsin_inflight_t *self);

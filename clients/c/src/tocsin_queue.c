@@ -52,24 +52,34 @@ uint32_t tocsin_queue_capacity(const tocsin_queue_t *self)
     return (uint32_t)self->capacity;
 }
 
-/* The slot of position pos is free for it when its sequence number equals pos; a smaller
- * one means the slot still holds the event of pos - capacity (the queue is full); a larger
- * one means another producer claimed pos first, so the tail is read again. The acquire
- * load pairs with the consumer's release in pop, so the producer writes the slot only
- * after the consumer is done reading it. */
-tocsin_slot_t *tocsin_queue_claim(tocsin_queue_t *self, uint64_t *pos_out)
+static tocsin_slot_t *slot_at(tocsin_queue_t *self, uint64_t pos)
+{
+    return &self->slots[pos % self->capacity];
+}
+
+/* Positions pos .. pos+n-1 are free when the last one's slot has the sequence number
+ * pos+n-1: the consumer frees positions in order (with release stores), so once the last
+ * one is seen free (acquire) every earlier one is too. A smaller number means the slot
+ * still holds an event of the previous lap (too full); a larger one means another producer
+ * claimed pos first, so the tail is read again. The compare-and-swap on the tail decides
+ * between producers; a position inside another producer's chain is never a tail value, so
+ * no producer ever looks at it as its own first position. */
+uint8_t *tocsin_queue_claim(tocsin_queue_t *self, uint32_t nslots, uint64_t *pos_out)
 {
     assert(self);
+    if (nslots == 0 || nslots > self->capacity) {
+        return NULL;
+    }
     uint64_t pos = atomic_load_explicit(&self->tail, memory_order_relaxed);
     for (;;) {
-        tocsin_slot_t *slot = &self->slots[pos % self->capacity];
-        uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
-        int64_t diff = (int64_t)(seq - pos);
+        uint64_t last = pos + nslots - 1;
+        uint64_t seq = atomic_load_explicit(&slot_at(self, last)->seq, memory_order_acquire);
+        int64_t diff = (int64_t)(seq - last);
         if (diff == 0) {
-            if (atomic_compare_exchange_weak_explicit(&self->tail, &pos, pos + 1,
+            if (atomic_compare_exchange_weak_explicit(&self->tail, &pos, pos + nslots,
                                                       memory_order_relaxed, memory_order_relaxed)) {
                 *pos_out = pos;
-                return slot;
+                return slot_at(self, pos)->payload;
             }
             /* pos now holds the current tail; try again with it. */
         } else if (diff < 0) {
@@ -80,31 +90,54 @@ tocsin_slot_t *tocsin_queue_claim(tocsin_queue_t *self, uint64_t *pos_out)
     }
 }
 
-void tocsin_queue_publish(tocsin_slot_t *slot, uint64_t pos)
+void tocsin_queue_publish(tocsin_queue_t *self, uint64_t pos)
 {
-    atomic_store_explicit(&slot->seq, pos + 1, memory_order_release);
+    atomic_store_explicit(&slot_at(self, pos)->seq, pos + 1, memory_order_release);
 }
 
-const tocsin_record_t *tocsin_queue_peek(tocsin_queue_t *self)
+uint8_t *tocsin_queue_payload(tocsin_queue_t *self, uint64_t pos)
+{
+    return slot_at(self, pos)->payload;
+}
+
+const uint8_t *tocsin_queue_peek(tocsin_queue_t *self)
 {
     assert(self);
     uint64_t pos = atomic_load_explicit(&self->head, memory_order_relaxed);
-    tocsin_slot_t *slot = &self->slots[pos % self->capacity];
+    tocsin_slot_t *slot = slot_at(self, pos);
     uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
     if (seq != pos + 1) {
         return NULL;
     }
-    return &slot->rec;
+    return slot->payload;
 }
 
-void tocsin_queue_pop(tocsin_queue_t *self)
+void tocsin_queue_copy(tocsin_queue_t *self, void *dst, size_t len)
 {
     assert(self);
     uint64_t pos = atomic_load_explicit(&self->head, memory_order_relaxed);
-    tocsin_slot_t *slot = &self->slots[pos % self->capacity];
-    assert(atomic_load_explicit(&slot->seq, memory_order_relaxed) == pos + 1);
-    atomic_store_explicit(&slot->seq, pos + self->capacity, memory_order_release);
-    atomic_store_explicit(&self->head, pos + 1, memory_order_release);
+    uint8_t *out = dst;
+    while (len > 0) {
+        size_t n = len < TOCSIN_SLOT_PAYLOAD ? len : TOCSIN_SLOT_PAYLOAD;
+        memcpy(out, slot_at(self, pos)->payload, n);
+        out += n;
+        len -= n;
+        pos++;
+    }
+}
+
+void tocsin_queue_pop(tocsin_queue_t *self, uint32_t nslots)
+{
+    assert(self && nslots >= 1 && nslots <= self->capacity);
+    uint64_t pos = atomic_load_explicit(&self->head, memory_order_relaxed);
+    assert(atomic_load_explicit(&slot_at(self, pos)->seq, memory_order_relaxed) == pos + 1);
+    /* In position order, so that a producer that sees the last slot of its claim free
+     * knows every earlier one is free too. */
+    for (uint32_t i = 0; i < nslots; i++) {
+        atomic_store_explicit(&slot_at(self, pos + i)->seq, pos + i + self->capacity,
+                              memory_order_release);
+    }
+    atomic_store_explicit(&self->head, pos + nslots, memory_order_release);
 }
 
 uint64_t tocsin_queue_tail(const tocsin_queue_t *self)
@@ -117,4 +150,17 @@ uint64_t tocsin_queue_head(const tocsin_queue_t *self)
 {
     assert(self);
     return atomic_load_explicit(&((tocsin_queue_t *)self)->head, memory_order_acquire);
+}
+
+void tocsin_queue_reset_after_fork(tocsin_queue_t *self)
+{
+    assert(self);
+    uint64_t head = atomic_load_explicit(&self->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&self->tail, memory_order_relaxed);
+    /* Every position still held becomes free for its next lap, as pop would leave it. */
+    for (uint64_t pos = head; pos < tail; pos++) {
+        atomic_store_explicit(&slot_at(self, pos)->seq, pos + self->capacity,
+                              memory_order_relaxed);
+    }
+    atomic_store_explicit(&self->head, tail, memory_order_release);
 }
