@@ -16,6 +16,7 @@ PACKAGES=(
     libcyaml-dev libyaml-dev
     libxxhash-dev
     libcmocka-dev
+    libdw-dev                      # libtocsin: stack frames to function, file and line (elfutils)
     python3 curl
 )
 
