@@ -26,6 +26,7 @@ static const char *const reason_names[COL_REASON_COUNT] = {
     [COL_REASON_TOO_MANY_FIELDS] = "too_many_fields",
     [COL_REASON_BAD_VALUE] = "bad_value",
     [COL_REASON_TOO_MANY_FINGERPRINT_PARTS] = "too_many_fingerprint_parts",
+    [COL_REASON_UNAUTHORIZED] = "unauthorized",
 };
 
 col_limits_t col_limits_default(void)
@@ -299,10 +300,10 @@ static int check_event(const Tocsin__V1__Event *ev, const col_limits_t *lim, int
     }
 }
 
-int col_batch_decode(const void *data, size_t len, const col_limits_t *limits,
+int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, col_arena_t *arena,
                      Tocsin__V1__Batch **out, col_reject_t *rej)
 {
-    assert(limits && out && rej);
+    assert(limits && arena && out && rej);
     assert(data || len == 0);
     *out = NULL;
     memset(rej, 0, sizeof(*rej));
@@ -326,21 +327,20 @@ int col_batch_decode(const void *data, size_t len, const col_limits_t *limits,
     }
     /* protobuf-c wants a non-NULL pointer even for an empty message. */
     static const uint8_t nothing[1];
-    Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, len, len ? data : nothing);
+    Tocsin__V1__Batch *b =
+        tocsin__v1__batch__unpack(col_arena_allocator(arena), len, len ? data : nothing);
     if (!b) {
         return reject(rej, COL_REASON_MALFORMED, -1, "batch: not a tocsin.v1.Batch");
     }
     int rc = 0;
     if (b->n_events == 0) {
-        rc = reject(rej, COL_REASON_EMPTY, -1, "events: none");
-        goto out;
+        return reject(rej, COL_REASON_EMPTY, -1, "events: none");
     }
     if (b->n_events > limits->max_events) {
         /* The wire count above makes this unreachable; kept so the limit never depends on
          * that walk alone. */
-        rc = reject(rej, COL_REASON_TOO_MANY_EVENTS, -1, "events: %zu, at most %u", b->n_events,
-                    limits->max_events);
-        goto out;
+        return reject(rej, COL_REASON_TOO_MANY_EVENTS, -1, "events: %zu, at most %u", b->n_events,
+                      limits->max_events);
     }
     rc = check_string(rej, -1, "api_key", b->api_key, limits->max_short_string);
     if (rc == 0) {
@@ -349,20 +349,11 @@ int col_batch_decode(const void *data, size_t len, const col_limits_t *limits,
     for (size_t i = 0; rc == 0 && i < b->n_events; i++) {
         rc = check_event(b->events[i], limits, (int)i, rej);
     }
-out:
     if (rc != 0) {
-        tocsin__v1__batch__free_unpacked(b, NULL);
         return rc;
     }
     memset(rej, 0, sizeof(*rej));
     rej->event_index = -1;
     *out = b;
     return 0;
-}
-
-void col_batch_free(Tocsin__V1__Batch *batch)
-{
-    if (batch) {
-        tocsin__v1__batch__free_unpacked(batch, NULL);
-    }
 }

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "col_arena.h"
 #include "tocsin/v1/transport.pb-c.h"
 
 /* Hard limits on what one batch may hold; every one is configurable (limits.* keys). */
@@ -59,6 +60,9 @@ typedef enum {
     COL_REASON_BAD_VALUE,                  /* bad_value: a metric value not finite, or a negative
                                               TIMING value */
     COL_REASON_TOO_MANY_FINGERPRINT_PARTS, /* too_many_fingerprint_parts */
+    COL_REASON_UNAUTHORIZED,               /* unauthorized: API key unknown or not for the
+                                              events' service, or the client's CURVE key was
+                                              withdrawn (set by the daemon, not by decoding) */
     COL_REASON_COUNT
 } col_reason_t;
 
@@ -79,18 +83,18 @@ typedef struct {
 
 /*
  * Decodes `len` bytes at `data` as a tocsin.v1.Batch and checks it against `limits`.
+ * Everything decoded is allocated from `arena`, so nothing is freed one by one: the batch
+ * lives until the caller's next col_arena_reset. (The arena's bound also bounds what a
+ * hostile frame can make the decoder allocate.)
  *
- * Returns 0 with *out set to the decoded batch, which the caller frees with col_batch_free;
- * `reject` is then cleared (reason COL_REASON_NONE).
- * Returns TC_EINVAL when the batch is refused: *out is NULL, `reject` says why; nothing is
- * left to free. (protobuf-c does not tell an allocation failure from a parse error, so
- * out-of-memory during decoding is reported as `malformed` too.)
+ * Returns 0 with *out set to the decoded batch; `reject` is then cleared (reason
+ * COL_REASON_NONE).
+ * Returns TC_EINVAL when the batch is refused: *out is NULL, `reject` says why. (protobuf-c
+ * does not tell an allocation failure from a parse error, so a batch that does not fit the
+ * arena is reported as `malformed` too.)
  * `data` may be NULL when `len` is 0. The batch does not point into `data`.
  */
-int col_batch_decode(const void *data, size_t len, const col_limits_t *limits,
+int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, col_arena_t *arena,
                      Tocsin__V1__Batch **out, col_reject_t *reject);
-
-/* Frees a batch returned by col_batch_decode; NULL is allowed. */
-void col_batch_free(Tocsin__V1__Batch *batch);
 
 #endif

@@ -76,25 +76,166 @@ int col_ack_encode(const col_ack_t *ack, uint8_t **out, size_t *len)
     return 0;
 }
 
-int col_event_encode(Tocsin__V1__Event *ev, int64_t received_us, const char *collector_id,
-                     uint8_t **out, size_t *len)
+void col_records_init(col_records_t *r)
 {
-    assert(ev && collector_id && out && len);
-    /* The decoder owns ev->collector_id; swap ours in for the encoding only, so that
-     * free_unpacked later frees what it allocated and nothing else. */
-    int64_t saved_received = ev->received_us;
-    char *saved_id = ev->collector_id;
-    ev->received_us = received_us;
-    ev->collector_id = (char *)collector_id;
-    size_t n = tocsin__v1__event__get_packed_size(ev);
-    uint8_t *buf = malloc(n ? n : 1);
-    int rc = TC_ENOMEM;
-    if (buf) {
-        *len = tocsin__v1__event__pack(ev, buf);
-        *out = buf;
-        rc = 0;
+    assert(r);
+    memset(r, 0, sizeof(*r));
+}
+
+void col_records_fini(col_records_t *r)
+{
+    assert(r);
+    free(r->data);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Makes room for `n` more bytes, writing the header first when the buffer is new. */
+static int reserve(col_records_t *r, size_t n)
+{
+    if (!r->data) {
+        size_t cap = 4096;
+        while (cap < COL_RECORDS_HEADER + n) {
+            cap *= 2;
+        }
+        r->data = malloc(cap);
+        if (!r->data) {
+            return TC_ENOMEM;
+        }
+        r->cap = cap;
+        memset(r->data, 0, COL_RECORDS_HEADER);
+        r->data[0] = 1;
+        r->len = COL_RECORDS_HEADER;
     }
-    ev->received_us = saved_received;
-    ev->collector_id = saved_id;
-    return rc;
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap;
+        while (cap < r->len + n) {
+            cap *= 2;
+        }
+        uint8_t *grown = realloc(r->data, cap);
+        if (!grown) {
+            return TC_ENOMEM;
+        }
+        r->data = grown;
+        r->cap = cap;
+    }
+    return 0;
+}
+
+static void put_record_header(col_records_t *r, col_topic_t topic, size_t key_len, size_t value_len)
+{
+    uint8_t *p = r->data + r->len;
+    p[0] = (uint8_t)topic;
+    p[1] = 0;
+    p[2] = (uint8_t)(key_len >> 8);
+    p[3] = (uint8_t)key_len;
+    tc_be32_put(p + 4, (uint32_t)value_len);
+}
+
+static void finish_record(col_records_t *r, size_t total)
+{
+    r->len += total;
+    r->count++;
+    tc_be32_put(r->data + 4, r->count);
+}
+
+int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                          const Tocsin__V1__Event *ev)
+{
+    assert(r && ev && (key || key_len == 0) && topic < COL_TOPIC_COUNT);
+    if (key_len > COL_RECORD_KEY_MAX) {
+        return TC_EINVAL;
+    }
+    size_t value_len = tocsin__v1__event__get_packed_size(ev);
+    if (value_len > UINT32_MAX) {
+        return TC_EINVAL;
+    }
+    size_t total = COL_RECORD_HEADER + key_len + value_len;
+    if (reserve(r, total) != 0) {
+        return TC_ENOMEM;
+    }
+    put_record_header(r, topic, key_len, value_len);
+    uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
+    if (key_len) {
+        memcpy(p, key, key_len);
+    }
+    size_t packed = tocsin__v1__event__pack(ev, p + key_len);
+    assert(packed == value_len);
+    (void)packed;
+    finish_record(r, total);
+    return 0;
+}
+
+int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                    const void *value, size_t value_len)
+{
+    assert(r && (key || key_len == 0) && (value || value_len == 0) && topic < COL_TOPIC_COUNT);
+    if (key_len > COL_RECORD_KEY_MAX || value_len > UINT32_MAX) {
+        return TC_EINVAL;
+    }
+    size_t total = COL_RECORD_HEADER + key_len + value_len;
+    if (reserve(r, total) != 0) {
+        return TC_ENOMEM;
+    }
+    put_record_header(r, topic, key_len, value_len);
+    uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
+    if (key_len) {
+        memcpy(p, key, key_len);
+    }
+    if (value_len) {
+        memcpy(p + key_len, value, value_len);
+    }
+    finish_record(r, total);
+    return 0;
+}
+
+int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record_t *rec)
+{
+    assert(offset && rec && (data || len == 0));
+    if (len < COL_RECORDS_HEADER || data[0] != 1) {
+        return TC_EPARSE;
+    }
+    size_t off = *offset < COL_RECORDS_HEADER ? COL_RECORDS_HEADER : *offset;
+    if (off == len) {
+        return 0;
+    }
+    if (off > len || len - off < COL_RECORD_HEADER) {
+        return TC_EPARSE;
+    }
+    const uint8_t *p = data + off;
+    if (p[0] >= COL_TOPIC_COUNT || p[1] != 0) {
+        return TC_EPARSE;
+    }
+    size_t key_len = ((size_t)p[2] << 8) | p[3];
+    size_t value_len = tc_be32_get(p + 4);
+    size_t room = len - off - COL_RECORD_HEADER;
+    if (key_len > room || value_len > room - key_len) {
+        return TC_EPARSE;
+    }
+    rec->topic = (col_topic_t)p[0];
+    rec->key = p + COL_RECORD_HEADER;
+    rec->key_len = key_len;
+    rec->value = rec->key + key_len;
+    rec->value_len = value_len;
+    *offset = off + COL_RECORD_HEADER + key_len + value_len;
+    return 1;
+}
+
+int col_records_check(const uint8_t *data, size_t len, uint32_t *count)
+{
+    assert(count);
+    if (!data || len < COL_RECORDS_HEADER || data[0] != 1 || data[1] || data[2] || data[3]) {
+        return TC_EPARSE;
+    }
+    uint32_t n = 0;
+    size_t off = 0;
+    col_record_t rec;
+    int rc;
+    while ((rc = col_records_next(data, len, &off, &rec)) == 1) {
+        n++;
+    }
+    if (rc != 0 || n != tc_be32_get(data + 4)) {
+        return TC_EPARSE;
+    }
+    *count = n;
+    return 0;
 }

@@ -62,13 +62,64 @@ typedef struct {
  */
 int col_ack_encode(const col_ack_t *ack, uint8_t **out, size_t *len);
 
+/* The Kafka topics the collector writes: events (errors, requests, metrics) and logs. */
+typedef enum { COL_TOPIC_EVENTS = 0, COL_TOPIC_LOGS = 1, COL_TOPIC_COUNT } col_topic_t;
+
 /*
- * Encodes one event for Kafka with `received_us` and `collector_id` set, leaving `ev` as it
- * was (the collector's fields are set only for the encoding, so the batch can still be freed
- * with col_batch_free). `collector_id` is borrowed.
- * Returns 0 with *out (the caller frees it with free) and *len set, or TC_ENOMEM.
+ * A batch of Kafka records, as the collector produces them and as its spool stores them:
+ * one buffer, so that librdkafka can point into it without copying, and a spool entry is the
+ * buffer as it is. Layout (integers big-endian):
+ *   header   [u8 version = 1][3 bytes 0][u32 record count]
+ *   record   [u8 topic][u8 0][u16 key length][u32 value length][key][value]
+ * The value is an encoded tocsin.v1.Event.
  */
-int col_event_encode(Tocsin__V1__Event *ev, int64_t received_us, const char *collector_id,
-                     uint8_t **out, size_t *len);
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    uint32_t count;
+} col_records_t;
+
+#define COL_RECORDS_HEADER 8
+#define COL_RECORD_HEADER 8
+/* Largest key: service, a NUL and a name, each bounded by the collector's limits. */
+#define COL_RECORD_KEY_MAX 65535
+
+/* One record read back from a buffer; pointers into that buffer. */
+typedef struct {
+    col_topic_t topic;
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+} col_record_t;
+
+/* An empty set (no allocation yet). */
+void col_records_init(col_records_t *r);
+
+/* Frees the buffer; the set is empty again and may be reused. */
+void col_records_fini(col_records_t *r);
+
+/* Appends one record whose value is `ev` encoded (protobuf-c pack, straight into the
+ * buffer). Returns 0, TC_EINVAL for a key above COL_RECORD_KEY_MAX, or TC_ENOMEM. */
+int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                          const Tocsin__V1__Event *ev);
+
+/* Appends one record from raw bytes. Returns 0, TC_EINVAL (key too long, value above
+ * 4 GiB) or TC_ENOMEM. */
+int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                    const void *value, size_t value_len);
+
+/*
+ * Reads the record at *offset of the `len` bytes at `data` (a whole buffer, header
+ * included; start with *offset = 0) and advances *offset. Returns 1 with *rec filled, 0 at
+ * the end, or TC_EPARSE when the buffer is not a well-formed records buffer. Every length is
+ * checked against `len`, so a corrupt spool entry is refused, never overrun.
+ */
+int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record_t *rec);
+
+/* Checks a whole buffer (version, every record within bounds, topics known, the count in
+ * the header matching). Returns 0 with *count set, or TC_EPARSE. */
+int col_records_check(const uint8_t *data, size_t len, uint32_t *count);
 
 #endif

@@ -1,14 +1,19 @@
 /*
- * Fuzz target col_batch: collector decode-and-validate (col_batch_decode) over arbitrary
- * bytes, with the default limits and with tight ones. For a batch that passes, every event
- * is encoded as the collector writes it to Kafka and must decode again with the collector's
- * fields set — what is accepted can always be produced.
+ * Fuzz target col_batch: the collector's path for one payload, from bytes to Kafka records —
+ * decode-and-validate (col_batch_decode, into an arena), then for an accepted batch the
+ * scrubbing (default rules, and strict ones with e-mails and IPs hashed), enrichment and
+ * grouping, and the records buffer — with the default limits and with tight ones. What is
+ * accepted must always be produced: every record decodes again with the collector's fields
+ * set, a grouping id on every error, and the buffer passes its own check.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "col_arena.h"
+#include "col_enrich.h"
+#include "col_scrub.h"
 #include "col_validate.h"
 #include "col_wire.h"
 #include "tc_error.h"
@@ -24,49 +29,102 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                          \
     } while (0)
 
-static void check_accepted(Tocsin__V1__Batch *b, const col_limits_t *lim)
+static col_arena_t *arena;
+static col_scrub_rules_t *rules_default;
+static col_scrub_rules_t *rules_strict;
+
+static void setup(void)
+{
+    if (arena) {
+        return;
+    }
+    arena = col_arena_new(64 * 1024 * 1024);
+    rules_default = col_scrub_rules_default();
+    static const char strict[] = "emails = hash\nips = mask\nuser_ids = hash\n"
+                                 "extra_secret_keys = id, name\nsecrets = remove\n";
+    char err[128];
+    CHECK(col_scrub_rules_parse(strict, sizeof(strict) - 1, &rules_strict, err, sizeof(err)) == 0);
+    CHECK(arena && rules_default && rules_strict);
+}
+
+static void produce(Tocsin__V1__Batch *b, const col_limits_t *lim, const col_scrub_rules_t *rules)
 {
     CHECK(b->n_events >= 1 && b->n_events <= lim->max_events);
+    col_enrich_config_t cfg = {.collector_id = "fuzz-collector",
+                               .max_future_us = 300000000LL,
+                               .max_past_us = 86400000000LL};
+    col_records_t records;
+    col_records_init(&records);
+    uint8_t key[COL_KEY_MAX];
+    col_scrub_stats_t ss = {0};
+    col_enrich_stats_t es = {0};
     for (size_t i = 0; i < b->n_events; i++) {
         Tocsin__V1__Event *ev = b->events[i];
         CHECK(ev->event_id.len == 16);
         CHECK(ev->service && ev->service[0]);
         CHECK(ev->body_case != TOCSIN__V1__EVENT__BODY__NOT_SET);
-        uint8_t *out = NULL;
-        size_t len = 0;
-        if (col_event_encode(ev, 1795000000000000LL, "fuzz-collector", &out, &len) != 0) {
-            continue; /* out of memory: nothing to check */
+        if (col_scrub_event(rules, ev, arena, &ss) != 0) {
+            goto out; /* arena exhausted: nothing more to check */
         }
-        Tocsin__V1__Event *back = tocsin__v1__event__unpack(NULL, len, out);
-        free(out);
+        col_topic_t topic;
+        size_t key_len = 0;
+        int rc = col_enrich_event(&cfg, ev, 1795000000000000LL, arena, &es, &topic, key,
+                                  sizeof(key), &key_len);
+        if (rc == TC_ENOMEM) {
+            goto out;
+        }
+        CHECK(rc == 0);
+        CHECK(key_len >= strlen(ev->service));
+        CHECK(memcmp(key, ev->service, strlen(ev->service)) == 0);
+        CHECK((topic == COL_TOPIC_LOGS) == (ev->body_case == TOCSIN__V1__EVENT__BODY_LOG));
+        if (col_records_add_event(&records, topic, key, key_len, ev) != 0) {
+            goto out;
+        }
+    }
+    uint32_t count = 0;
+    CHECK(col_records_check(records.data, records.len, &count) == 0);
+    CHECK(count == b->n_events);
+    size_t off = 0;
+    col_record_t rec;
+    while (col_records_next(records.data, records.len, &off, &rec) == 1) {
+        Tocsin__V1__Event *back = tocsin__v1__event__unpack(NULL, rec.value_len, rec.value);
         CHECK(back);
         CHECK(back->received_us == 1795000000000000LL);
         CHECK(strcmp(back->collector_id, "fuzz-collector") == 0);
-        CHECK(strcmp(back->service, ev->service) == 0);
-        CHECK(back->body_case == ev->body_case);
+        CHECK(back->time_us != 0);
+        if (back->body_case == TOCSIN__V1__EVENT__BODY_ERROR && back->error) {
+            CHECK(back->error->grouping_hash && back->error->grouping_hash[0]);
+        }
         tocsin__v1__event__free_unpacked(back, NULL);
     }
+out:
+    col_records_fini(&records);
 }
 
 static void run(const uint8_t *data, size_t size, const col_limits_t *lim)
 {
-    Tocsin__V1__Batch *b = NULL;
-    col_reject_t rej;
-    int rc = col_batch_decode(size ? data : NULL, size, lim, &b, &rej);
-    if (rc == 0) {
-        CHECK(b && rej.reason == COL_REASON_NONE);
-        check_accepted(b, lim);
-        col_batch_free(b);
+    for (int pass = 0; pass < 2; pass++) {
+        Tocsin__V1__Batch *b = NULL;
+        col_reject_t rej;
+        int rc = col_batch_decode(size ? data : NULL, size, lim, arena, &b, &rej);
+        if (rc == 0) {
+            CHECK(b && rej.reason == COL_REASON_NONE);
+            produce(b, lim, pass == 0 ? rules_default : rules_strict);
+            col_arena_reset(arena);
+            continue;
+        }
+        col_arena_reset(arena);
+        CHECK(rc == TC_EINVAL && !b);
+        CHECK(rej.reason > COL_REASON_NONE && rej.reason < COL_REASON_COUNT);
+        CHECK(rej.message[0] != '\0');
+        CHECK(memchr(rej.message, '\0', sizeof(rej.message)) != NULL);
         return;
     }
-    CHECK(rc == TC_EINVAL && !b);
-    CHECK(rej.reason > COL_REASON_NONE && rej.reason < COL_REASON_COUNT);
-    CHECK(rej.message[0] != '\0');
-    CHECK(memchr(rej.message, '\0', sizeof(rej.message)) != NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    setup();
     col_limits_t lim = col_limits_default();
     run(data, size, &lim);
     col_limits_t tight = {

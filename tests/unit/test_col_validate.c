@@ -20,6 +20,18 @@
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 #define POOL 300
 
+/* Every decode goes into one arena, as in the collector; reset after each batch. */
+static col_arena_t *the_arena;
+
+static col_arena_t *arena(void)
+{
+    if (!the_arena) {
+        the_arena = col_arena_new(64 * 1024 * 1024);
+        assert_non_null(the_arena);
+    }
+    return the_arena;
+}
+
 /* A batch of four valid events, one per body type, built from stack structs; each case
  * changes it before it is encoded. */
 typedef struct {
@@ -407,7 +419,7 @@ static void test_cases(void **state)
         uint8_t *buf = fixture_pack(&f, &len);
         Tocsin__V1__Batch *b = (Tocsin__V1__Batch *)0x1;
         col_reject_t rej;
-        int rc = col_batch_decode(buf, len, &f.limits, &b, &rej);
+        int rc = col_batch_decode(buf, len, &f.limits, arena(), &b, &rej);
         free(buf);
         if (c->reason == COL_REASON_NONE) {
             if (rc != 0) {
@@ -425,7 +437,7 @@ static void test_cases(void **state)
                 assert_memory_equal(b->events[e]->event_id.data, f.batch.events[e]->event_id.data,
                                     16);
             }
-            col_batch_free(b);
+            col_arena_reset(arena());
             continue;
         }
         if (rc != TC_EINVAL || rej.reason != c->reason) {
@@ -486,7 +498,7 @@ static void test_raw(void **state)
     for (size_t i = 0; i < N_ELEMS(raw); i++) {
         Tocsin__V1__Batch *b = NULL;
         col_reject_t rej;
-        int rc = col_batch_decode(raw[i].data, raw[i].len, &lim, &b, &rej);
+        int rc = col_batch_decode(raw[i].data, raw[i].len, &lim, arena(), &b, &rej);
         if (rc != TC_EINVAL || rej.reason != raw[i].reason) {
             fail_msg("%s: rc %d reason %s, expected %s", raw[i].name, rc,
                      col_reason_name(rej.reason), col_reason_name(raw[i].reason));
@@ -497,7 +509,7 @@ static void test_raw(void **state)
     /* The sequence of a batch without events is still named. */
     Tocsin__V1__Batch *b = NULL;
     col_reject_t rej;
-    col_batch_decode(only_sequence, sizeof(only_sequence), &lim, &b, &rej);
+    col_batch_decode(only_sequence, sizeof(only_sequence), &lim, arena(), &b, &rej);
     assert_int_equal(rej.sequence, 7);
 }
 
@@ -516,10 +528,10 @@ static void test_truncations(void **state)
         memcpy(part, buf, cut);
         Tocsin__V1__Batch *b = NULL;
         col_reject_t rej;
-        int rc = col_batch_decode(cut ? part : NULL, cut, &f.limits, &b, &rej);
+        int rc = col_batch_decode(cut ? part : NULL, cut, &f.limits, arena(), &b, &rej);
         if (rc == 0) {
             assert_non_null(b);
-            col_batch_free(b);
+            col_arena_reset(arena());
         } else {
             assert_int_equal(rc, TC_EINVAL);
             assert_null(b);
@@ -544,8 +556,34 @@ static void test_event_flood(void **state)
     col_limits_t lim = col_limits_default();
     Tocsin__V1__Batch *b = NULL;
     col_reject_t rej;
-    assert_int_equal(col_batch_decode(buf, n * 2, &lim, &b, &rej), TC_EINVAL);
+    assert_int_equal(col_batch_decode(buf, n * 2, &lim, arena(), &b, &rej), TC_EINVAL);
     assert_int_equal(rej.reason, COL_REASON_TOO_MANY_EVENTS);
+    free(buf);
+}
+
+/* What does not fit the arena is refused like any batch that cannot be decoded, and the
+ * arena serves the next batch normally. */
+static void test_arena_bound(void **state)
+{
+    (void)state;
+    static fixture_t f;
+    fixture_init(&f);
+    size_t len;
+    uint8_t *buf = fixture_pack(&f, &len);
+    col_arena_t *small = col_arena_new(256);
+    assert_non_null(small);
+    Tocsin__V1__Batch *b = NULL;
+    col_reject_t rej;
+    assert_int_equal(col_batch_decode(buf, len, &f.limits, small, &b, &rej), TC_EINVAL);
+    assert_null(b);
+    assert_int_equal(rej.reason, COL_REASON_MALFORMED);
+    col_arena_reset(small);
+    col_arena_destroy(&small);
+    assert_int_equal(col_batch_decode(buf, len, &f.limits, arena(), &b, &rej), 0);
+    assert_non_null(b);
+    assert_true(col_arena_used(arena()) > 0);
+    col_arena_reset(arena());
+    assert_int_equal(col_arena_used(arena()), 0);
     free(buf);
 }
 
@@ -569,6 +607,7 @@ static void test_reason_names(void **state)
         "too_many_fields",
         "bad_value",
         "too_many_fingerprint_parts",
+        "unauthorized",
     };
     assert_int_equal(N_ELEMS(expected), COL_REASON_COUNT);
     for (int r = 0; r < COL_REASON_COUNT; r++) {
@@ -598,6 +637,9 @@ int main(void)
         cmocka_unit_test(test_cases),        cmocka_unit_test(test_raw),
         cmocka_unit_test(test_truncations),  cmocka_unit_test(test_event_flood),
         cmocka_unit_test(test_reason_names), cmocka_unit_test(test_limits_default),
+        cmocka_unit_test(test_arena_bound),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    col_arena_destroy(&the_arena);
+    return failed;
 }

@@ -146,52 +146,136 @@ static void test_ack_encode(void **state)
     tocsin__v1__ack__free_unpacked(a, NULL);
 }
 
-static void test_event_encode(void **state)
+/* Records: events and raw values go in, come out the same, and the buffer checks. */
+static void test_records_round_trip(void **state)
 {
     (void)state;
-    /* Decode a real event so that free_unpacked runs on what the encoder touched. */
     Tocsin__V1__Event ev = TOCSIN__V1__EVENT__INIT;
     uint8_t id[16];
     memset(id, 7, sizeof(id));
     ev.event_id.data = id;
     ev.event_id.len = 16;
     ev.service = "checkout";
-    ev.collector_id = "spoofed-by-client";
-    ev.received_us = 5;
+    ev.collector_id = "col-1";
+    ev.received_us = 1795000000123456LL;
     Tocsin__V1__Request req = TOCSIN__V1__REQUEST__INIT;
     req.route = "/pay";
     req.status = 503;
     ev.body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
     ev.request = &req;
-    size_t n = tocsin__v1__event__get_packed_size(&ev);
-    uint8_t *wire = malloc(n);
-    assert_non_null(wire);
-    tocsin__v1__event__pack(&ev, wire);
-    Tocsin__V1__Event *dec = tocsin__v1__event__unpack(NULL, n, wire);
-    free(wire);
-    assert_non_null(dec);
-    char *orig_id = dec->collector_id;
 
-    uint8_t *out = NULL;
-    size_t len = 0;
-    assert_int_equal(col_event_encode(dec, 1795000000123456LL, "col-1", &out, &len), 0);
-    /* The event is left as it was. */
-    assert_ptr_equal(dec->collector_id, orig_id);
-    assert_string_equal(dec->collector_id, "spoofed-by-client");
-    assert_int_equal(dec->received_us, 5);
+    col_records_t r;
+    col_records_init(&r);
+    static const char key[] = "checkout\0/pay";
+    assert_int_equal(col_records_add_event(&r, COL_TOPIC_EVENTS, key, sizeof(key) - 1, &ev), 0);
+    assert_int_equal(col_records_add(&r, COL_TOPIC_LOGS, "checkout", 8, "raw", 3), 0);
+    assert_int_equal(col_records_add(&r, COL_TOPIC_EVENTS, NULL, 0, NULL, 0), 0);
+    /* Enough records to make the buffer grow a few times. */
+    static uint8_t big[10000];
+    memset(big, 0x5a, sizeof(big));
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(col_records_add(&r, COL_TOPIC_LOGS, "k", 1, big, sizeof(big)), 0);
+    }
+    assert_int_equal(r.count, 23);
+    uint32_t count = 0;
+    assert_int_equal(col_records_check(r.data, r.len, &count), 0);
+    assert_int_equal(count, 23);
 
-    Tocsin__V1__Event *rec = tocsin__v1__event__unpack(NULL, len, out);
-    free(out);
-    assert_non_null(rec);
-    assert_string_equal(rec->collector_id, "col-1");
-    assert_int_equal(rec->received_us, 1795000000123456LL);
-    assert_string_equal(rec->service, "checkout");
-    assert_int_equal(rec->body_case, TOCSIN__V1__EVENT__BODY_REQUEST);
-    assert_string_equal(rec->request->route, "/pay");
-    assert_int_equal(rec->request->status, 503);
-    assert_memory_equal(rec->event_id.data, id, 16);
-    tocsin__v1__event__free_unpacked(rec, NULL);
-    tocsin__v1__event__free_unpacked(dec, NULL);
+    size_t off = 0;
+    col_record_t rec;
+    assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
+    assert_int_equal(rec.topic, COL_TOPIC_EVENTS);
+    assert_int_equal(rec.key_len, sizeof(key) - 1);
+    assert_memory_equal(rec.key, key, sizeof(key) - 1);
+    Tocsin__V1__Event *back = tocsin__v1__event__unpack(NULL, rec.value_len, rec.value);
+    assert_non_null(back);
+    assert_string_equal(back->collector_id, "col-1");
+    assert_int_equal(back->received_us, 1795000000123456LL);
+    assert_string_equal(back->request->route, "/pay");
+    assert_memory_equal(back->event_id.data, id, 16);
+    tocsin__v1__event__free_unpacked(back, NULL);
+    assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
+    assert_int_equal(rec.topic, COL_TOPIC_LOGS);
+    assert_memory_equal(rec.key, "checkout", 8);
+    assert_int_equal(rec.value_len, 3);
+    assert_memory_equal(rec.value, "raw", 3);
+    assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
+    assert_int_equal(rec.key_len, 0);
+    assert_int_equal(rec.value_len, 0);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
+        assert_int_equal(rec.value_len, sizeof(big));
+        assert_memory_equal(rec.value, big, sizeof(big));
+    }
+    assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 0);
+
+    /* A key above the limit is refused and changes nothing. */
+    static uint8_t huge_key[COL_RECORD_KEY_MAX + 1];
+    size_t before = r.len;
+    assert_int_equal(col_records_add(&r, COL_TOPIC_EVENTS, huge_key, sizeof(huge_key), "v", 1),
+                     TC_EINVAL);
+    assert_int_equal(r.len, before);
+    col_records_fini(&r);
+    col_records_fini(&r); /* safe twice */
+    assert_null(r.data);
+}
+
+/* Corrupt buffers (as a damaged spool entry could be) are refused, never overrun. */
+static void test_records_corrupt(void **state)
+{
+    (void)state;
+    col_records_t r;
+    col_records_init(&r);
+    assert_int_equal(col_records_add(&r, COL_TOPIC_EVENTS, "svc", 3, "value", 5), 0);
+    assert_int_equal(col_records_add(&r, COL_TOPIC_LOGS, "svc", 3, "v2", 2), 0);
+    size_t len = r.len;
+    assert_int_equal(len, 8 + 8 + 3 + 5 + 8 + 3 + 2);
+    uint8_t *copy = malloc(len);
+    assert_non_null(copy);
+    uint32_t count;
+    static const struct {
+        const char *name;
+        size_t at;     /* byte to change */
+        uint8_t value; /* its new value */
+        size_t cut;    /* or: keep only this many bytes (0: no cut) */
+    } cases[] = {
+        {"version", 0, 2, 0},
+        {"reserved header byte", 1, 1, 0},
+        {"count above the records", 7, 3, 0},
+        {"count below the records", 7, 1, 0},
+        {"unknown topic", 8, 7, 0},
+        {"reserved record byte", 9, 1, 0},
+        {"key length past the end", 10, 0xff, 0},
+        {"value length past the end", 12, 0xff, 0},
+        {"header only half there", 0, 1, 4},
+        {"record cut in its header", 0, 1, 12},
+        {"record cut in its value", 0, 1, 8 + 8 + 3 + 2},
+        {"second record cut", 0, 1, 8 + 8 + 3 + 5 + 8 + 3 + 1},
+    };
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        memcpy(copy, r.data, len);
+        size_t n = len;
+        if (cases[i].cut) {
+            n = cases[i].cut;
+        } else {
+            copy[cases[i].at] = cases[i].value;
+        }
+        if (col_records_check(copy, n, &count) != TC_EPARSE) {
+            fail_msg("%s: accepted", cases[i].name);
+        }
+        /* Walking it never reads past n either. */
+        size_t off = 0;
+        col_record_t rec;
+        int rc;
+        while ((rc = col_records_next(copy, n, &off, &rec)) == 1) {
+            assert_true(rec.value + rec.value_len <= copy + n);
+        }
+    }
+    assert_int_equal(col_records_check(NULL, 0, &count), TC_EPARSE);
+    assert_int_equal(col_records_check(r.data, len, &count), 0);
+    assert_int_equal(count, 2);
+    free(copy);
+    col_records_fini(&r);
 }
 
 int main(void)
@@ -199,7 +283,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_envelope),
         cmocka_unit_test(test_ack_encode),
-        cmocka_unit_test(test_event_encode),
+        cmocka_unit_test(test_records_round_trip),
+        cmocka_unit_test(test_records_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
