@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,7 +44,7 @@ typedef enum {
     MODE_HOLD,        /* keep batches unanswered until released, then store them */
 } mode_t_;
 
-enum { MAX_INDEX = 20000, MAX_SEQ = 4096, MAX_HELD = 256, MAX_PEERS = 8 };
+enum { MAX_INDEX = 20000, MAX_SEQ = 4096, MAX_HELD = 256, MAX_PEERS = 8, MAX_KEPT = 256 };
 
 typedef struct {
     mode_t_ mode;
@@ -68,6 +69,12 @@ typedef struct {
     bool seq_stored[MAX_PEERS][MAX_SEQ];
     uint64_t dropped_queue_full; /* sums of ClientCounters over stored batches */
     uint64_t carried_drops;      /* sum of the tocsin.client.dropped metric events */
+    uint64_t sampled_out;        /* more sums of ClientCounters */
+    uint64_t dropped_oversize;
+    uint64_t dropped_before_send;
+    uint8_t *kept[MAX_KEPT]; /* every stored event that is not a /r/<i> request, packed */
+    size_t kept_len[MAX_KEPT];
+    uint64_t n_kept;
     uint64_t retried;
     uint64_t bad_batches;
     char sdk[64];
@@ -120,6 +127,9 @@ static void store(collector_t *col, int peer, Tocsin__V1__Batch *b)
         if (b->counters) {
             col->dropped_queue_full += b->counters->dropped_queue_full;
             col->retried += b->counters->retried;
+            col->sampled_out += b->counters->sampled_out;
+            col->dropped_oversize += b->counters->dropped_oversize;
+            col->dropped_before_send += b->counters->dropped_before_send;
         }
         snprintf(col->sdk, sizeof(col->sdk), "%s", b->sdk);
         snprintf(col->api_key, sizeof(col->api_key), "%s", b->api_key);
@@ -132,6 +142,15 @@ static void store(collector_t *col, int peer, Tocsin__V1__Batch *b)
             }
             col->events_stored++;
             unsigned idx;
+            bool indexed = e->body_case == TOCSIN__V1__EVENT__BODY_REQUEST &&
+                           sscanf(e->request->route, "/r/%u", &idx) == 1;
+            if (!indexed && col->n_kept < MAX_KEPT) {
+                size_t n = protobuf_c_message_get_packed_size(&e->base);
+                col->kept[col->n_kept] = malloc(n);
+                col->kept_len[col->n_kept] = protobuf_c_message_pack(&e->base,
+                                                                     col->kept[col->n_kept]);
+                col->n_kept++;
+            }
             if (e->body_case == TOCSIN__V1__EVENT__BODY_REQUEST &&
                 sscanf(e->request->route, "/r/%u", &idx) == 1 && idx < MAX_INDEX) {
                 col->index_count[idx]++;
@@ -263,6 +282,9 @@ static void *collector_run(void *arg)
     return NULL;
 }
 
+/* When set, the next collector_start makes a CURVE server with this secret key (Z85). */
+static const char *curve_secret_for_next;
+
 static collector_t *collector_start(mode_t_ mode)
 {
     collector_t *col = calloc(1, sizeof(*col));
@@ -273,6 +295,14 @@ static collector_t *collector_start(mode_t_ mode)
     col->router = zmq_socket(col->ctx, ZMQ_ROUTER);
     int linger = 0;
     zmq_setsockopt(col->router, ZMQ_LINGER, &linger, sizeof(linger));
+    if (curve_secret_for_next) {
+        int one = 1;
+        assert_int_equal(zmq_setsockopt(col->router, ZMQ_CURVE_SERVER, &one, sizeof(one)), 0);
+        assert_int_equal(zmq_setsockopt(col->router, ZMQ_CURVE_SECRETKEY, curve_secret_for_next,
+                                        40),
+                         0);
+        curve_secret_for_next = NULL;
+    }
     assert_int_equal(zmq_bind(col->router, "tcp://127.0.0.1:*"), 0);
     size_t len = sizeof(col->endpoint);
     assert_int_equal(zmq_getsockopt(col->router, ZMQ_LAST_ENDPOINT, col->endpoint, &len), 0);
@@ -299,6 +329,9 @@ static void collector_stop(collector_t **col_p)
     zmq_close(col->monitor);
     zmq_close(col->router);
     zmq_ctx_term(col->ctx);
+    for (uint64_t i = 0; i < col->n_kept; i++) {
+        free(col->kept[i]);
+    }
     for (int i = 0; i < 2; i++) {
         if (col->sample_owner[i]) {
             tocsin__v1__batch__free_unpacked(col->sample_owner[i], NULL);
@@ -328,6 +361,33 @@ static bool collector_wait(collector_t *col, const uint64_t *field, uint64_t min
         nanosleep(&ts, NULL);
     }
     return false;
+}
+
+/* Stored event i of those kept (not /r/<i> requests), decoded; free with
+ * tocsin__v1__event__free_unpacked. NULL when there is no such event. */
+static Tocsin__V1__Event *collector_kept(collector_t *col, uint64_t i)
+{
+    pthread_mutex_lock(&col->lock);
+    Tocsin__V1__Event *e =
+        i < col->n_kept ? tocsin__v1__event__unpack(NULL, col->kept_len[i], col->kept[i]) : NULL;
+    pthread_mutex_unlock(&col->lock);
+    return e;
+}
+
+/* The first kept event for which pred holds (decoded, the caller frees), or NULL. */
+static Tocsin__V1__Event *collector_find(collector_t *col, bool (*pred)(const Tocsin__V1__Event *))
+{
+    uint64_t n = collector_get(col, &col->n_kept);
+    for (uint64_t i = 0; i < n; i++) {
+        Tocsin__V1__Event *e = collector_kept(col, i);
+        if (e && pred(e)) {
+            return e;
+        }
+        if (e) {
+            tocsin__v1__event__free_unpacked(e, NULL);
+        }
+    }
+    return NULL;
 }
 
 /* An endpoint on which nothing listens: bound once to get a free port, then closed. */
@@ -877,6 +937,514 @@ static void test_example_program(void **state)
     collector_stop(&col);
 }
 
+
+/* ------------------------------------------------------------------------------------ */
+/* Events beyond requests: logs, scope, tags, fingerprints, frames, stacks, hooks,
+ * sampling, CURVE. */
+
+static bool is_log(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_LOG;
+}
+
+static bool is_heartbeat(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_METRIC &&
+           strcmp(e->metric->name, "heartbeat") == 0;
+}
+
+static bool is_bound_error(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR &&
+           strcmp(e->error->type, "BindingError") == 0;
+}
+
+static const char *tag_of(const Tocsin__V1__Event *e, const char *key)
+{
+    for (size_t i = 0; i < e->n_tags; i++) {
+        if (strcmp(e->tags[i]->key, key) == 0) {
+            return e->tags[i]->value;
+        }
+    }
+    return NULL;
+}
+
+typedef struct {
+    tocsin_t *c;
+    const char *trace;
+    const char *route;
+} scoped_t;
+
+static void *scoped_run(void *arg)
+{
+    scoped_t *x = arg;
+    assert_int_equal(tocsin_scope_set_trace_id(x->trace), TOCSIN_OK);
+    assert_int_equal(tocsin_scope_set_tag("worker", x->trace), TOCSIN_OK);
+    assert_int_equal(tocsin_request(x->c, x->route, "GET", 200, 5), TOCSIN_OK);
+    return NULL;
+}
+
+static bool is_route_a(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_REQUEST && strcmp(e->request->route, "/a") == 0;
+}
+
+static bool is_route_b(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_REQUEST && strcmp(e->request->route, "/b") == 0;
+}
+
+/* Logs with fields, heartbeats, client tags merged with each thread's own scope, explicit
+ * fingerprints and frames passed in by a binding, and a long message over chained slots:
+ * everything arrives as given. */
+static void test_logs_scope_and_bindings(void **state)
+{
+    (void)state;
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    tocsin_tag_t tags[] = {{"region", "eu-1"}, {"worker", "main"}};
+    o.tags = tags;
+    o.n_tags = 2;
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+
+    tocsin_tag_t fields[] = {{"table", "users"}, {"rows", "42"}};
+    assert_int_equal(tocsin_log(c, TOCSIN_LEVEL_WARNING, "db.pool", "slow query", fields, 2), 0);
+    assert_int_equal(tocsin_heartbeat(c), 0);
+    scoped_t x[2] = {{c, "trace-a", "/a"}, {c, "trace-b", "/b"}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, scoped_run, &x[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    /* This thread's scope is untouched by the others'. */
+    assert_string_equal(tocsin_scope_trace_id(), "");
+
+    char *message = malloc(TOCSIN_MESSAGE_MAX + 1);
+    for (int i = 0; i < TOCSIN_MESSAGE_MAX; i++) {
+        message[i] = (char)('a' + i % 26);
+    }
+    message[TOCSIN_MESSAGE_MAX] = '\0';
+    tocsin_frame_t frames[3] = {
+        {"handler", "app.views", "app/views.py", 31, true, 0},
+        {"dispatch", "framework", "framework/core.py", 210, false, 0},
+        {NULL, NULL, NULL, 0, false, 0xdeadbeef},
+    };
+    const char *fp[] = {"db", "timeout"};
+    tocsin_error_t err = {.type = "BindingError",
+                          .message = message,
+                          .level = TOCSIN_LEVEL_WARNING,
+                          .frames = frames,
+                          .n_frames = 3,
+                          .fingerprint = fp,
+                          .n_fingerprint = 2,
+                          .mechanism = "exception"};
+    assert_int_equal(tocsin_scope_set_user("u-77"), TOCSIN_OK);
+    assert_int_equal(tocsin_error_ex(c, &err), TOCSIN_OK);
+    tocsin_scope_clear();
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_stats_t st;
+    tocsin_stats(c, &st);
+    assert_int_equal(st.recorded, 5);
+    assert_int_equal(st.events_acked, 5);
+    assert_int_equal(st.events_truncated, 0);
+
+    Tocsin__V1__Event *e = collector_find(col, is_log);
+    assert_non_null(e);
+    assert_int_equal(e->log->level, TOCSIN__V1__LEVEL__LEVEL_WARNING);
+    assert_string_equal(e->log->message, "slow query");
+    assert_string_equal(e->log->logger, "db.pool");
+    assert_int_equal(e->log->n_fields, 2);
+    assert_string_equal(e->log->fields[1]->key, "rows");
+    assert_string_equal(e->log->fields[1]->value, "42");
+    assert_string_equal(tag_of(e, "region"), "eu-1");
+    assert_string_equal(tag_of(e, "worker"), "main");
+    assert_string_equal(e->trace_id, "");
+    tocsin__v1__event__free_unpacked(e, NULL);
+
+    e = collector_find(col, is_heartbeat);
+    assert_non_null(e);
+    assert_int_equal(e->metric->kind, TOCSIN__V1__METRIC_KIND__METRIC_KIND_COUNTER);
+    assert_true(e->metric->value == 1);
+    tocsin__v1__event__free_unpacked(e, NULL);
+
+    bool (*routes[2])(const Tocsin__V1__Event *) = {is_route_a, is_route_b};
+    for (int i = 0; i < 2; i++) {
+        e = collector_find(col, routes[i]);
+        assert_non_null(e);
+        assert_string_equal(e->trace_id, x[i].trace);
+        assert_string_equal(tag_of(e, "worker"), x[i].trace); /* the thread's tag wins */
+        assert_string_equal(tag_of(e, "region"), "eu-1");
+        tocsin__v1__event__free_unpacked(e, NULL);
+    }
+
+    e = collector_find(col, is_bound_error);
+    assert_non_null(e);
+    assert_string_equal(e->error->message, message);
+    assert_string_equal(e->error->mechanism, "exception");
+    assert_string_equal(e->user_id, "u-77");
+    assert_int_equal(e->error->level, TOCSIN__V1__LEVEL__LEVEL_WARNING);
+    assert_int_equal(e->error->n_fingerprint, 2);
+    assert_string_equal(e->error->fingerprint[0], "db");
+    assert_int_equal(e->error->n_frames, 3);
+    assert_string_equal(e->error->frames[0]->function, "handler");
+    assert_string_equal(e->error->frames[0]->file, "app/views.py");
+    assert_int_equal(e->error->frames[0]->line, 31);
+    assert_true(e->error->frames[0]->in_app);
+    assert_false(e->error->frames[1]->in_app);
+    assert_int_equal(e->error->frames[2]->instruction_addr, 0xdeadbeef);
+    tocsin__v1__event__free_unpacked(e, NULL);
+    free(message);
+    tocsin_destroy(&c);
+    collector_stop(&col);
+}
+
+static bool is_captured_error(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR &&
+           strcmp(e->error->type, "Captured") == 0;
+}
+
+/* Recorded from a function of this file, so the first frame names it. */
+__attribute__((noinline)) static int report_from_here(tocsin_t *c)
+{
+    int rc = tocsin_error(c, "Captured", "with a stack", TOCSIN_LEVEL_ERROR);
+    __asm__ volatile("" ::: "memory"); /* not a tail call: this frame stays on the stack */
+    return rc;
+}
+
+/* tocsin_error captures the calling thread's stack; the background thread symbolises it:
+ * the first frame is the caller (libtocsin's own frames left out), with this file and a
+ * line, marked in-app; the C library's frames are not in-app. */
+static void test_captured_stack(void **state)
+{
+    (void)state;
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    assert_int_equal(report_from_here(c), TOCSIN_OK);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    Tocsin__V1__Event *e = collector_find(col, is_captured_error);
+    assert_non_null(e);
+    assert_true(e->error->n_frames >= 3);
+    Tocsin__V1__Frame *f = e->error->frames[0];
+    assert_string_equal(f->function, "report_from_here");
+    assert_non_null(strstr(f->file, "test_tocsin_client.c"));
+    assert_true(f->line > 0);
+    assert_true(f->in_app);
+    assert_string_equal(f->module, "test_tocsin_client");
+    assert_true(f->instruction_addr != 0);
+    bool libc_seen = false;
+    for (size_t i = 0; i < e->error->n_frames; i++) {
+        if (strncmp(e->error->frames[i]->module, "libc.so", 7) == 0) {
+            libc_seen = true;
+            assert_false(e->error->frames[i]->in_app);
+        }
+    }
+    assert_true(libc_seen);
+    tocsin__v1__event__free_unpacked(e, NULL);
+    tocsin_destroy(&c);
+    collector_stop(&col);
+}
+
+/* The before_send hook: sees every event, edits some, drops others (counted and reported). */
+static bool hook(tocsin_event_t *ev, void *data)
+{
+    int *calls = data;
+    (*calls)++;
+    if (tocsin_event_kind(ev) != TOCSIN_EVENT_ERROR) {
+        return true;
+    }
+    if (strcmp(tocsin_event_get(ev, TOCSIN_FIELD_TYPE), "Drop") == 0) {
+        return false;
+    }
+    assert_int_equal(tocsin_event_set(ev, TOCSIN_FIELD_MESSAGE, "[scrubbed]"), TOCSIN_OK);
+    assert_int_equal(tocsin_event_set_tag(ev, "scrubbed", "yes"), TOCSIN_OK);
+    assert_int_equal(tocsin_event_set(ev, TOCSIN_FIELD_ROUTE, "/x"), TOCSIN_EINVAL);
+    assert_int_equal(tocsin_event_set_level(ev, TOCSIN_LEVEL_FATAL), TOCSIN_OK);
+    return true;
+}
+
+static bool is_scrubbed(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR && strcmp(e->error->type, "Keep") == 0;
+}
+
+static void test_before_send(void **state)
+{
+    (void)state;
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    int calls = 0;
+    o.before_send = hook;
+    o.before_send_data = &calls;
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    assert_int_equal(tocsin_error(c, "Keep", "password=hunter2", TOCSIN_LEVEL_ERROR), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tocsin_error(c, "Drop", "noise", TOCSIN_LEVEL_ERROR), 0);
+    }
+    uint64_t full = 0;
+    assert_int_equal(record_requests(c, 0, 2, &full), 2);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_stats_t st;
+    tocsin_stats(c, &st);
+    assert_int_equal(calls, 6);
+    assert_int_equal(st.dropped_before_send, 3);
+    assert_int_equal(st.events_acked, 3);
+    Tocsin__V1__Event *e = collector_find(col, is_scrubbed);
+    assert_non_null(e);
+    assert_string_equal(e->error->message, "[scrubbed]");
+    assert_string_equal(tag_of(e, "scrubbed"), "yes");
+    assert_int_equal(e->error->level, TOCSIN__V1__LEVEL__LEVEL_FATAL);
+    tocsin__v1__event__free_unpacked(e, NULL);
+    assert_int_equal(collector_get(col, &col->events_stored), 3);
+    assert_int_equal(collector_get(col, &col->dropped_before_send), 3);
+    assert_int_equal(collector_get(col, &col->carried_drops), 3);
+    tocsin_destroy(&c);
+    collector_stop(&col);
+}
+
+static bool is_sampled(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_REQUEST && e->sample_rate == 0.25f;
+}
+
+/* Sampling: about a quarter of the requests are kept, each says its rate, every other one is
+ * counted as sampled out (and reported), and other kinds are not sampled. */
+static void test_sampling(void **state)
+{
+    (void)state;
+    enum { N = 4000 };
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    o.sample_rate_requests = 0.25;
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tocsin_request(c, "/sampled", "GET", 200, 1), TOCSIN_OK);
+    }
+    assert_int_equal(tocsin_metric(c, "m", TOCSIN_GAUGE, 1, NULL), TOCSIN_OK);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_stats_t st;
+    tocsin_stats(c, &st);
+    assert_int_equal(st.recorded + st.sampled_out, N + 1);
+    assert_true(st.sampled_out > N * 65 / 100 && st.sampled_out < N * 85 / 100);
+    assert_int_equal(st.events_acked, st.recorded);
+    assert_int_equal(collector_get(col, &col->sampled_out), st.sampled_out);
+    Tocsin__V1__Event *e = collector_find(col, is_sampled);
+    assert_non_null(e);
+    tocsin__v1__event__free_unpacked(e, NULL);
+    tocsin_destroy(&c);
+    collector_stop(&col);
+}
+
+static bool drops_reported(const tocsin_stats_t *st)
+{
+    return st->events_acked == 0 && st->batches_acked >= 1;
+}
+
+/* Drops are reported even when nothing else is ever queued: a batch that carries only the
+ * tocsin.client.dropped metric goes out within a batch interval. */
+static void test_drops_reported_alone(void **state)
+{
+    (void)state;
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    char name[TOCSIN_NAME_MAX + 2];
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tocsin_request(c, name, "GET", 200, 1), TOCSIN_ETOOBIG);
+    }
+    tocsin_stats_t st;
+    assert_true(wait_stats(c, drops_reported, &st));
+    assert_true(collector_wait(col, &col->carried_drops, 3));
+    assert_int_equal(collector_get(col, &col->dropped_oversize), 3);
+    assert_int_equal(collector_get(col, &col->events_stored), 0);
+    tocsin_destroy(&c);
+    collector_stop(&col);
+}
+
+/* No collector at all: recording only ever answers OK or EFULL (it never waits), every drop
+ * is counted, and destroy gives up soon after it sees no collector connected — far within
+ * its 30 s bound. */
+static void test_no_collector(void **state)
+{
+    (void)state;
+    char dead[128];
+    dead_endpoint(dead, sizeof(dead));
+    tocsin_options_t o;
+    options_for(&o, dead);
+    o.queue_capacity = 1024;
+    o.shutdown_timeout_ms = 30000;
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    uint64_t full = 0;
+    int ok = record_requests(c, 0, 20000, &full); /* asserts OK or EFULL for each call */
+    assert_int_equal((uint64_t)ok + full, 20000);
+    tocsin_stats_t st;
+    tocsin_stats(c, &st);
+    assert_int_equal(st.dropped_queue_full, full);
+    assert_int_equal(st.recorded, (uint64_t)ok);
+    assert_true(full > 0);
+    assert_int_equal(tocsin_flush(c, 100), TOCSIN_ETIMEDOUT);
+    int64_t t0 = now_ms();
+    tocsin_destroy(&c);
+    assert_true(now_ms() - t0 < 10000);
+}
+
+/* CURVE: with the collector's key the client's batches are encrypted and arrive; with the
+ * wrong key, or none, nothing arrives (and recording still never blocks). */
+static void test_curve(void **state)
+{
+    (void)state;
+    char server_pub[41], server_sec[41], other_pub[41], other_sec[41];
+    assert_int_equal(zmq_curve_keypair(server_pub, server_sec), 0);
+    assert_int_equal(zmq_curve_keypair(other_pub, other_sec), 0);
+    curve_secret_for_next = server_sec;
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    o.curve_server_key = server_pub;
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    uint64_t full = 0;
+    assert_int_equal(record_requests(c, 0, 50, &full), 50);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_destroy(&c);
+    assert_each_index_once(col, 0, 50);
+
+    /* Our own key pair works too. */
+    o.curve_public_key = other_pub;
+    o.curve_secret_key = other_sec;
+    c = tocsin_new(&o);
+    assert_non_null(c);
+    assert_int_equal(record_requests(c, 50, 60, &full), 10);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_destroy(&c);
+
+    /* The wrong server key, then plain TCP: no handshake, nothing stored. */
+    o.curve_server_key = other_pub;
+    o.curve_public_key = o.curve_secret_key = NULL;
+    o.shutdown_timeout_ms = 200;
+    c = tocsin_new(&o);
+    assert_non_null(c);
+    assert_int_equal(record_requests(c, 60, 70, &full), 10);
+    assert_int_equal(tocsin_flush(c, 500), TOCSIN_ETIMEDOUT);
+    tocsin_destroy(&c);
+    o.curve_server_key = NULL;
+    c = tocsin_new(&o);
+    assert_non_null(c);
+    assert_int_equal(record_requests(c, 70, 80, &full), 10);
+    assert_int_equal(tocsin_flush(c, 500), TOCSIN_ETIMEDOUT);
+    tocsin_destroy(&c);
+    assert_int_equal(collector_get(col, &col->events_stored), 60);
+
+    /* Malformed keys are refused up front. */
+    const char *reason = NULL;
+    o.curve_server_key = "too-short";
+    assert_int_equal(tocsin_options_validate(&o, &reason), TOCSIN_EINVAL);
+    assert_non_null(strstr(reason, "curve_server_key"));
+    assert_null(tocsin_new(&o));
+    o.curve_server_key = server_pub;
+    o.curve_public_key = other_pub; /* without its secret */
+    assert_int_equal(tocsin_options_validate(&o, &reason), TOCSIN_EINVAL);
+    collector_stop(&col);
+}
+
+static bool is_crash(const Tocsin__V1__Event *e)
+{
+    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR &&
+           strcmp(e->error->type, "SIGSEGV") == 0;
+}
+
+/* An address in the unmapped first page, hidden from the optimiser. */
+static volatile uintptr_t bad_address = 16;
+
+__attribute__((noinline)) static void crash_here(void)
+{
+    *(volatile int *)bad_address = 42; /* SIGSEGV */
+    __asm__ volatile("" ::: "memory");
+}
+
+/* Crash capture: a child that segfaults leaves a crash report (and still dies of SIGSEGV:
+ * the previous handler runs); the next client with the same crash_dir sends it as a fatal
+ * error of the crashed service, with the crashing function as first frame, and deletes the
+ * file once stored. */
+static void test_crash_capture(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tocsin-crash-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    collector_t *col = collector_start(MODE_STORE);
+    tocsin_options_t o;
+    options_for(&o, col->endpoint);
+    o.crash_dir = dir;
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        signal(SIGSEGV, SIG_DFL); /* cmocka's handler would catch it: the default kills */
+        o.service = "crasher";
+        o.release = "6.6.6";
+        tocsin_t *c = tocsin_new(&o);
+        if (!c) {
+            _exit(3);
+        }
+        crash_here();
+        _exit(4);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGSEGV);
+
+    tocsin_t *c = tocsin_new(&o);
+    assert_non_null(c);
+    assert_int_equal(tocsin_flush(c, 20000), TOCSIN_OK);
+    tocsin_stats_t st;
+    tocsin_stats(c, &st);
+    assert_int_equal(st.crashes_found, 1);
+    assert_int_equal(st.crashes_sent, 1);
+    assert_int_equal(st.recorded, 0);
+    Tocsin__V1__Event *e = collector_find(col, is_crash);
+    assert_non_null(e);
+    assert_string_equal(e->service, "crasher");
+    assert_string_equal(e->release, "6.6.6");
+    assert_int_equal(e->error->level, TOCSIN__V1__LEVEL__LEVEL_FATAL);
+    assert_string_equal(e->error->mechanism, "signal");
+    assert_non_null(strstr(e->error->message, "address not mapped"));
+    assert_non_null(strstr(e->error->message, "0x10"));
+    assert_true(e->error->n_frames >= 2);
+    assert_string_equal(e->error->frames[0]->function, "crash_here");
+    assert_non_null(strstr(e->error->frames[0]->file, "test_tocsin_client.c"));
+    assert_true(e->error->frames[0]->in_app);
+    assert_string_equal(e->error->frames[1]->function, "test_crash_capture");
+    tocsin__v1__event__free_unpacked(e, NULL);
+    tocsin_destroy(&c);
+
+    /* The file is gone: a second start sends nothing. */
+    c = tocsin_new(&o);
+    assert_non_null(c);
+    tocsin_stats(c, &st);
+    assert_int_equal(st.crashes_found, 0);
+    tocsin_destroy(&c);
+    assert_int_equal(rmdir(dir), 0);
+    collector_stop(&col);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -891,6 +1459,14 @@ int main(void)
         cmocka_unit_test(test_destroy_sends_pending),
         cmocka_unit_test(test_forked_child),
         cmocka_unit_test(test_example_program),
+        cmocka_unit_test(test_logs_scope_and_bindings),
+        cmocka_unit_test(test_captured_stack),
+        cmocka_unit_test(test_before_send),
+        cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_drops_reported_alone),
+        cmocka_unit_test(test_no_collector),
+        cmocka_unit_test(test_curve),
+        cmocka_unit_test(test_crash_capture),
     };
     return cmocka_run_group_tests_name("tocsin_client", tests, NULL, NULL);
 }
