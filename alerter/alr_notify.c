@@ -2,306 +2,257 @@
 
 #include <assert.h>
 #include <curl/curl.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "tc_error.h"
-#include "tc_log.h"
 #include "tc_util.h"
 
-/* ---- body ---------------------------------------------------------------------------- */
-
-static json_t *time_json(int64_t us)
-{
-    char buf[32];
-    tc_time_format_rfc3339(us, buf);
-    return json_string(buf);
-}
-
-const char *alr_notify_url(const alr_transition_t *t)
-{
-    return json_string_value(json_object_get(t->snapshot, "webhook"));
-}
-
-char *alr_notify_body(const alr_transition_t *t, const char *external_url)
-{
-    json_t *labels = json_object_get(t->snapshot, "labels");
-    json_t *annotations = json_object_get(t->snapshot, "annotations");
-    const char *receiver = json_string_value(json_object_get(t->snapshot, "receiver"));
-    const char *alertname = json_string_value(json_object_get(labels, "alertname"));
-    if (!json_is_object(labels) || !receiver || !alertname) {
-        return NULL;
-    }
-    if (!json_is_object(annotations)) {
-        annotations = NULL;
-    }
-    char fp[17];
-    snprintf(fp, sizeof(fp), "%016" PRIx64, t->fingerprint);
-    char *group_key = NULL, *generator = NULL;
-    char *out = NULL;
-    json_t *doc = NULL;
-    /* json_dumps escapes the name inside the key the way Alertmanager prints it. */
-    json_t *quoted = json_string(alertname);
-    char *q = quoted ? json_dumps(quoted, JSON_ENCODE_ANY) : NULL;
-    json_decref(quoted);
-    if (!q || asprintf(&group_key, "{}:{alertname=%s}", q) < 0) {
-        group_key = NULL;
-        goto out;
-    }
-    if (asprintf(&generator, "%s/api/v1/alerts?fingerprint=%s", external_url, fp) < 0) {
-        generator = NULL;
-        goto out;
-    }
-    const char *status = alr_notify_status_name(t->status);
-    json_t *alert = json_pack(
-        "{s:s, s:O, s:o, s:o, s:o, s:s, s:s, s:o}", "status", status, "labels", labels,
-        "annotations", annotations ? json_incref(annotations) : json_object(), "startsAt",
-        time_json(t->starts_at_us), "endsAt",
-        t->ends_at_us ? time_json(t->ends_at_us) : json_string(ALR_ZERO_TIME), "generatorURL",
-        generator, "fingerprint", fp, "value",
-        t->has_value ? json_real(t->value) : json_null());
-    if (!alert) {
-        goto out;
-    }
-    doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:{s:s}, s:O, s:o, s:s, s:[o]}", "version", "4",
-                    "groupKey", group_key, "truncatedAlerts", 0, "status", status, "receiver",
-                    receiver, "groupLabels", "alertname", alertname, "commonLabels", labels,
-                    "commonAnnotations",
-                    annotations ? json_incref(annotations) : json_object(), "externalURL",
-                    external_url, "alerts", alert);
-    if (doc) {
-        out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    }
-out:
-    json_decref(doc);
-    free(q);
-    free(group_key);
-    free(generator);
-    return out;
-}
-
-int64_t alr_backoff_us(unsigned attempt, int64_t base_us, int64_t max_us, uint32_t rnd)
-{
-    if (attempt < 1) {
-        attempt = 1;
-    }
-    int64_t d = base_us;
-    for (unsigned i = 1; i < attempt && d < max_us; i++) {
-        d *= 2;
-    }
-    if (d > max_us) {
-        d = max_us;
-    }
-    int64_t jitter = (int64_t)((double)(d / 2) * ((double)rnd / 4294967296.0));
-    d += jitter;
-    return d > max_us ? max_us : d;
-}
-
-/* ---- sender -------------------------------------------------------------------------- */
-
-typedef struct entry {
+typedef struct job {
     uint64_t id;
-    uint64_t fingerprint;
-    uint64_t blocked_by; /* id of an earlier notification of the same alert, 0 when none */
-    char *url;
-    char *body;
-    unsigned attempts;
-    int64_t next_at;    /* monotonic us */
-    int last_status;
-    char last_error[160];
-    CURL *easy;         /* non-NULL while in flight */
-    char curl_err[CURL_ERROR_SIZE];
-} entry_t;
+    alr_request_t req;
+    CURL *easy;
+    struct curl_slist *headers;
+    struct curl_slist *rcpt;
+    size_t read_pos;
+    int64_t retry_after_ms;
+    int64_t started_us;
+    char err[CURL_ERROR_SIZE];
+    struct job *next;
+} job_t;
 
 struct alr_sender {
-    alr_sender_opts_t o;
     pthread_mutex_t lock;
     pthread_t thread;
-    bool thread_started;
+    bool started;
     CURLM *multi;
-    struct curl_slist *headers;
-    entry_t **q; /* sorted by id */
-    size_t n, cap;
-    size_t in_flight;
+    size_t max_in_flight;
+    int64_t connect_ms;
+    job_t *queue_head, *queue_tail; /* waiting */
+    job_t *running;                 /* in the multi handle */
+    size_t nqueued;
+    size_t nrunning;
+    alr_result_t *done;
+    size_t ndone, capdone;
     bool stopping;
-    int64_t drain_deadline; /* monotonic us, when stopping */
-    uint64_t rng;
+    int64_t drain_deadline;
 };
 
-static uint32_t next_rand(alr_sender_t *self)
+int64_t alr_retry_after_ms(const char *v, int64_t now_us)
 {
-    /* xorshift64*: jitter only needs to be spread, not secret. */
-    self->rng ^= self->rng >> 12;
-    self->rng ^= self->rng << 25;
-    self->rng ^= self->rng >> 27;
-    return (uint32_t)((self->rng * 0x2545F4914F6CDD1DULL) >> 32);
+    while (*v == ' ' || *v == '\t') {
+        v++;
+    }
+    char *end = NULL;
+    long long secs = strtoll(v, &end, 10);
+    if (end != v) {
+        while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n') {
+            end++;
+        }
+        if (*end == '\0' && secs >= 0) {
+            return secs > 86400 ? 86400000 : secs * 1000;
+        }
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!p) {
+        return -1;
+    }
+    int64_t at = (int64_t)timegm(&tm) * 1000000;
+    int64_t ms = (at - now_us) / 1000;
+    if (ms < 0) {
+        ms = 0;
+    }
+    return ms > 86400000 ? 86400000 : ms;
 }
 
-static size_t discard(char *ptr, size_t size, size_t nmemb, void *ud)
+static size_t on_header(char *buf, size_t size, size_t n, void *ud)
+{
+    job_t *j = ud;
+    size_t len = size * n;
+    if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
+        char v[128];
+        size_t vl = len - 12 < sizeof(v) - 1 ? len - 12 : sizeof(v) - 1;
+        memcpy(v, buf + 12, vl);
+        v[vl] = '\0';
+        j->retry_after_ms = alr_retry_after_ms(v, tc_now_us());
+    }
+    return len;
+}
+
+static size_t discard(char *ptr, size_t size, size_t n, void *ud)
 {
     (void)ptr;
     (void)ud;
-    return size * nmemb;
+    return size * n;
 }
 
-static void entry_free(entry_t *e)
+static size_t read_body(char *buf, size_t size, size_t n, void *ud)
 {
-    free(e->url);
-    free(e->body);
-    free(e);
+    job_t *j = ud;
+    size_t room = size * n;
+    size_t left = j->req.body_len - j->read_pos;
+    size_t k = left < room ? left : room;
+    memcpy(buf, j->req.body + j->read_pos, k);
+    j->read_pos += k;
+    return k;
 }
 
-/* Index of `id` in the queue, or self->n. Called with the lock held. */
-static size_t find(const alr_sender_t *self, uint64_t id)
+static void job_free(job_t *j)
 {
-    size_t lo = 0, hi = self->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (self->q[mid]->id == id) {
-            return mid;
-        }
-        if (self->q[mid]->id < id) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    if (!j) {
+        return;
     }
-    return self->n;
+    curl_slist_free_all(j->headers);
+    curl_slist_free_all(j->rcpt);
+    alr_request_fini(&j->req);
+    free(j);
 }
 
-static int start_transfer(alr_sender_t *self, entry_t *e)
+static int job_start(alr_sender_t *self, job_t *j)
 {
     CURL *c = curl_easy_init();
     if (!c) {
         return TC_ENOMEM;
     }
-    e->curl_err[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_URL, e->url);
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, e->body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(e->body));
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, self->headers);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)self->o.connect_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)self->o.total_timeout_ms);
+    j->err[0] = '\0';
+    j->retry_after_ms = -1;
+    j->started_us = tc_mono_us();
+    curl_easy_setopt(c, CURLOPT_URL, j->req.url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)self->connect_ms);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(j->req.timeout_ms > 0 ? j->req.timeout_ms : 10000));
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, j->err);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, j);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, e->curl_err);
-    curl_easy_setopt(c, CURLOPT_PRIVATE, e);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "tocsin-alerter/" TOCSIN_VERSION);
+    if (j->req.smtp) {
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+        curl_easy_setopt(c, CURLOPT_MAIL_FROM, j->req.mail_from);
+        for (size_t i = 0; i < j->req.nrcpt; i++) {
+            struct curl_slist *l = curl_slist_append(j->rcpt, j->req.rcpt[i]);
+            if (!l) {
+                curl_easy_cleanup(c);
+                return TC_ENOMEM;
+            }
+            j->rcpt = l;
+        }
+        curl_easy_setopt(c, CURLOPT_MAIL_RCPT, j->rcpt);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_body);
+        curl_easy_setopt(c, CURLOPT_READDATA, j);
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->req.body_len);
+        if (j->req.starttls) {
+            curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+        }
+        if (j->req.username) {
+            curl_easy_setopt(c, CURLOPT_USERNAME, j->req.username);
+        }
+        if (j->req.password) {
+            curl_easy_setopt(c, CURLOPT_PASSWORD, j->req.password);
+        }
+    } else {
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, j->req.body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)j->req.body_len);
+        char ct[128];
+        snprintf(ct, sizeof(ct), "Content-Type: %s",
+                 j->req.content_type ? j->req.content_type : "application/json");
+        struct curl_slist *h = curl_slist_append(NULL, ct);
+        struct curl_slist *h2 = h ? curl_slist_append(h, "Expect:") : NULL;
+        if (!h2) {
+            curl_slist_free_all(h);
+            curl_easy_cleanup(c);
+            return TC_ENOMEM;
+        }
+        j->headers = h2;
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, j->headers);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, j);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, "tocsin-alerter/" TOCSIN_VERSION);
+    }
     if (curl_multi_add_handle(self->multi, c) != CURLM_OK) {
         curl_easy_cleanup(c);
         return TC_EHTTP;
     }
-    e->easy = c;
-    e->attempts++;
-    self->in_flight++;
-    if (e->attempts > 1 && self->o.retries) {
-        tc_counter_inc(self->o.retries);
-    }
+    j->easy = c;
+    j->next = self->running;
+    self->running = j;
+    self->nrunning++;
     return 0;
 }
 
-/* Starts every due, unblocked notification while there is room. Returns the wait in ms
- * until the next one becomes due (capped at one second). Called with the lock held. */
-static long start_due(alr_sender_t *self, int64_t now)
+static void add_result(alr_sender_t *self, const alr_result_t *r)
 {
-    int64_t next = now + 1000000;
-    for (size_t i = 0; i < self->n; i++) {
-        entry_t *e = self->q[i];
-        if (e->easy || e->blocked_by) {
-            continue;
+    if (self->ndone == self->capdone) {
+        size_t next = self->capdone ? self->capdone * 2 : 64;
+        alr_result_t *p = realloc(self->done, next * sizeof(*p));
+        if (!p) {
+            return; /* the attempt stays "sending" in the dispatcher until a restart */
         }
-        if (e->next_at > now) {
-            if (e->next_at < next) {
-                next = e->next_at;
-            }
-            continue;
-        }
-        if (self->stopping || self->in_flight >= self->o.max_in_flight) {
-            continue;
-        }
-        if (start_transfer(self, e) != 0) {
-            e->next_at = now + 100000; /* try again shortly */
-        }
+        self->done = p;
+        self->capdone = next;
     }
-    long ms = (long)((next - now + 999) / 1000);
-    return ms < 1 ? 1 : ms;
+    self->done[self->ndone++] = *r;
 }
 
-/* A transfer ended: decide delivered or retry. Called with the lock held; may drop it
- * around the delivery callback. */
+/* A transfer ended. Called with the lock held. */
 static void finish(alr_sender_t *self, CURL *c, CURLcode res)
 {
-    entry_t *e = NULL;
-    curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **)&e);
+    job_t *j = NULL;
+    curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **)&j);
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     curl_multi_remove_handle(self->multi, c);
     curl_easy_cleanup(c);
-    self->in_flight--;
-    if (!e) {
+    self->nrunning--;
+    if (!j) {
         return;
     }
-    e->easy = NULL;
-    e->last_status = (int)code;
-    if (res == CURLE_OK && code >= 200 && code < 300) {
-        uint64_t id = e->id;
-        if (self->o.on_delivered) {
-            pthread_mutex_unlock(&self->lock);
-            self->o.on_delivered(self->o.ctx, id);
-            pthread_mutex_lock(&self->lock);
+    for (job_t **pp = &self->running; *pp; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            break;
         }
-        if (self->o.delivered) {
-            tc_counter_inc(self->o.delivered);
-        }
-        tc_log(TC_LOG_INFO, "notify.delivered", "notification %" PRIu64 " delivered to %s "
-               "(HTTP %ld, attempt %u)", id, e->url, code, e->attempts);
-        size_t i = find(self, id);
-        if (i < self->n) {
-            for (size_t j = i + 1; j < self->n; j++) {
-                if (self->q[j]->blocked_by == id) {
-                    self->q[j]->blocked_by = 0;
-                }
-            }
-            memmove(&self->q[i], &self->q[i + 1], (self->n - i - 1) * sizeof(*self->q));
-            self->n--;
-            entry_free(e);
-        }
-        return;
     }
-    if (res != CURLE_OK) {
-        tc_strlcpy(e->last_error, e->curl_err[0] ? e->curl_err : curl_easy_strerror(res),
-                   sizeof(e->last_error));
+    alr_result_t r;
+    memset(&r, 0, sizeof(r));
+    r.id = j->id;
+    r.retry_after_ms = j->retry_after_ms;
+    r.duration_us = tc_mono_us() - j->started_us;
+    if (j->req.smtp) {
+        if (res == CURLE_OK) {
+            r.transport_ok = true;
+            r.status = 200;
+        } else if (code >= 400 && code < 500) {
+            r.transport_ok = true;
+            r.status = 503;
+            snprintf(r.error, sizeof(r.error), "SMTP %ld (transient): %.120s", code,
+                     j->err[0] ? j->err : curl_easy_strerror(res));
+        } else if (code >= 500) {
+            r.transport_ok = true;
+            r.status = 400;
+            snprintf(r.error, sizeof(r.error), "SMTP %ld (refused): %.120s", code,
+                     j->err[0] ? j->err : curl_easy_strerror(res));
+        } else {
+            snprintf(r.error, sizeof(r.error), "%.150s", j->err[0] ? j->err : curl_easy_strerror(res));
+        }
+    } else if (res == CURLE_OK) {
+        r.transport_ok = true;
+        r.status = (int)code;
+        if (code < 200 || code >= 300) {
+            snprintf(r.error, sizeof(r.error), "HTTP %ld", code);
+        }
     } else {
-        snprintf(e->last_error, sizeof(e->last_error), "HTTP %ld", code);
+        snprintf(r.error, sizeof(r.error), "%.150s", j->err[0] ? j->err : curl_easy_strerror(res));
     }
-    if (self->o.failed) {
-        tc_counter_inc(self->o.failed);
-    }
-    int64_t wait = alr_backoff_us(e->attempts, self->o.backoff_base_ms * 1000,
-                                  self->o.backoff_max_ms * 1000, next_rand(self));
-    e->next_at = tc_mono_us() + wait;
-    tc_log(TC_LOG_WARN, "notify.retry",
-           "notification %" PRIu64 " to %s failed (%s, attempt %u); retry in %" PRId64 " ms",
-           e->id, e->url, e->last_error, e->attempts, wait / 1000);
-}
-
-/* Reads the transfers that ended. Called with the lock held. Returns how many ended. */
-static int drain_done(alr_sender_t *self)
-{
-    CURLMsg *m;
-    int left = 0, done = 0;
-    while ((m = curl_multi_info_read(self->multi, &left)) != NULL) {
-        if (m->msg == CURLMSG_DONE) {
-            finish(self, m->easy_handle, m->data.result);
-            done++;
-        }
-    }
-    return done;
+    add_result(self, &r);
+    job_free(j);
 }
 
 static void *sender_main(void *arg)
@@ -310,45 +261,61 @@ static void *sender_main(void *arg)
     pthread_mutex_lock(&self->lock);
     for (;;) {
         int64_t now = tc_mono_us();
-        if (self->stopping && (self->in_flight == 0 || now >= self->drain_deadline)) {
+        if (self->stopping && (self->nrunning == 0 || now >= self->drain_deadline)) {
             break;
         }
-        long wait_ms = start_due(self, now);
-        if (self->stopping) {
-            long left = (long)((self->drain_deadline - now) / 1000) + 1;
-            wait_ms = left < wait_ms ? left : wait_ms;
+        while (!self->stopping && self->queue_head && self->nrunning < self->max_in_flight) {
+            job_t *j = self->queue_head;
+            self->queue_head = j->next;
+            if (!self->queue_head) {
+                self->queue_tail = NULL;
+            }
+            self->nqueued--;
+            j->next = NULL;
+            if (job_start(self, j) != 0) {
+                alr_result_t r;
+                memset(&r, 0, sizeof(r));
+                r.id = j->id;
+                r.retry_after_ms = -1;
+                snprintf(r.error, sizeof(r.error), "could not start the transfer");
+                add_result(self, &r);
+                job_free(j);
+            }
         }
         pthread_mutex_unlock(&self->lock);
         int running = 0;
         curl_multi_perform(self->multi, &running);
         pthread_mutex_lock(&self->lock);
-        /* A fast receiver can answer within one perform: look at what ended before
-         * sleeping, or the poll below would wait for activity that already happened. */
-        if (drain_done(self) > 0) {
+        CURLMsg *m;
+        int left = 0, ended = 0;
+        while ((m = curl_multi_info_read(self->multi, &left)) != NULL) {
+            if (m->msg == CURLMSG_DONE) {
+                finish(self, m->easy_handle, m->data.result);
+                ended++;
+            }
+        }
+        if (ended > 0) {
             continue;
         }
         pthread_mutex_unlock(&self->lock);
-        curl_multi_poll(self->multi, NULL, 0, (int)wait_ms, NULL);
+        curl_multi_poll(self->multi, NULL, 0, 200, NULL);
         pthread_mutex_lock(&self->lock);
     }
-    /* Transfers still running at the drain deadline are abandoned, undelivered. */
-    for (size_t i = 0; i < self->n; i++) {
-        entry_t *e = self->q[i];
-        if (e->easy) {
-            curl_multi_remove_handle(self->multi, e->easy);
-            curl_easy_cleanup(e->easy);
-            e->easy = NULL;
-            self->in_flight--;
-            tc_log(TC_LOG_WARN, "notify.abandoned",
-                   "notification %" PRIu64 " to %s still in flight at shutdown; it stays owed",
-                   e->id, e->url);
-        }
+    /* Transfers still running at the drain deadline are abandoned: the dispatcher keeps
+     * them as sending, and a restart sends them again. */
+    while (self->running) {
+        job_t *j = self->running;
+        self->running = j->next;
+        curl_multi_remove_handle(self->multi, j->easy);
+        curl_easy_cleanup(j->easy);
+        self->nrunning--;
+        job_free(j);
     }
     pthread_mutex_unlock(&self->lock);
     return NULL;
 }
 
-alr_sender_t *alr_sender_new(const alr_sender_opts_t *opts)
+alr_sender_t *alr_sender_new(size_t max_in_flight, int64_t connect_ms)
 {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         return NULL;
@@ -358,122 +325,60 @@ alr_sender_t *alr_sender_new(const alr_sender_opts_t *opts)
         curl_global_cleanup();
         return NULL;
     }
-    self->o = *opts;
-    if (self->o.connect_timeout_ms <= 0) {
-        self->o.connect_timeout_ms = 2000;
-    }
-    if (self->o.total_timeout_ms <= 0) {
-        self->o.total_timeout_ms = 5000;
-    }
-    if (self->o.backoff_base_ms <= 0) {
-        self->o.backoff_base_ms = 1000;
-    }
-    if (self->o.backoff_max_ms <= 0) {
-        self->o.backoff_max_ms = 60000;
-    }
-    if (self->o.max_queue == 0) {
-        self->o.max_queue = 100000;
-    }
-    if (self->o.max_in_flight == 0) {
-        self->o.max_in_flight = 8;
-    }
-    if (tc_random_bytes(&self->rng, sizeof(self->rng)) != 0 || self->rng == 0) {
-        self->rng = (uint64_t)tc_mono_us() | 1;
-    }
+    self->max_in_flight = max_in_flight ? max_in_flight : 16;
+    self->connect_ms = connect_ms > 0 ? connect_ms : 3000;
     pthread_mutex_init(&self->lock, NULL);
     self->multi = curl_multi_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    self->headers = h ? curl_slist_append(h, "Expect:") : NULL; /* no 100-continue wait */
-    if (!self->headers && h) {
-        curl_slist_free_all(h);
-    }
-    if (!self->multi || !self->headers ||
-        pthread_create(&self->thread, NULL, sender_main, self) != 0) {
+    if (!self->multi || pthread_create(&self->thread, NULL, sender_main, self) != 0) {
         alr_sender_destroy(&self);
         return NULL;
     }
-    self->thread_started = true;
+    self->started = true;
     return self;
 }
 
-int alr_sender_submit(alr_sender_t *self, uint64_t id, uint64_t fingerprint, const char *url,
-                      const char *body)
+int alr_sender_submit(alr_sender_t *self, uint64_t id, alr_request_t *req)
 {
-    assert(self && url && body);
-    entry_t *e = calloc(1, sizeof(*e));
-    if (!e || !(e->url = strdup(url)) || !(e->body = strdup(body))) {
-        if (e) {
-            entry_free(e);
-        }
+    job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
         return TC_ENOMEM;
     }
-    e->id = id;
-    e->fingerprint = fingerprint;
-    e->next_at = 0;
     pthread_mutex_lock(&self->lock);
-    int rc = 0;
     if (self->stopping) {
-        rc = TC_ESTATE;
-    } else if (self->n >= self->o.max_queue) {
-        rc = TC_EFULL;
-    } else if (find(self, id) < self->n) {
-        rc = TC_EEXIST;
-    } else if (self->n == self->cap) {
-        size_t next = self->cap ? self->cap * 2 : 16;
-        entry_t **q = realloc(self->q, next * sizeof(*q));
-        if (!q) {
-            rc = TC_ENOMEM;
-        } else {
-            self->q = q;
-            self->cap = next;
-        }
+        pthread_mutex_unlock(&self->lock);
+        free(j);
+        return TC_ESTATE;
     }
-    if (rc == 0) {
-        /* Keep the queue sorted by id; submissions normally come in id order. */
-        size_t pos = self->n;
-        while (pos > 0 && self->q[pos - 1]->id > id) {
-            pos--;
-        }
-        for (size_t i = pos; i > 0; i--) {
-            if (self->q[i - 1]->fingerprint == fingerprint) {
-                e->blocked_by = self->q[i - 1]->id;
-                break;
-            }
-        }
-        memmove(&self->q[pos + 1], &self->q[pos], (self->n - pos) * sizeof(*self->q));
-        self->q[pos] = e;
-        self->n++;
-        e = NULL;
-        curl_multi_wakeup(self->multi);
+    j->id = id;
+    j->req = *req;
+    memset(req, 0, sizeof(*req));
+    if (self->queue_tail) {
+        self->queue_tail->next = j;
+    } else {
+        self->queue_head = j;
     }
+    self->queue_tail = j;
+    self->nqueued++;
     pthread_mutex_unlock(&self->lock);
-    if (e) {
-        entry_free(e);
-    }
-    return rc;
+    curl_multi_wakeup(self->multi);
+    return 0;
 }
 
-bool alr_sender_pending(alr_sender_t *self, uint64_t id, alr_delivery_t *out)
+size_t alr_sender_results(alr_sender_t *self, alr_result_t *out, size_t max)
 {
     pthread_mutex_lock(&self->lock);
-    size_t i = find(self, id);
-    bool held = i < self->n;
-    if (held && out) {
-        const entry_t *e = self->q[i];
-        out->attempts = e->attempts;
-        out->last_status = e->last_status;
-        tc_strlcpy(out->last_error, e->last_error, sizeof(out->last_error));
-        out->next_attempt_mono_us = e->next_at;
-        out->in_flight = e->easy != NULL;
-    }
+    size_t n = self->ndone < max ? self->ndone : max;
+    memcpy(out, self->done, n * sizeof(*out));
+    memmove(self->done, self->done + n, (self->ndone - n) * sizeof(*out));
+    self->ndone -= n;
     pthread_mutex_unlock(&self->lock);
-    return held;
+    return n;
 }
 
-size_t alr_sender_queued(alr_sender_t *self)
+size_t alr_sender_busy(alr_sender_t *self)
 {
     pthread_mutex_lock(&self->lock);
-    size_t n = self->n;
+    size_t n = self->nqueued + self->nrunning;
     pthread_mutex_unlock(&self->lock);
     return n;
 }
@@ -492,9 +397,9 @@ void alr_sender_stop(alr_sender_t *self, int64_t drain_ms)
     if (self->multi) {
         curl_multi_wakeup(self->multi);
     }
-    if (self->thread_started) {
+    if (self->started) {
         pthread_join(self->thread, NULL);
-        self->thread_started = false;
+        self->started = false;
     }
 }
 
@@ -504,15 +409,16 @@ void alr_sender_destroy(alr_sender_t **self_p)
         return;
     }
     alr_sender_t *self = *self_p;
-    alr_sender_stop(self, self->o.total_timeout_ms);
-    for (size_t i = 0; i < self->n; i++) {
-        entry_free(self->q[i]);
+    alr_sender_stop(self, 5000);
+    while (self->queue_head) {
+        job_t *j = self->queue_head;
+        self->queue_head = j->next;
+        job_free(j);
     }
-    free(self->q);
     if (self->multi) {
         curl_multi_cleanup(self->multi);
     }
-    curl_slist_free_all(self->headers);
+    free(self->done);
     pthread_mutex_destroy(&self->lock);
     free(self);
     curl_global_cleanup();

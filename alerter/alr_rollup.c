@@ -1,6 +1,8 @@
 #include "alr_rollup.h"
 
+#include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tc_error.h"
@@ -21,20 +23,133 @@ static int copy_str(char *dst, size_t cap, const char *src)
     return 0;
 }
 
-/* Checks that `key` is exactly service \0 environment \0 name. */
-static bool key_matches(const uint8_t *key, size_t len, const alr_rollup_t *r)
+/* Copies free text, cut at a UTF-8 boundary when longer than the buffer. */
+static int copy_text(char *dst, size_t cap, const char *src)
 {
-    size_t a = strlen(r->service), b = strlen(r->environment), c = strlen(r->name);
-    if (len != a + 1 + b + 1 + c) {
-        return false;
+    size_t n = strlen(src);
+    if (!tc_utf8_valid(src, n)) {
+        return TC_EINVAL;
     }
-    return memcmp(key, r->service, a) == 0 && key[a] == 0 &&
-           memcmp(key + a + 1, r->environment, b) == 0 && key[a + 1 + b] == 0 &&
-           memcmp(key + a + 2 + b, r->name, c) == 0;
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) {
+            n--;
+        }
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return 0;
 }
 
-int alr_rollup_decode(const void *key, size_t key_len, const void *value, size_t value_len,
-                      alr_rollup_t *out, const char **why)
+/* Checks that `key` is exactly a \0 b \0 c. */
+static bool key_matches(const uint8_t *key, size_t len, const char *a, const char *b,
+                        const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    if (len != la + 1 + lb + 1 + lc) {
+        return false;
+    }
+    return memcmp(key, a, la) == 0 && key[la] == 0 && memcmp(key + la + 1, b, lb) == 0 &&
+           key[la + 1 + lb] == 0 && memcmp(key + la + 2 + lb, c, lc) == 0;
+}
+
+static double finite_or_zero(double v)
+{
+    return isfinite(v) ? v : 0.0;
+}
+
+static int decode_bucket(const Tocsin__V1__Bucket *b, uint64_t revision, const void *key,
+                         size_t key_len, alr_rollup_t *out, const char **why)
+{
+    if (copy_str(out->service, sizeof(out->service), b->service) != 0 || !out->service[0] ||
+        copy_str(out->environment, sizeof(out->environment), b->environment) != 0 ||
+        copy_str(out->name, sizeof(out->name), b->name) != 0) {
+        *why = "string";
+        return TC_EINVAL;
+    }
+    if ((int)b->kind < 0) {
+        *why = "kind";
+        return TC_EINVAL;
+    }
+    if (b->width_s == 0 || b->width_s > ALR_BUCKET_WIDTH_MAX) {
+        *why = "width";
+        return TC_EINVAL;
+    }
+    if (b->start_s < 0 || b->start_s > START_MAX || b->start_s % b->width_s != 0) {
+        *why = "alignment";
+        return TC_EINVAL;
+    }
+    if (b->errors > b->count) {
+        *why = "errors_above_count";
+        return TC_EINVAL;
+    }
+    if (key && !key_matches(key, key_len, out->service, out->environment, out->name)) {
+        *why = "key_mismatch";
+        return TC_EINVAL;
+    }
+    out->kind = (int)b->kind;
+    out->start_s = b->start_s;
+    out->width_s = b->width_s;
+    out->count = b->count;
+    out->errors = b->errors;
+    out->revision = revision;
+    out->sum = finite_or_zero(b->sum);
+    out->min = finite_or_zero(b->min);
+    out->max = finite_or_zero(b->max);
+    out->last = finite_or_zero(b->last);
+    out->last_time_us = b->last_time_us;
+    const Tocsin__V1__Sketch *sk = b->sketch;
+    if (sk && (sk->n_counts > 0 || sk->zero_count > 0)) {
+        tc_sketch_init(&out->sketch, TC_SKETCH_SCHEMA);
+        if (sk->n_counts > TC_SKETCH_MAX_BINS ||
+            tc_sketch_load(&out->sketch, sk->schema, sk->zero_count, sk->offset, sk->counts,
+                           sk->n_counts) != 0) {
+            tc_sketch_fini(&out->sketch);
+            *why = "sketch";
+            return TC_EINVAL;
+        }
+        out->has_sketch = true;
+    }
+    return 0;
+}
+
+static int decode_issue(const Tocsin__V1__IssueChange *ic, uint64_t revision, const void *key,
+                        size_t key_len, alr_issue_t *out, const char **why)
+{
+    if (ic->kind != TOCSIN__V1__ISSUE_CHANGE__KIND__KIND_NEW &&
+        ic->kind != TOCSIN__V1__ISSUE_CHANGE__KIND__KIND_REGRESSED) {
+        *why = "issue";
+        return TC_EINVAL;
+    }
+    out->regressed = ic->kind == TOCSIN__V1__ISSUE_CHANGE__KIND__KIND_REGRESSED;
+    if (copy_str(out->service, sizeof(out->service), ic->service) != 0 || !out->service[0] ||
+        copy_str(out->environment, sizeof(out->environment), ic->environment) != 0 ||
+        copy_str(out->issue_id, sizeof(out->issue_id), ic->issue_id) != 0 || !out->issue_id[0] ||
+        copy_text(out->type, sizeof(out->type), ic->type) != 0 ||
+        copy_text(out->message, sizeof(out->message), ic->message) != 0 ||
+        copy_text(out->culprit, sizeof(out->culprit), ic->culprit) != 0 ||
+        copy_text(out->release, sizeof(out->release), ic->release) != 0) {
+        *why = "string";
+        return TC_EINVAL;
+    }
+    if (key) {
+        char name[ALR_ISSUE_ID_MAX + 8];
+        snprintf(name, sizeof(name), "$issue:%s", out->issue_id);
+        if (!key_matches(key, key_len, out->service, out->environment, name)) {
+            *why = "key_mismatch";
+            return TC_EINVAL;
+        }
+    }
+    out->level = (int)ic->level;
+    out->first_seen_us = ic->first_seen_us;
+    out->time_us = ic->time_us;
+    out->count = ic->count;
+    out->revision = revision;
+    return 0;
+}
+
+int alr_record_decode(const void *key, size_t key_len, const void *value, size_t value_len,
+                      alr_record_t *out, const char **why)
 {
     const char *dummy;
     if (!why) {
@@ -50,51 +165,46 @@ int alr_rollup_decode(const void *key, size_t key_len, const void *value, size_t
         *why = "protobuf";
         return TC_EPARSE;
     }
-    int rc = TC_EINVAL;
-    const Tocsin__V1__Bucket *b = msg->body_case == TOCSIN__V1__ROLLUP__BODY_BUCKET
-                                      ? msg->bucket
-                                      : NULL;
-    if (!b) {
-        *why = "no_bucket";
-        goto out;
+    int rc = 0;
+    switch (msg->body_case) {
+    case TOCSIN__V1__ROLLUP__BODY_BUCKET:
+        out->kind = ALR_REC_BUCKET;
+        rc = decode_bucket(msg->bucket, msg->revision, key, key_len, &out->bucket, why);
+        break;
+    case TOCSIN__V1__ROLLUP__BODY_ISSUE:
+        out->kind = ALR_REC_ISSUE;
+        rc = decode_issue(msg->issue, msg->revision, key, key_len, &out->issue, why);
+        break;
+    default:
+        /* A body this build does not know sits in the unknown fields: a newer message kind,
+         * skipped. No body at all is an error. */
+        if (msg->base.n_unknown_fields > 0) {
+            out->kind = ALR_REC_OTHER;
+            out->other = "unknown";
+        } else {
+            *why = "no_body";
+            rc = TC_EINVAL;
+        }
+        break;
     }
-    if (copy_str(out->service, sizeof(out->service), b->service) != 0 || !out->service[0] ||
-        copy_str(out->environment, sizeof(out->environment), b->environment) != 0 ||
-        copy_str(out->name, sizeof(out->name), b->name) != 0) {
-        *why = "string";
-        goto out;
-    }
-    if ((int)b->kind < 0) {
-        *why = "kind";
-        goto out;
-    }
-    if (b->width_s == 0 || b->width_s > ALR_BUCKET_WIDTH_MAX) {
-        *why = "width";
-        goto out;
-    }
-    if (b->start_s < 0 || b->start_s > START_MAX || b->start_s % b->width_s != 0) {
-        *why = "alignment";
-        goto out;
-    }
-    if (b->errors > b->count) {
-        *why = "errors_above_count";
-        goto out;
-    }
-    out->kind = (int)b->kind;
-    out->start_s = b->start_s;
-    out->width_s = b->width_s;
-    out->count = b->count;
-    out->errors = b->errors;
-    out->revision = msg->revision;
-    if (key && !key_matches(key, key_len, out)) {
-        *why = "key_mismatch";
-        goto out;
-    }
-    rc = 0;
-out:
     tocsin__v1__rollup__free_unpacked(msg, NULL);
     if (rc != 0) {
         memset(out, 0, sizeof(*out));
     }
     return rc;
+}
+
+void alr_rollup_fini(alr_rollup_t *r)
+{
+    if (r->has_sketch) {
+        tc_sketch_fini(&r->sketch);
+        r->has_sketch = false;
+    }
+}
+
+void alr_record_fini(alr_record_t *rec)
+{
+    if (rec->kind == ALR_REC_BUCKET) {
+        alr_rollup_fini(&rec->bucket);
+    }
 }

@@ -13,12 +13,13 @@
 
 #define MAP_INITIAL (1ULL << 30) /* sparse: costs nothing until used */
 #define MAP_MAX (64ULL << 30)
-#define BUCKET_VALUE_LEN 29      /* version, width, revision, count, errors */
+#define BUCKET_FIXED 74          /* version .. last_time_us, without the sketch */
 #define BUCKET_KEY_MAX (ALR_SERVICE_MAX + ALR_ENVIRONMENT_MAX + ALR_NAME_MAX + 3 + 4 + 8)
+#define STATE_KEY_MAX 600
 
 struct alr_store {
     MDB_env *env;
-    MDB_dbi buckets, offsets, alerts, outbox, meta;
+    MDB_dbi buckets, offsets, state;
     _Atomic int last_write_rc;
 };
 
@@ -27,9 +28,7 @@ static int open_dbis(MDB_txn *txn, void *ctx)
     alr_store_t *self = ctx;
     if (tc_lmdb_dbi(txn, "buckets", 0, &self->buckets) != 0 ||
         tc_lmdb_dbi(txn, "offsets", 0, &self->offsets) != 0 ||
-        tc_lmdb_dbi(txn, "alerts", 0, &self->alerts) != 0 ||
-        tc_lmdb_dbi(txn, "outbox", 0, &self->outbox) != 0 ||
-        tc_lmdb_dbi(txn, "meta", 0, &self->meta) != 0) {
+        tc_lmdb_dbi(txn, "state", 0, &self->state) != 0) {
         return TC_ELMDB;
     }
     return 0;
@@ -61,9 +60,8 @@ void alr_store_close(alr_store_t **self_p)
     if (!self_p || !*self_p) {
         return;
     }
-    alr_store_t *self = *self_p;
-    mdb_env_close(self->env);
-    free(self);
+    mdb_env_close((*self_p)->env);
+    free(*self_p);
     *self_p = NULL;
 }
 
@@ -92,7 +90,6 @@ static size_t bucket_key(const alr_rollup_t *b, uint8_t *key)
     return n + 8;
 }
 
-/* Splits a stored key back into a bucket's identity; false when malformed. */
 static bool bucket_key_parse(const uint8_t *key, size_t len, alr_rollup_t *b)
 {
     char *dst[] = {b->service, b->environment, b->name};
@@ -119,8 +116,107 @@ static bool bucket_key_parse(const uint8_t *key, size_t len, alr_rollup_t *b)
     return b->kind >= 0 && b->service[0] != '\0';
 }
 
+static void put_f64(uint8_t *p, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof(u));
+    tc_be64_put(p, u);
+}
+
+static double get_f64(const uint8_t *p)
+{
+    uint64_t u = tc_be64_get(p);
+    double v;
+    memcpy(&v, &u, sizeof(v));
+    return v;
+}
+
+/* Encodes a bucket value; returns a malloc'd buffer and its length. */
+static uint8_t *bucket_value(const alr_rollup_t *b, size_t *len)
+{
+    size_t nbins = b->has_sketch ? b->sketch.len : 0;
+    size_t n = BUCKET_FIXED + (b->has_sketch ? 1 + 8 + 4 + 4 + nbins * 8 : 0);
+    uint8_t *v = malloc(n);
+    if (!v) {
+        return NULL;
+    }
+    v[0] = 2;
+    tc_be32_put(v + 1, b->width_s);
+    tc_be64_put(v + 5, b->revision);
+    tc_be64_put(v + 13, b->count);
+    tc_be64_put(v + 21, b->errors);
+    put_f64(v + 29, b->sum);
+    put_f64(v + 37, b->min);
+    put_f64(v + 45, b->max);
+    put_f64(v + 53, b->last);
+    tc_be64_put(v + 61, (uint64_t)b->last_time_us);
+    v[69] = b->has_sketch ? 1 : 0;
+    v[70] = v[71] = v[72] = v[73] = 0;
+    if (b->has_sketch) {
+        uint8_t *p = v + BUCKET_FIXED;
+        p[0] = (uint8_t)b->sketch.schema;
+        tc_be64_put(p + 1, b->sketch.zero_count);
+        tc_be32_put(p + 9, (uint32_t)b->sketch.offset);
+        tc_be32_put(p + 13, (uint32_t)nbins);
+        for (size_t i = 0; i < nbins; i++) {
+            tc_be64_put(p + 17 + i * 8, b->sketch.counts[i]);
+        }
+    }
+    *len = n;
+    return v;
+}
+
+static bool bucket_value_parse(const uint8_t *v, size_t len, alr_rollup_t *b)
+{
+    if (len < BUCKET_FIXED || v[0] != 2) {
+        return false;
+    }
+    b->width_s = tc_be32_get(v + 1);
+    b->revision = tc_be64_get(v + 5);
+    b->count = tc_be64_get(v + 13);
+    b->errors = tc_be64_get(v + 21);
+    b->sum = get_f64(v + 29);
+    b->min = get_f64(v + 37);
+    b->max = get_f64(v + 45);
+    b->last = get_f64(v + 53);
+    b->last_time_us = (int64_t)tc_be64_get(v + 61);
+    if (b->width_s == 0 || b->width_s > ALR_BUCKET_WIDTH_MAX || b->errors > b->count) {
+        return false;
+    }
+    if (v[69]) {
+        const uint8_t *p = v + BUCKET_FIXED;
+        if (len < BUCKET_FIXED + 17) {
+            return false;
+        }
+        uint32_t nbins = tc_be32_get(p + 13);
+        if (nbins > TC_SKETCH_MAX_BINS || len != BUCKET_FIXED + 17 + (size_t)nbins * 8) {
+            return false;
+        }
+        uint64_t *counts = malloc((nbins ? nbins : 1) * sizeof(uint64_t));
+        if (!counts) {
+            return false;
+        }
+        for (uint32_t i = 0; i < nbins; i++) {
+            counts[i] = tc_be64_get(p + 17 + (size_t)i * 8);
+        }
+        tc_sketch_init(&b->sketch, TC_SKETCH_SCHEMA);
+        int rc = tc_sketch_load(&b->sketch, p[0], tc_be64_get(p + 1), (int32_t)tc_be32_get(p + 9),
+                                counts, nbins);
+        free(counts);
+        if (rc != 0) {
+            tc_sketch_fini(&b->sketch);
+            return false;
+        }
+        b->has_sketch = true;
+    } else if (len != BUCKET_FIXED) {
+        return false;
+    }
+    return true;
+}
+
 typedef struct {
     alr_store_t *self;
+    const alr_window_t *window;
     const alr_window_change_t *changes;
     size_t n;
     const char *topic;
@@ -147,21 +243,24 @@ static int window_txn(MDB_txn *txn, void *ctx)
     for (size_t i = 0; i < w->n; i++) {
         const alr_window_change_t *c = &w->changes[i];
         MDB_val k = {bucket_key(&c->bucket, key), key};
-        int rc;
-        if (c->deleted) {
+        alr_rollup_t b;
+        int rc = 0;
+        if (c->deleted || alr_window_get(w->window, &c->bucket, &b) != 0) {
+            /* Deleted, or put and pruned since: gone either way. */
             rc = mdb_del(txn, w->self->buckets, &k, NULL);
             if (rc == MDB_NOTFOUND) {
                 rc = 0;
             }
         } else {
-            uint8_t val[BUCKET_VALUE_LEN];
-            val[0] = 1;
-            tc_be32_put(val + 1, c->bucket.width_s);
-            tc_be64_put(val + 5, c->bucket.revision);
-            tc_be64_put(val + 13, c->bucket.count);
-            tc_be64_put(val + 21, c->bucket.errors);
-            MDB_val v = {sizeof(val), val};
+            size_t vl = 0;
+            uint8_t *val = bucket_value(&b, &vl);
+            alr_rollup_fini(&b);
+            if (!val) {
+                return TC_ENOMEM;
+            }
+            MDB_val v = {vl, val};
             rc = mdb_put(txn, w->self->buckets, &k, &v, 0);
+            free(val);
         }
         if (rc != 0) {
             return rc; /* MDB_MAP_FULL goes back to tc_lmdb_write, which grows the map */
@@ -184,13 +283,14 @@ static int window_txn(MDB_txn *txn, void *ctx)
     return 0;
 }
 
-int alr_store_commit_window(alr_store_t *self, const alr_window_change_t *changes, size_t n,
-                            const char *topic, const alr_offset_t *offsets, size_t noffsets)
+int alr_store_commit_window(alr_store_t *self, const alr_window_t *window,
+                            const alr_window_change_t *changes, size_t n, const char *topic,
+                            const alr_offset_t *offsets, size_t noffsets)
 {
     if (n == 0 && noffsets == 0) {
         return 0;
     }
-    window_txn_t w = {self, changes, n, topic, offsets, noffsets};
+    window_txn_t w = {self, window, changes, n, topic, offsets, noffsets};
     return write_txn(self, window_txn, &w);
 }
 
@@ -217,21 +317,14 @@ int alr_store_load_window(alr_store_t *self, alr_window_t *window, int64_t now_u
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         alr_rollup_t b;
         memset(&b, 0, sizeof(b));
-        const uint8_t *val = v.mv_data;
-        if (v.mv_size != BUCKET_VALUE_LEN || val[0] != 1 ||
-            !bucket_key_parse(k.mv_data, k.mv_size, &b)) {
-            bad++;
-            continue;
-        }
-        b.width_s = tc_be32_get(val + 1);
-        b.revision = tc_be64_get(val + 5);
-        b.count = tc_be64_get(val + 13);
-        b.errors = tc_be64_get(val + 21);
-        if (b.width_s == 0 || b.errors > b.count) {
+        if (!bucket_key_parse(k.mv_data, k.mv_size, &b) ||
+            !bucket_value_parse(v.mv_data, v.mv_size, &b)) {
+            alr_rollup_fini(&b);
             bad++;
             continue;
         }
         int prc = alr_window_put(window, &b, now_us, false);
+        alr_rollup_fini(&b);
         if (prc == TC_ENOMEM || prc == TC_EFULL) {
             rc = prc;
             break;
@@ -275,108 +368,70 @@ int alr_store_get_offset(alr_store_t *self, const char *topic, int32_t partition
     return rc;
 }
 
-/* ---- alerts and outbox --------------------------------------------------------------- */
+/* ---- state records ------------------------------------------------------------------- */
 
 typedef struct {
     alr_store_t *self;
-    alr_evaluator_t *ev;
-    const alr_outbox_item_t *items;
+    const alr_record_w_t *recs;
     size_t n;
-} alerts_txn_t;
+} records_txn_t;
 
-static int put_json(MDB_txn *txn, MDB_dbi dbi, uint64_t id, json_t *doc)
+static size_t state_key(const char *kind, const char *key, uint8_t *out)
 {
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    if (!text) {
-        return TC_ENOMEM;
+    size_t a = strlen(kind), b = strlen(key);
+    if (a + 1 + b > STATE_KEY_MAX) {
+        b = STATE_KEY_MAX - a - 1;
     }
-    uint8_t kb[8];
-    tc_be64_put(kb, id);
-    MDB_val k = {sizeof(kb), kb}, v = {strlen(text), text};
-    int rc = mdb_put(txn, dbi, &k, &v, 0);
-    free(text);
-    return rc;
+    memcpy(out, kind, a);
+    out[a] = 0;
+    memcpy(out + a + 1, key, b);
+    return a + 1 + b;
 }
 
-static int alerts_txn(MDB_txn *txn, void *ctx)
+static int records_txn(MDB_txn *txn, void *ctx)
 {
-    alerts_txn_t *a = ctx;
-    alr_store_t *self = a->self;
-    int rc;
-    for (size_t i = 0; i < alr_evaluator_alert_count(a->ev); i++) {
-        alr_alert_t *al = alr_evaluator_alert(a->ev, i);
-        if (!al->dirty) {
-            continue;
+    records_txn_t *r = ctx;
+    uint8_t kb[STATE_KEY_MAX + 1];
+    for (size_t i = 0; i < r->n; i++) {
+        const alr_record_w_t *rec = &r->recs[i];
+        MDB_val k = {state_key(rec->kind, rec->key, kb), kb};
+        int rc;
+        if (!rec->text) {
+            rc = mdb_del(txn, r->self->state, &k, NULL);
+            if (rc == MDB_NOTFOUND) {
+                rc = 0;
+            }
+        } else {
+            MDB_val v = {strlen(rec->text), rec->text};
+            rc = mdb_put(txn, r->self->state, &k, &v, 0);
         }
-        if ((rc = put_json(txn, self->alerts, al->fingerprint, alr_alert_state_json(al))) != 0) {
+        if (rc != 0) {
             return rc;
         }
     }
-    size_t nrem;
-    const uint64_t *rem = alr_evaluator_removed(a->ev, &nrem);
-    for (size_t i = 0; i < nrem; i++) {
-        uint8_t kb[8];
-        tc_be64_put(kb, rem[i]);
-        MDB_val k = {sizeof(kb), kb};
-        rc = mdb_del(txn, self->alerts, &k, NULL);
-        if (rc != 0 && rc != MDB_NOTFOUND) {
-            return rc;
-        }
+    return 0;
+}
+
+int alr_store_write_records(alr_store_t *self, const alr_record_w_t *recs, size_t n)
+{
+    if (n == 0) {
+        return 0;
     }
-    for (size_t i = 0; i < a->n; i++) {
-        const alr_outbox_item_t *it = &a->items[i];
-        char fp[17];
-        snprintf(fp, sizeof(fp), "%016" PRIx64, it->fingerprint);
-        json_t *doc = json_pack("{s:s, s:s, s:s, s:I}", "fingerprint", fp, "url", it->url,
-                                "body", it->body, "created_us", (json_int_t)it->created_us);
-        if ((rc = put_json(txn, self->outbox, it->id, doc)) != 0) {
-            return rc;
-        }
-    }
-    uint8_t nid[8];
-    tc_be64_put(nid, alr_evaluator_next_id(a->ev));
-    MDB_val k = {7, (void *)"next_id"}, v = {sizeof(nid), nid};
-    return mdb_put(txn, self->meta, &k, &v, 0);
+    records_txn_t r = {self, recs, n};
+    return write_txn(self, records_txn, &r);
 }
 
-int alr_store_commit_alerts(alr_store_t *self, alr_evaluator_t *ev,
-                            const alr_outbox_item_t *items, size_t n)
+int alr_store_load_records(alr_store_t *self,
+                           int (*fn)(void *ctx, const char *kind, const char *key,
+                                     const json_t *doc),
+                           void *ctx, size_t *skipped)
 {
-    alerts_txn_t a = {self, ev, items, n};
-    return write_txn(self, alerts_txn, &a);
-}
-
-typedef struct {
-    alr_store_t *self;
-    uint64_t id;
-} del_txn_t;
-
-static int outbox_del_txn(MDB_txn *txn, void *ctx)
-{
-    del_txn_t *d = ctx;
-    uint8_t kb[8];
-    tc_be64_put(kb, d->id);
-    MDB_val k = {sizeof(kb), kb};
-    int rc = mdb_del(txn, d->self->outbox, &k, NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-int alr_store_outbox_delete(alr_store_t *self, uint64_t id)
-{
-    del_txn_t d = {self, id};
-    return write_txn(self, outbox_del_txn, &d);
-}
-
-/* Iterates a database of be64 keys and JSON values. */
-static int each_json(alr_store_t *self, MDB_dbi dbi,
-                     int (*fn)(void *ctx, uint64_t key, const json_t *doc), void *ctx)
-{
+    size_t bad = 0;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     int mrc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
     if (mrc == 0) {
-        mrc = mdb_cursor_open(txn, dbi, &cur);
+        mrc = mdb_cursor_open(txn, self->state, &cur);
     }
     if (mrc != 0) {
         if (txn) {
@@ -388,82 +443,41 @@ static int each_json(alr_store_t *self, MDB_dbi dbi,
     int rc = 0;
     for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == 0;
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 8) {
+        char kind[16], key[STATE_KEY_MAX + 1];
+        const uint8_t *kp = k.mv_data;
+        const uint8_t *z = k.mv_size ? memchr(kp, 0, k.mv_size) : NULL;
+        size_t kl = z ? (size_t)(z - kp) : 0;
+        if (!z || kl == 0 || kl >= sizeof(kind) || k.mv_size - kl - 1 > STATE_KEY_MAX) {
+            bad++;
             continue;
         }
+        memcpy(kind, kp, kl);
+        kind[kl] = '\0';
+        memcpy(key, kp + kl + 1, k.mv_size - kl - 1);
+        key[k.mv_size - kl - 1] = '\0';
         json_error_t jerr;
         json_t *doc = json_loadb(v.mv_data, v.mv_size, 0, &jerr);
         if (!doc) {
-            tc_log(TC_LOG_WARN, "store.corrupt", "a stored record does not parse: %s",
-                   jerr.text);
+            tc_log(TC_LOG_WARN, "store.corrupt", "state record %s/%s does not parse: %s", kind,
+                   key, jerr.text);
+            bad++;
             continue;
         }
-        rc = fn(ctx, tc_be64_get(k.mv_data), doc);
+        rc = fn(ctx, kind, key, doc);
+        if (rc == TC_EPARSE) {
+            tc_log(TC_LOG_WARN, "store.corrupt", "state record %s/%s is malformed; skipped",
+                   kind, key);
+            bad++;
+            rc = 0;
+        }
         json_decref(doc);
     }
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
+    if (skipped) {
+        *skipped = bad;
+    }
     return rc;
-}
-
-typedef struct {
-    int (*fn)(void *ctx, const json_t *state);
-    int (*ofn)(void *ctx, const alr_outbox_item_t *item);
-    void *ctx;
-} each_ctx_t;
-
-static int each_alert(void *ctx, uint64_t key, const json_t *doc)
-{
-    each_ctx_t *e = ctx;
-    (void)key;
-    return e->fn(e->ctx, doc);
-}
-
-int alr_store_load_alerts(alr_store_t *self, int (*fn)(void *ctx, const json_t *state),
-                          void *ctx)
-{
-    each_ctx_t e = {fn, NULL, ctx};
-    return each_json(self, self->alerts, each_alert, &e);
-}
-
-static int each_outbox(void *ctx, uint64_t key, const json_t *doc)
-{
-    each_ctx_t *e = ctx;
-    alr_outbox_item_t it;
-    memset(&it, 0, sizeof(it));
-    it.id = key;
-    const char *fp = json_string_value(json_object_get(doc, "fingerprint"));
-    it.url = json_string_value(json_object_get(doc, "url"));
-    it.body = json_string_value(json_object_get(doc, "body"));
-    it.created_us = (int64_t)json_integer_value(json_object_get(doc, "created_us"));
-    if (!fp || !it.url || !it.body) {
-        tc_log(TC_LOG_WARN, "store.corrupt", "outbox entry %" PRIu64 " is incomplete", key);
-        return 0;
-    }
-    it.fingerprint = strtoull(fp, NULL, 16);
-    return e->ofn(e->ctx, &it);
-}
-
-int alr_store_load_outbox(alr_store_t *self, int (*fn)(void *ctx, const alr_outbox_item_t *item),
-                          void *ctx)
-{
-    each_ctx_t e = {NULL, fn, ctx};
-    return each_json(self, self->outbox, each_outbox, &e);
-}
-
-uint64_t alr_store_next_id(alr_store_t *self)
-{
-    MDB_txn *txn = NULL;
-    uint64_t id = 1;
-    if (mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn) != 0) {
-        return id;
-    }
-    MDB_val k = {7, (void *)"next_id"}, v;
-    if (mdb_get(txn, self->meta, &k, &v) == 0 && v.mv_size == 8) {
-        id = tc_be64_get(v.mv_data);
-    }
-    mdb_txn_abort(txn);
-    return id > 0 ? id : 1;
 }
 
 int alr_store_check(alr_store_t *self, char *detail, size_t len)
@@ -474,8 +488,11 @@ int alr_store_check(alr_store_t *self, char *detail, size_t len)
         snprintf(detail, len, "read transaction: %s", mdb_strerror(mrc));
         return TC_ELMDB;
     }
-    MDB_stat st;
+    MDB_stat st, ss;
     mrc = mdb_stat(txn, self->buckets, &st);
+    if (mrc == 0) {
+        mrc = mdb_stat(txn, self->state, &ss);
+    }
     mdb_txn_abort(txn);
     if (mrc != 0) {
         snprintf(detail, len, "stat: %s", mdb_strerror(mrc));
@@ -486,7 +503,8 @@ int alr_store_check(alr_store_t *self, char *detail, size_t len)
         snprintf(detail, len, "last write failed: %s", tc_strerror(last));
         return TC_ELMDB;
     }
-    snprintf(detail, len, "%zu buckets, map %zu of %zu bytes used", (size_t)st.ms_entries,
-             tc_lmdb_used_bytes(self->env), tc_lmdb_map_size(self->env));
+    snprintf(detail, len, "%zu buckets, %zu state records, map %zu of %zu bytes used",
+             (size_t)st.ms_entries, (size_t)ss.ms_entries, tc_lmdb_used_bytes(self->env),
+             tc_lmdb_map_size(self->env));
     return 0;
 }

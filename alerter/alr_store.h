@@ -2,19 +2,18 @@
  * alr_store.h — the alerter's durable state in LMDB.
  *
  * Databases:
- *   buckets  service\0environment\0name\0 kind(be32) start_s(be64) -> width, revision,
- *            count, errors: the window store's buckets;
+ *   buckets  service\0environment\0name\0 kind(be32) start_s(be64) -> version 2 value:
+ *            width, revision, count, errors, sum, min, max, last, last_time and the sketch;
  *   offsets  topic\0 partition(be32) -> next offset to consume (be64);
- *   alerts   fingerprint(be64) -> the alert's persisted JSON (alr_alert_state_json);
- *   outbox   notification id(be64) -> {"fingerprint","url","body","created_us"}: every
- *            notification emitted and not yet delivered;
- *   meta     "next_id" -> the next notification id (be64).
+ *   state    kind \0 key -> JSON: "alert" (fingerprint), "silence" (id), "group" (group
+ *            key), "msg" (notification id, the notification log and outbox), "rcv"
+ *            (receiver: tokens, Retry-After pause, circuit), "meta".
  *
  * Window changes and the offsets they came from are written in one transaction, so after
- * a crash the buckets and the position in the topic agree. Alert states, new outbox
- * entries and the next id are written in one transaction, before anything is sent, so a
- * notification is either owed (in the outbox) or was never emitted. A delivery deletes its
- * outbox entry, so nothing delivered is sent again after a restart.
+ * a crash the buckets and the position in the topic agree. The core's dirty records are
+ * written in one transaction before any attempt they schedule starts, so a notification
+ * is either owed (queued in the log) or was never emitted; a delivery is written as soon
+ * as its outcome is known, so nothing delivered is sent again after a restart.
  *
  * Write functions may be called from several threads (LMDB serialises writers).
  */
@@ -25,7 +24,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "alr_eval.h"
 #include "alr_window.h"
 
 typedef struct alr_store alr_store_t;
@@ -36,14 +34,12 @@ typedef struct {
     int64_t next_offset;
 } alr_offset_t;
 
-/* A notification to keep until delivered. Strings are borrowed for the call. */
+/* One record of the state database; `text` NULL deletes. */
 typedef struct {
-    uint64_t id;
-    uint64_t fingerprint;
-    const char *url;
-    const char *body;
-    int64_t created_us;
-} alr_outbox_item_t;
+    char kind[16];
+    char *key;
+    char *text;
+} alr_record_w_t;
 
 /* Opens (creating) the store in directory `dir`. NULL with `err` filled on failure. */
 alr_store_t *alr_store_open(const char *dir, char *err, size_t errlen);
@@ -51,10 +47,8 @@ alr_store_t *alr_store_open(const char *dir, char *err, size_t errlen);
 /* Closes the store. No other thread may use it any more. Safe to call twice. */
 void alr_store_close(alr_store_t **self_p);
 
-/*
- * Puts every stored bucket into `window` (without journaling). Records that do not decode
- * are skipped and counted in *skipped (may be NULL). Returns 0 or TC_ELMDB.
- */
+/* Puts every stored bucket into `window` (without journaling). Records that do not decode
+ * are skipped and counted in *skipped (may be NULL). Returns 0, TC_ENOMEM or TC_ELMDB. */
 int alr_store_load_window(alr_store_t *self, alr_window_t *window, int64_t now_us,
                           size_t *skipped);
 
@@ -63,43 +57,25 @@ int alr_store_load_window(alr_store_t *self, alr_window_t *window, int64_t now_u
 int alr_store_get_offset(alr_store_t *self, const char *topic, int32_t partition,
                          int64_t *offset);
 
-/*
- * Writes the window's journal entries (puts and deletions) and the offsets of `topic` in
- * one transaction. Returns 0, TC_EFULL (map cannot grow), or TC_ELMDB.
- */
-int alr_store_commit_window(alr_store_t *self, const alr_window_change_t *changes, size_t n,
-                            const char *topic, const alr_offset_t *offsets, size_t noffsets);
+/* Writes the window's journal (puts read from `window`, deletions) and the offsets of
+ * `topic` in one transaction. Returns 0, TC_EFULL, TC_ENOMEM or TC_ELMDB. */
+int alr_store_commit_window(alr_store_t *self, const alr_window_t *window,
+                            const alr_window_change_t *changes, size_t n, const char *topic,
+                            const alr_offset_t *offsets, size_t noffsets);
 
-/* Calls `fn` with every stored alert state, in fingerprint order; stops at the first
- * non-zero return and returns it. Returns 0 or TC_ELMDB. */
-int alr_store_load_alerts(alr_store_t *self, int (*fn)(void *ctx, const json_t *state),
-                          void *ctx);
+/* Writes `n` state records in one transaction. Returns 0, TC_EFULL or TC_ELMDB. */
+int alr_store_write_records(alr_store_t *self, const alr_record_w_t *recs, size_t n);
 
-/* Calls `fn` with every outbox entry, in id order; entries that do not parse are skipped.
- * Returns 0, `fn`'s first non-zero return, or TC_ELMDB. */
-int alr_store_load_outbox(alr_store_t *self, int (*fn)(void *ctx, const alr_outbox_item_t *item),
-                          void *ctx);
+/* Calls `fn` for every state record (kinds in key order); records that do not parse are
+ * skipped and counted in *skipped. Stops at `fn`'s first non-zero return and returns it;
+ * 0 or TC_ELMDB otherwise. */
+int alr_store_load_records(alr_store_t *self,
+                           int (*fn)(void *ctx, const char *kind, const char *key,
+                                     const json_t *doc),
+                           void *ctx, size_t *skipped);
 
-/* The stored next notification id (1 when none). */
-uint64_t alr_store_next_id(alr_store_t *self);
-
-/*
- * In one transaction: the state of every dirty alert of `ev`, the deletion of every alert
- * it removed, the `n` new outbox entries, and the evaluator's next id. The caller then
- * calls alr_evaluator_persisted. Returns 0, TC_ENOMEM, TC_EFULL or TC_ELMDB.
- */
-int alr_store_commit_alerts(alr_store_t *self, alr_evaluator_t *ev,
-                            const alr_outbox_item_t *items, size_t n);
-
-/* Deletes a delivered notification from the outbox. Returns 0 (also when it was not
- * there) or TC_ELMDB. */
-int alr_store_outbox_delete(alr_store_t *self, uint64_t id);
-
-/*
- * A real check for /health/ready: opens a read transaction and reads the environment's
- * state; also reports the last write's failure, if the last write failed. Returns 0 or
- * TC_ELMDB with `detail` saying why.
- */
+/* A real check for /health/ready: a read transaction, and the last write's failure if the
+ * last write failed. Returns 0 or TC_ELMDB with `detail` saying why. */
 int alr_store_check(alr_store_t *self, char *detail, size_t len);
 
 #endif

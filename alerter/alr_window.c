@@ -18,6 +18,9 @@ typedef struct {
     uint64_t revision;
     uint64_t count;
     uint64_t errors;
+    double sum, min, max, last;
+    int64_t last_time_us;
+    tc_sketch_t *sketch; /* NULL when the bucket has none */
 } bucket_t;
 
 typedef struct {
@@ -26,6 +29,7 @@ typedef struct {
     char *name;
     bucket_t *b;
     size_t n, cap;
+    uint32_t max_width; /* widest bucket ever put: bounds the search for a window's start */
 } series_t;
 
 typedef struct {
@@ -55,8 +59,20 @@ alr_window_t *alr_window_new(size_t max_buckets)
     return self;
 }
 
+static void bucket_free(bucket_t *b)
+{
+    if (b->sketch) {
+        tc_sketch_fini(b->sketch);
+        free(b->sketch);
+        b->sketch = NULL;
+    }
+}
+
 static void series_free(series_t *s)
 {
+    for (size_t i = 0; i < s->n; i++) {
+        bucket_free(&s->b[i]);
+    }
     free(s->environment);
     free(s->name);
     free(s->b);
@@ -175,7 +191,7 @@ static size_t find_bucket(const series_t *s, int64_t start_s, bool *found)
 }
 
 static int journal_add(alr_window_t *self, const char *service, const series_t *s,
-                       const bucket_t *b, bool deleted)
+                       int64_t start_s, bool deleted)
 {
     if (grow((void **)&self->journal, &self->jcap, self->jlen, sizeof(*self->journal)) != 0) {
         return TC_ENOMEM;
@@ -187,11 +203,7 @@ static int journal_add(alr_window_t *self, const char *service, const series_t *
     strcpy(c->bucket.environment, s->environment);
     strcpy(c->bucket.name, s->name);
     c->bucket.kind = s->kind;
-    c->bucket.start_s = b->start_s;
-    c->bucket.width_s = b->width_s;
-    c->bucket.count = b->count;
-    c->bucket.errors = b->errors;
-    c->bucket.revision = b->revision;
+    c->bucket.start_s = start_s;
     c->deleted = deleted;
     return 0;
 }
@@ -244,6 +256,34 @@ static series_t *series_get(service_t *sv, int kind, const char *env, const char
     return s;
 }
 
+/* Fills a bucket from a decoded rollup, copying the sketch. */
+static int bucket_from(bucket_t *b, const alr_rollup_t *r)
+{
+    memset(b, 0, sizeof(*b));
+    b->start_s = r->start_s;
+    b->width_s = r->width_s;
+    b->revision = r->revision;
+    b->count = r->count;
+    b->errors = r->errors;
+    b->sum = r->sum;
+    b->min = r->min;
+    b->max = r->max;
+    b->last = r->last;
+    b->last_time_us = r->last_time_us;
+    if (r->has_sketch && r->sketch.count > 0) {
+        b->sketch = malloc(sizeof(*b->sketch));
+        if (!b->sketch) {
+            return TC_ENOMEM;
+        }
+        tc_sketch_init(b->sketch, r->sketch.schema);
+        if (tc_sketch_merge(b->sketch, &r->sketch) != 0) {
+            bucket_free(b);
+            return TC_ENOMEM;
+        }
+    }
+    return 0;
+}
+
 int alr_window_put(alr_window_t *self, const alr_rollup_t *r, int64_t now_us, bool journal)
 {
     assert(self && r);
@@ -264,27 +304,36 @@ int alr_window_put(alr_window_t *self, const alr_rollup_t *r, int64_t now_us, bo
     }
     bool found;
     size_t i = find_bucket(s, r->start_s, &found);
-    bucket_t nb = {r->start_s, r->width_s, r->revision, r->count, r->errors};
+    if (found && r->revision <= s->b[i].revision) {
+        return 0;
+    }
+    if (!found && self->max_buckets && self->nbuckets >= self->max_buckets) {
+        return TC_EFULL;
+    }
+    if (!found && grow((void **)&s->b, &s->cap, s->n, sizeof(*s->b)) != 0) {
+        return TC_ENOMEM;
+    }
+    if (journal && journal_add(self, sv->service, s, r->start_s, false) != 0) {
+        return TC_ENOMEM;
+    }
+    bucket_t nb;
+    if (bucket_from(&nb, r) != 0) {
+        if (journal) {
+            self->jlen--;
+        }
+        return TC_ENOMEM;
+    }
     if (found) {
-        if (r->revision <= s->b[i].revision) {
-            return 0;
-        }
-        if (journal && journal_add(self, sv->service, s, &nb, false) != 0) {
-            return TC_ENOMEM;
-        }
+        bucket_free(&s->b[i]);
         s->b[i] = nb;
     } else {
-        if (self->max_buckets && self->nbuckets >= self->max_buckets) {
-            return TC_EFULL;
-        }
-        if (grow((void **)&s->b, &s->cap, s->n, sizeof(*s->b)) != 0 ||
-            (journal && journal_add(self, sv->service, s, &nb, false) != 0)) {
-            return TC_ENOMEM;
-        }
         memmove(&s->b[i + 1], &s->b[i], (s->n - i) * sizeof(*s->b));
         s->b[i] = nb;
         s->n++;
         self->nbuckets++;
+    }
+    if (r->width_s > s->max_width) {
+        s->max_width = r->width_s;
     }
     if (end_s > self->newest_end_s) {
         self->newest_end_s = end_s;
@@ -313,7 +362,8 @@ size_t alr_window_prune(alr_window_t *self, int64_t horizon_s)
                 if (s->b[k].start_s + (int64_t)s->b[k].width_s <= horizon_s) {
                     /* A journal entry that cannot be allocated is a deletion lost for the
                      * durable copy; the restore prunes it again by the same horizon. */
-                    (void)journal_add(self, sv->service, s, &s->b[k], true);
+                    (void)journal_add(self, sv->service, s, s->b[k].start_s, true);
+                    bucket_free(&s->b[k]);
                     removed++;
                 } else {
                     s->b[keep_b++] = s->b[k];
@@ -345,9 +395,21 @@ int64_t alr_window_watermark_us(const alr_window_t *self, int64_t now_us, int64_
     return newest > floor ? newest : floor;
 }
 
-void alr_window_sum(const alr_window_t *self, const char *service, const char *environment,
+static bool series_matches(const series_t *s, int kind, const char *environment,
+                           const char *name)
+{
+    if (kind != 0 && s->kind != kind) {
+        return false;
+    }
+    if (environment[0] != '\0' && strcmp(s->environment, environment) != 0) {
+        return false;
+    }
+    return strcmp(name, "*") == 0 || strcmp(s->name, name) == 0;
+}
+
+void alr_window_agg(const alr_window_t *self, const char *service, const char *environment,
                     const char *name, int kind, int64_t from_us, int64_t to_us,
-                    alr_window_sum_t *out)
+                    tc_sketch_t *sketch, alr_window_agg_t *out)
 {
     memset(out, 0, sizeof(*out));
     bool found;
@@ -356,26 +418,137 @@ void alr_window_sum(const alr_window_t *self, const char *service, const char *e
         return;
     }
     const service_t *sv = self->services[i];
-    bool any_env = environment[0] == '\0';
-    bool any_name = strcmp(name, "*") == 0;
     for (size_t j = 0; j < sv->n; j++) {
         const series_t *s = sv->series[j];
-        if (s->kind != kind || (!any_env && strcmp(s->environment, environment) != 0) ||
-            (!any_name && strcmp(s->name, name) != 0)) {
+        if (!series_matches(s, kind, environment, name)) {
             continue;
         }
         bool matched = false;
-        for (size_t k = 0; k < s->n; k++) {
-            int64_t end_us = (s->b[k].start_s + (int64_t)s->b[k].width_s) * 1000000;
-            if (end_us > from_us && end_us <= to_us) {
-                out->count += s->b[k].count;
-                out->errors += s->b[k].errors;
-                out->buckets++;
-                matched = true;
+        /* Buckets are sorted by start: skip to the first that can end inside the window. */
+        size_t k;
+        int64_t from_s = from_us / 1000000 - (int64_t)s->max_width;
+        size_t lo = 0, hi = s->n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (s->b[mid].start_s < from_s) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
+        }
+        for (k = lo; k < s->n; k++) {
+            const bucket_t *b = &s->b[k];
+            int64_t end_us = (b->start_s + (int64_t)b->width_s) * 1000000;
+            if (end_us <= from_us) {
+                continue;
+            }
+            if (end_us > to_us) {
+                if (b->start_s * 1000000 > to_us) {
+                    break;
+                }
+                continue;
+            }
+            out->count += b->count;
+            out->errors += b->errors;
+            out->sum += b->sum;
+            if (b->count > 0) {
+                if (!out->has_minmax || b->min < out->min) {
+                    out->min = b->min;
+                }
+                if (!out->has_minmax || b->max > out->max) {
+                    out->max = b->max;
+                }
+                out->has_minmax = true;
+                if (b->last_time_us >= out->last_time_us) {
+                    out->last_time_us = b->last_time_us ? b->last_time_us : end_us;
+                    out->last = b->last;
+                }
+            }
+            if (sketch && b->sketch) {
+                (void)tc_sketch_merge(sketch, b->sketch); /* a schema mismatch is skipped */
+            }
+            out->buckets++;
+            matched = true;
         }
         out->series += matched;
     }
+}
+
+int64_t alr_window_last_seen(const alr_window_t *self, const char *service,
+                             const char *environment, const char *name, int kind,
+                             int64_t now_us)
+{
+    bool found;
+    size_t i = find_service(self, service, &found);
+    if (!found) {
+        return 0;
+    }
+    int64_t best = 0;
+    const service_t *sv = self->services[i];
+    for (size_t j = 0; j < sv->n; j++) {
+        const series_t *s = sv->series[j];
+        if (!series_matches(s, kind, environment, name)) {
+            continue;
+        }
+        for (size_t k = s->n; k > 0; k--) {
+            const bucket_t *b = &s->b[k - 1];
+            if (b->count > 0) {
+                int64_t end = (b->start_s + (int64_t)b->width_s) * 1000000;
+                if (end > now_us) {
+                    end = now_us;
+                }
+                if (end > best) {
+                    best = end;
+                }
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+int alr_window_get(const alr_window_t *self, const alr_rollup_t *id, alr_rollup_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    bool found;
+    size_t i = find_service(self, id->service, &found);
+    if (!found) {
+        return TC_ENOTFOUND;
+    }
+    const service_t *sv = self->services[i];
+    size_t j = find_series(sv, id->kind, id->environment, id->name, &found);
+    if (!found) {
+        return TC_ENOTFOUND;
+    }
+    const series_t *s = sv->series[j];
+    size_t k = find_bucket(s, id->start_s, &found);
+    if (!found) {
+        return TC_ENOTFOUND;
+    }
+    const bucket_t *b = &s->b[k];
+    strcpy(out->service, id->service);
+    strcpy(out->environment, id->environment);
+    strcpy(out->name, id->name);
+    out->kind = id->kind;
+    out->start_s = b->start_s;
+    out->width_s = b->width_s;
+    out->revision = b->revision;
+    out->count = b->count;
+    out->errors = b->errors;
+    out->sum = b->sum;
+    out->min = b->min;
+    out->max = b->max;
+    out->last = b->last;
+    out->last_time_us = b->last_time_us;
+    if (b->sketch) {
+        tc_sketch_init(&out->sketch, b->sketch->schema);
+        if (tc_sketch_merge(&out->sketch, b->sketch) != 0) {
+            tc_sketch_fini(&out->sketch);
+            return TC_ENOMEM;
+        }
+        out->has_sketch = true;
+    }
+    return 0;
 }
 
 size_t alr_window_bucket_count(const alr_window_t *self)

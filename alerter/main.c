@@ -1,16 +1,18 @@
 /*
  * tocsin-alerter: reads `tocsin.rollups`, keeps the recent buckets of every series,
- * evaluates the YAML rules every `eval.interval`, and POSTs one notification to a webhook
- * when an alert fires and one when it resolves.
+ * evaluates the YAML rules, and routes, escalates, throttles and delivers notifications
+ * to Slack, PagerDuty, webhooks and e-mail.
  *
- * Threads: the main thread consumes Kafka, owns the window store and evaluates; the
- * sender thread (alr_notify) POSTs; libmicrohttpd's thread answers HTTP. The evaluator is
- * shared with the HTTP thread under `lock`; nothing else is shared except atomics.
+ * Threads: the main thread consumes Kafka, owns the core (alr_core: window store, rules,
+ * evaluator, silences, dispatcher) and writes its state to LMDB; the sender thread
+ * (alr_notify) performs the HTTP/SMTP attempts; libmicrohttpd's thread answers HTTP. The
+ * core is shared with the HTTP thread under `lock`.
  *
- * Durability (alr_store): buckets and the offsets they came from in one transaction;
- * alert states and new notifications in one transaction before they are sent; a delivery
- * removes its notification. So a restart re-sends nothing delivered and still sends what
- * is owed.
+ * A cycle: consume a batch of records -> evaluate the rules of the services that got data
+ * (every rule each eval.interval) -> write every dirty record to LMDB -> start the
+ * attempts the dispatcher releases -> feed back the attempts' outcomes (written at once).
+ * So a restart re-sends nothing delivered, and every escalation and resolve still owed
+ * happens after it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,12 +25,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "alr_eval.h"
+#include "alr_core.h"
 #include "alr_notify.h"
 #include "alr_rollup.h"
 #include "alr_rules.h"
 #include "alr_store.h"
-#include "alr_window.h"
 #include "tc_config.h"
 #include "tc_error.h"
 #include "tc_http.h"
@@ -41,9 +42,9 @@
 #define BATCH_MAX_RECORDS 1000
 #define BATCH_MAX_US 100000          /* a batch of buckets is made durable within 100 ms */
 #define CATCH_UP_MAX_US 60000000LL   /* evaluate after this long even without reaching EOF */
-#define PRUNE_MARGIN_MIN_US 60000000LL
-#define SHUTDOWN_DRAIN_MS 5000       /* bound on the POSTs in flight at SIGTERM */
+#define SHUTDOWN_DRAIN_MS 5000       /* bound on the attempts in flight at SIGTERM */
 #define MAX_PARTITIONS 4096
+#define ATTEMPTS_PER_ROUND 256
 
 typedef struct {
     char *log_level;
@@ -59,6 +60,9 @@ typedef struct {
     int64_t eval_interval_ms;
     int64_t max_delay_ms;
     char *external_url;
+    char *api_token;
+    int64_t max_in_flight;
+    int64_t connect_timeout_ms;
     tc_cfg_kvs_t kafka;
 } config_t;
 
@@ -78,24 +82,32 @@ static const tc_cfg_entry_t config_table[] = {
     {"group.id", TC_CFG_STRING, "tocsin-alerter", offsetof(config_t, group_id),
      "Kafka consumer group", 0, 0},
     {"topic.rollups", TC_CFG_STRING, "tocsin.rollups", offsetof(config_t, topic_rollups),
-     "topic the aggregators publish closed buckets to", 0, 0},
+     "topic the aggregators publish buckets and issue changes to", 0, 0},
     {"rules", TC_CFG_STRING, "", offsetof(config_t, rules),
-     "path of the YAML rule file (required; reloaded on SIGHUP)", 0, 0},
+     "rule file(s), comma-separated (required; reloaded on SIGHUP and POST /api/v1/reload)",
+     0, 0},
     {"data_dir", TC_CFG_STRING, "./data/alerter", offsetof(config_t, data_dir),
-     "directory of the LMDB state (buckets, offsets, alerts, outbox)", 0, 0},
+     "directory of the LMDB state (buckets, offsets, alerts, groups, notifications)", 0, 0},
     {"eval.interval", TC_CFG_DURATION, "1s", offsetof(config_t, eval_interval_ms),
-     "how often every rule is evaluated", 0, 0},
+     "every rule is evaluated this often (rules of services with new data at once)", 0, 0},
     {"rollup.max_delay", TC_CFG_DURATION, "30s", offsetof(config_t, max_delay_ms),
      "windows end no earlier than now minus this, even without newer buckets", 0, 0},
     {"external_url", TC_CFG_STRING, "http://127.0.0.1:7440", offsetof(config_t, external_url),
      "URL of this alerter as receivers should link to it (externalURL, generatorURL)", 0, 0},
+    {"api.token", TC_CFG_STRING, "", offsetof(config_t, api_token),
+     "bearer token required by every state-changing API call (empty: such calls get 403)", 0,
+     0},
+    {"notify.max_in_flight", TC_CFG_INT, "16", offsetof(config_t, max_in_flight),
+     "delivery attempts running at once (over all receivers)", 1, 1024},
+    {"notify.connect_timeout", TC_CFG_DURATION, "3s", offsetof(config_t, connect_timeout_ms),
+     "bound on connecting to a receiver", 0, 0},
     {"kafka.", TC_CFG_PASSTHROUGH, NULL, offsetof(config_t, kafka),
      "passed to librdkafka unchanged (kafka.security.protocol=SASL_SSL, ...)", 0, 0},
     TC_CFG_END};
 
 static const char *const reject_reasons[] = {
-    "too_big", "protobuf", "no_bucket",  "string",     "key_mismatch", "width",
-    "alignment", "errors_above_count", "kind", "future", "store_full"};
+    "too_big", "protobuf", "no_body", "string", "key_mismatch", "width", "alignment",
+    "errors_above_count", "kind", "sketch", "issue", "future", "store_full"};
 #define NREASONS (sizeof(reject_reasons) / sizeof(reject_reasons[0]))
 
 typedef struct {
@@ -103,20 +115,12 @@ typedef struct {
     bool eof;
 } assigned_t;
 
-/* A notification emitted but not yet durable: kept until its transaction commits. */
-typedef struct {
-    alr_outbox_item_t item;
-    char *url;
-    char *body;
-} owed_t;
-
 typedef struct {
     config_t cfg;
     char instance[160];
     alr_store_t *store;
-    alr_window_t *window;
-    alr_evaluator_t *ev;
-    pthread_mutex_t lock; /* guards ev for the HTTP thread */
+    alr_core_t *core;
+    pthread_mutex_t lock; /* guards core for the HTTP thread */
     alr_sender_t *sender;
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
@@ -125,157 +129,181 @@ typedef struct {
     int64_t rules_loaded_us;
 
     tc_counter_t *m_consumed;
+    tc_counter_t *m_issues;
+    tc_counter_t *m_skipped;
     tc_counter_t *m_rejected[NREASONS];
     tc_counter_t *m_evaluations;
-    tc_counter_t *m_delivered;
-    tc_counter_t *m_failed;
-    tc_counter_t *m_retries;
     tc_counter_t *m_reload_failures;
     tc_counter_t *m_store_errors;
     tc_counter_t *m_kafka_errors;
+    tc_counter_t *m_api_denied;
     tc_gauge_t *m_alerts[ALR_STATE_COUNT];
     tc_gauge_t *m_rules_loaded;
+    tc_histogram_t *m_attempt_seconds;
 
-    /* The batch of consumed records not yet durable: next offset per partition. */
     alr_offset_t batch_offsets[MAX_PARTITIONS];
     size_t nbatch_offsets;
     size_t batch_records;
     int64_t batch_started_mono;
+    bool applied_since_eval;
 
-    /* Partitions assigned to us, and whether each reached its end since assignment. */
     assigned_t assigned[MAX_PARTITIONS];
     size_t nassigned;
     int64_t assigned_mono;
     atomic_bool caught_up;
     atomic_int nassigned_pub;
-
-    owed_t *owed;
-    size_t nowed, capowed;
+    bool persist_failed;
+    bool stopping; /* no new attempt starts */
 
     tc_log_limit_t bad_input_log;
 } app_t;
 
-/* ---- notifications ------------------------------------------------------------------- */
+/* ---- persistence --------------------------------------------------------------------- */
 
-static void on_delivered(void *ctx, uint64_t id)
+typedef struct {
+    alr_record_w_t *items;
+    size_t n, cap;
+    bool oom;
+} recs_t;
+
+static int collect(void *ctx, const char *kind, const char *key, const json_t *doc)
 {
-    app_t *app = ctx;
-    int rc = alr_store_outbox_delete(app->store, id);
+    recs_t *r = ctx;
+    if (r->n == r->cap) {
+        size_t next = r->cap ? r->cap * 2 : 64;
+        alr_record_w_t *p = realloc(r->items, next * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        r->items = p;
+        r->cap = next;
+    }
+    alr_record_w_t *w = &r->items[r->n];
+    memset(w, 0, sizeof(*w));
+    tc_strlcpy(w->kind, kind, sizeof(w->kind));
+    w->key = strdup(key);
+    w->text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (!w->key || (doc && !w->text)) {
+        free(w->key);
+        free(w->text);
+        return TC_ENOMEM;
+    }
+    r->n++;
+    return 0;
+}
+
+static void recs_free(recs_t *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->items[i].key);
+        free(r->items[i].text);
+    }
+    free(r->items);
+}
+
+/* Writes every dirty record of the core in one transaction. Called with the lock held.
+ * Returns 0 when everything is durable (attempts may start). */
+static int persist(app_t *app)
+{
+    recs_t r = {0};
+    int rc = alr_core_each_dirty(app->core, collect, &r);
+    if (rc == 0) {
+        rc = alr_store_write_records(app->store, r.items, r.n);
+    }
+    recs_free(&r);
     if (rc != 0) {
         tc_counter_inc(app->m_store_errors);
-        tc_log(TC_LOG_ERROR, "store.outbox",
-               "notification %" PRIu64 " was delivered but stays in the outbox (%s); a "
-               "restart would send it again",
-               id, tc_strerror(rc));
-    }
-}
-
-static void owed_clear(app_t *app)
-{
-    for (size_t i = 0; i < app->nowed; i++) {
-        free(app->owed[i].url);
-        free(app->owed[i].body);
-    }
-    app->nowed = 0;
-}
-
-/* Renders the transitions into owed notifications. */
-static void take_transitions(app_t *app, alr_transitions_t *trans)
-{
-    for (size_t i = 0; i < trans->len; i++) {
-        const alr_transition_t *t = &trans->items[i];
-        char *body = alr_notify_body(t, app->cfg.external_url);
-        const char *url = alr_notify_url(t);
-        char *url_copy = url ? strdup(url) : NULL;
-        if (app->nowed == app->capowed) {
-            size_t next = app->capowed ? app->capowed * 2 : 8;
-            owed_t *p = realloc(app->owed, next * sizeof(*p));
-            if (p) {
-                app->owed = p;
-                app->capowed = next;
-            }
+        if (!app->persist_failed) {
+            tc_log(TC_LOG_ERROR, "store.state",
+                   "cannot persist the alerter's state (%s); no notification starts until it "
+                   "can",
+                   tc_strerror(rc));
         }
-        if (!body || !url_copy || app->nowed == app->capowed) {
-            tc_log(TC_LOG_ERROR, "notify.render",
-                   "notification %" PRIu64 " could not be rendered (out of memory); lost",
-                   t->id);
-            free(body);
-            free(url_copy);
-            continue;
-        }
-        owed_t *o = &app->owed[app->nowed++];
-        o->url = url_copy;
-        o->body = body;
-        o->item.id = t->id;
-        o->item.fingerprint = t->fingerprint;
-        o->item.url = url_copy;
-        o->item.body = body;
-        o->item.created_us = t->at_us;
-        json_t *labels = json_object_get(t->snapshot, "labels");
-        tc_logj(TC_LOG_INFO, "alert.transition",
-                json_pack("{s:I, s:s, s:s?, s:O?}", "notification", (json_int_t)t->id,
-                          "status", alr_notify_status_name(t->status), "alertname",
-                          json_string_value(json_object_get(labels, "alertname")), "labels",
-                          labels),
-                "alert %s: %s", json_string_value(json_object_get(labels, "alertname")),
-                alr_notify_status_name(t->status));
+        app->persist_failed = true;
+        return rc;
     }
-    alr_transitions_clear(trans);
+    if (app->persist_failed) {
+        tc_log(TC_LOG_INFO, "store.state", "state persisted again");
+        app->persist_failed = false;
+    }
+    alr_core_persisted(app->core);
+    return 0;
 }
 
 static void update_alert_gauges(app_t *app)
 {
     size_t counts[ALR_STATE_COUNT];
-    alr_evaluator_state_counts(app->ev, counts);
+    alr_evaluator_state_counts(alr_core_evaluator(app->core), counts);
     for (int i = 0; i < ALR_STATE_COUNT; i++) {
         tc_gauge_set(app->m_alerts[i], (double)counts[i]);
     }
 }
 
-/*
- * Makes alert changes and owed notifications durable in one transaction, then hands the
- * notifications to the sender. On failure everything stays owed and dirty, and the next
- * evaluation tries again. Called with app->lock held.
- */
-static void persist_and_send(app_t *app)
+/* Feeds finished attempts back, persists, and starts what is due. Called with the lock
+ * held. */
+static void deliver(app_t *app)
 {
-    size_t nrem;
-    alr_evaluator_removed(app->ev, &nrem);
-    bool dirty = nrem > 0 || app->nowed > 0;
-    for (size_t i = 0; !dirty && i < alr_evaluator_alert_count(app->ev); i++) {
-        dirty = alr_evaluator_alert(app->ev, i)->dirty;
-    }
-    if (!dirty) {
-        return;
-    }
-    alr_outbox_item_t *items = app->nowed ? malloc(app->nowed * sizeof(*items)) : NULL;
-    if (app->nowed && !items) {
-        return;
-    }
-    for (size_t i = 0; i < app->nowed; i++) {
-        items[i] = app->owed[i].item;
-    }
-    int rc = alr_store_commit_alerts(app->store, app->ev, items, app->nowed);
-    free(items);
-    if (rc != 0) {
-        tc_counter_inc(app->m_store_errors);
-        tc_log(TC_LOG_ERROR, "store.alerts", "cannot persist alert states (%s); will retry",
-               tc_strerror(rc));
-        return;
-    }
-    alr_evaluator_persisted(app->ev);
-    for (size_t i = 0; i < app->nowed; i++) {
-        const owed_t *o = &app->owed[i];
-        int src = alr_sender_submit(app->sender, o->item.id, o->item.fingerprint, o->url,
-                                    o->body);
-        if (src != 0) {
-            tc_log(TC_LOG_ERROR, "notify.queue",
-                   "notification %" PRIu64 " is in the outbox but not queued (%s); it is sent "
-                   "after a restart",
-                   o->item.id, tc_strerror(src));
+    int64_t now = tc_now_us();
+    alr_result_t res[64];
+    size_t n;
+    while ((n = alr_sender_results(app->sender, res, 64)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            alr_outcome_t o = {res[i].transport_ok, res[i].status, res[i].retry_after_ms,
+                               res[i].error};
+            tc_histogram_observe(app->m_attempt_seconds, (double)res[i].duration_us / 1e6);
+            const alr_msg_t *m = alr_dispatch_msg(alr_core_dispatch(app->core), res[i].id);
+            char receiver[208] = "";
+            if (m) {
+                tc_strlcpy(receiver, m->receiver, sizeof(receiver));
+            }
+            alr_core_outcome(app->core, res[i].id, &o, now);
+            m = alr_dispatch_msg(alr_core_dispatch(app->core), res[i].id);
+            if (m && m->status == ALR_DLV_DELIVERED) {
+                tc_logj(TC_LOG_INFO, "notify.delivered",
+                        json_pack("{s:I, s:s, s:s, s:i, s:i}", "notification",
+                                  (json_int_t)m->id, "receiver", receiver, "kind",
+                                  alr_msg_kind_name(m->kind), "status", res[i].status,
+                                  "attempt", (int)m->attempts),
+                        "notification %" PRIu64 " delivered to %s", m->id, receiver);
+            } else if (m) {
+                uint64_t suppressed = 0;
+                if (tc_log_limit_allow(&app->bad_input_log, tc_mono_us(), &suppressed)) {
+                    tc_logj(m->status == ALR_DLV_UNDELIVERED ? TC_LOG_ERROR : TC_LOG_WARN,
+                            m->status == ALR_DLV_UNDELIVERED ? "notify.undelivered"
+                                                             : "notify.retry",
+                            json_pack("{s:I, s:s, s:s, s:i, s:I}", "notification",
+                                      (json_int_t)m->id, "receiver", receiver, "error",
+                                      m->last_error, "attempt", (int)m->attempts, "suppressed",
+                                      (json_int_t)suppressed),
+                            "notification %" PRIu64 " to %s: %s", m->id, receiver,
+                            m->status == ALR_DLV_UNDELIVERED ? "undelivered" : "will retry");
+                }
+            }
         }
     }
-    owed_clear(app);
+    if (persist(app) != 0 || app->stopping) {
+        return;
+    }
+    alr_attempt_t att[ATTEMPTS_PER_ROUND];
+    n = alr_core_poll(app->core, now, att, ATTEMPTS_PER_ROUND);
+    if (n > 0 && persist(app) != 0) {
+        /* The attempts are marked sending in memory; a restart would send them. Sending
+         * them now is the same promise. */
+    }
+    for (size_t i = 0; i < n; i++) {
+        alr_request_t req;
+        int rc = alr_core_render(app->core, att[i].id, now, &req);
+        if (rc == 0) {
+            rc = alr_sender_submit(app->sender, att[i].id, &req);
+            if (rc != 0) {
+                alr_request_fini(&req);
+            }
+        }
+        if (rc != 0) {
+            alr_outcome_t o = {false, 0, -1, "could not render or queue the notification"};
+            alr_core_outcome(app->core, att[i].id, &o, now);
+        }
+    }
 }
 
 /* ---- window and offsets -------------------------------------------------------------- */
@@ -297,15 +325,17 @@ static void batch_note_offset(app_t *app, int32_t partition, int64_t next)
     }
 }
 
-/* Writes the window's journal and the batch's offsets in one transaction. */
+/* Writes the window's journal and the batch's offsets in one transaction. Called with the
+ * lock held. */
 static int flush_batch(app_t *app)
 {
+    alr_window_t *w = alr_core_window(app->core);
     size_t n;
-    const alr_window_change_t *changes = alr_window_journal(app->window, &n);
+    const alr_window_change_t *changes = alr_window_journal(w, &n);
     if (n == 0 && app->nbatch_offsets == 0) {
         return 0;
     }
-    int rc = alr_store_commit_window(app->store, changes, n, app->cfg.topic_rollups,
+    int rc = alr_store_commit_window(app->store, w, changes, n, app->cfg.topic_rollups,
                                      app->batch_offsets, app->nbatch_offsets);
     if (rc != 0) {
         tc_counter_inc(app->m_store_errors);
@@ -313,7 +343,7 @@ static int flush_batch(app_t *app)
                n, tc_strerror(rc));
         return rc;
     }
-    alr_window_journal_clear(app->window);
+    alr_window_journal_clear(w);
     app->nbatch_offsets = 0;
     app->batch_records = 0;
     return 0;
@@ -352,6 +382,7 @@ static void mark_eof(app_t *app, int32_t partition)
     }
 }
 
+/* Called with the lock held. */
 static void handle_message(app_t *app, rd_kafka_message_t *m)
 {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -371,20 +402,26 @@ static void handle_message(app_t *app, rd_kafka_message_t *m)
     }
     app->batch_records++;
     batch_note_offset(app, m->partition, m->offset + 1);
-    alr_rollup_t r;
+    alr_record_t rec;
     const char *why = NULL;
-    if (alr_rollup_decode(m->key, m->key_len, m->payload, m->len, &r, &why) != 0) {
+    if (alr_record_decode(m->key, m->key_len, m->payload, m->len, &rec, &why) != 0) {
         reject(app, why ? why : "protobuf", m);
         return;
     }
-    int rc = alr_window_put(app->window, &r, tc_now_us(), true);
+    if (rec.kind == ALR_REC_OTHER) {
+        tc_counter_inc(app->m_skipped);
+        return;
+    }
+    int rc = alr_core_put_record(app->core, &rec, tc_now_us());
     if (rc == TC_EINVAL) {
         reject(app, "future", m);
     } else if (rc == TC_EFULL || rc == TC_ENOMEM) {
         reject(app, "store_full", m);
     } else {
-        tc_counter_inc(app->m_consumed);
+        tc_counter_inc(rec.kind == ALR_REC_ISSUE ? app->m_issues : app->m_consumed);
+        app->applied_since_eval = app->applied_since_eval || rc == 1;
     }
+    alr_record_fini(&rec);
 }
 
 /* ---- Kafka --------------------------------------------------------------------------- */
@@ -432,7 +469,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         return;
     }
     /* Revoked (or an error): make what was consumed durable before letting go. */
+    pthread_mutex_lock(&app->lock);
     flush_batch(app);
+    pthread_mutex_unlock(&app->lock);
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             for (size_t j = 0; j < app->nassigned; j++) {
@@ -481,7 +520,8 @@ static int kafka_start(app_t *app)
         tc_kafka_conf_set_default(conf, x, "enable.auto.offset.store", "false", err,
                                   sizeof(err)) ||
         tc_kafka_conf_set_default(conf, x, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        tc_kafka_conf_set_default(conf, x, "enable.partition.eof", "true", err, sizeof(err))) {
+        tc_kafka_conf_set_default(conf, x, "enable.partition.eof", "true", err, sizeof(err)) ||
+        tc_kafka_conf_set_default(conf, x, "fetch.wait.max.ms", "50", err, sizeof(err))) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         rd_kafka_conf_destroy(conf);
         return TC_EINVAL;
@@ -511,109 +551,372 @@ static int kafka_start(app_t *app)
 
 /* ---- rules --------------------------------------------------------------------------- */
 
-static void reload_rules(app_t *app)
+/* Loads the rule file(s); on success installs them. Returns 0, or TC_EINVAL with `err`
+ * filled (the running rules stay). */
+static int reload_rules(app_t *app, char *err, size_t errlen)
 {
-    char err[1024];
-    alr_ruleset_t *rules = alr_ruleset_load_file(app->cfg.rules, err, sizeof(err));
+    alr_ruleset_t *rules = alr_ruleset_load_file(app->cfg.rules, err, errlen);
     if (!rules) {
         tc_counter_inc(app->m_reload_failures);
         tc_logj(TC_LOG_ERROR, "rules.reload_failed", json_pack("{s:s}", "file", app->cfg.rules),
                 "rule file rejected, the loaded rules keep running: %s", err);
-        return;
+        return TC_EINVAL;
     }
     size_t n = rules->nrules;
-    alr_transitions_t trans = {0};
     pthread_mutex_lock(&app->lock);
-    int rc = alr_evaluator_set_rules(app->ev, rules, tc_now_us(), &trans); /* ev owns rules */
-    take_transitions(app, &trans);
-    persist_and_send(app);
+    int rc = alr_core_set_rules(app->core, rules, tc_now_us()); /* core owns rules */
+    if (rc == 0) {
+        app->rules_loaded_us = tc_now_us();
+    }
+    persist(app);
     update_alert_gauges(app);
-    app->rules_loaded_us = tc_now_us();
     pthread_mutex_unlock(&app->lock);
-    alr_transitions_fini(&trans);
     if (rc != 0) {
         tc_counter_inc(app->m_reload_failures);
-        tc_log(TC_LOG_ERROR, "rules.reload_failed", "reload of %s: %s", app->cfg.rules,
-               tc_strerror(rc));
-        return;
+        snprintf(err, errlen, "reload of %s: %s", app->cfg.rules, tc_strerror(rc));
+        tc_log(TC_LOG_ERROR, "rules.reload_failed", "%s", err);
+        return rc;
     }
     tc_gauge_set(app->m_rules_loaded, (double)n);
     tc_log(TC_LOG_INFO, "rules.reloaded", "%zu rules loaded from %s", n, app->cfg.rules);
-}
-
-/* ---- evaluation ---------------------------------------------------------------------- */
-
-static void evaluate(app_t *app)
-{
-    int64_t now = tc_now_us();
-    int64_t max_delay_us = app->cfg.max_delay_ms * 1000;
-    alr_transitions_t trans = {0};
-    pthread_mutex_lock(&app->lock);
-    /* Keep the longest window plus a margin; anything older cannot matter to any rule. */
-    int64_t keep_us = alr_ruleset_max_window_ms(alr_evaluator_rules(app->ev)) * 1000;
-    int64_t margin = 2 * max_delay_us > PRUNE_MARGIN_MIN_US ? 2 * max_delay_us
-                                                            : PRUNE_MARGIN_MIN_US;
-    int64_t wm = alr_window_watermark_us(app->window, now, max_delay_us);
-    alr_window_prune(app->window, (wm - keep_us - margin) / 1000000);
-    int n = alr_evaluator_run(app->ev, app->window, now, max_delay_us, &trans);
-    if (n > 0) {
-        tc_counter_add(app->m_evaluations, (uint64_t)n);
-    } else if (n < 0) {
-        tc_log(TC_LOG_ERROR, "eval", "evaluation stopped: %s", tc_strerror(n));
-    }
-    take_transitions(app, &trans);
-    persist_and_send(app);
-    update_alert_gauges(app);
-    pthread_mutex_unlock(&app->lock);
-    alr_transitions_fini(&trans);
-    flush_batch(app); /* the pruned buckets */
+    return 0;
 }
 
 /* ---- HTTP ---------------------------------------------------------------------------- */
 
+static const char *const fp_chars = "0123456789abcdef";
+
+static bool parse_fp(const char *s, size_t len, uint64_t *out)
+{
+    if (len != 16) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < 16; i++) {
+        const char *p = strchr(fp_chars, s[i]);
+        if (!p || !s[i]) {
+            return false;
+        }
+        v = (v << 4) | (uint64_t)(p - fp_chars);
+    }
+    *out = v;
+    return true;
+}
+
+/* Checks the bearer token of a state-changing call; answers and returns false when it
+ * fails. */
+static bool authorised(app_t *app, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    if (!app->cfg.api_token || !app->cfg.api_token[0]) {
+        tc_counter_inc(app->m_api_denied);
+        tc_http_resp_error(resp, 403, NULL,
+                           "api.token is not configured: the alerter's state cannot be changed "
+                           "through the API");
+        return false;
+    }
+    if (!tc_http_req_bearer_ok(req, app->cfg.api_token)) {
+        tc_counter_inc(app->m_api_denied);
+        tc_http_resp_error(resp, 401, NULL, "missing or wrong bearer token");
+        tc_http_resp_header(resp, "WWW-Authenticate", "Bearer");
+        return false;
+    }
+    return true;
+}
+
+/* Parses the JSON body (an empty body is {}). Answers 400 and returns NULL when bad. */
+static json_t *body_json(const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    size_t len = 0;
+    const char *b = tc_http_req_body(req, &len);
+    if (!b || len == 0) {
+        return json_object();
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(b, len, 0, &jerr);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        tc_http_resp_error(resp, 400, NULL, "the body must be a JSON object: %s",
+                           doc ? "not an object" : jerr.text);
+        return NULL;
+    }
+    return doc;
+}
+
 static void http_alerts(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
 {
     app_t *app = ctx;
-    const char *want = tc_http_req_query(req, "fingerprint");
-    json_t *list = json_array();
-    pthread_mutex_lock(&app->lock);
-    const alr_ruleset_t *rules = alr_evaluator_rules(app->ev);
-    for (size_t i = 0; list && i < alr_evaluator_alert_count(app->ev); i++) {
-        const alr_alert_t *a = alr_evaluator_alert(app->ev, i);
-        const alr_rule_t *rule = &rules->rules[i];
-        if (want && strcmp(want, rule->fingerprint_hex) != 0) {
-            continue;
-        }
-        json_t *j = alr_alert_api_json(a, rule);
-        json_t *last = json_object_get(j, "last_notification");
-        if (json_is_object(last)) {
-            alr_delivery_t d;
-            bool pending = alr_sender_pending(app->sender, a->notif_id, &d);
-            json_object_set_new(last, "delivered", json_boolean(!pending));
-            if (pending) {
-                json_object_set_new(last, "attempts", json_integer(d.attempts));
-                json_object_set_new(last, "last_error",
-                                    d.last_error[0] ? json_string(d.last_error) : json_null());
-            }
-        }
-        if (!j || json_array_append_new(list, j) != 0) {
-            json_decref(list);
-            list = NULL;
-        }
+    const char *state = tc_http_req_query(req, "state");
+    static const char *const states[] = {"inactive", "pending", "firing", "acknowledged",
+                                         "resolved", "active"};
+    bool ok = !state;
+    for (size_t i = 0; state && i < 6; i++) {
+        ok = ok || strcmp(state, states[i]) == 0;
     }
+    if (!ok) {
+        tc_http_resp_error(resp, 400, "state",
+                           "state must be inactive, pending, firing, acknowledged, resolved or "
+                           "active");
+        return;
+    }
+    pthread_mutex_lock(&app->lock);
+    json_t *doc = alr_core_alerts_json(app->core, state, tc_http_req_query(req, "alertname"),
+                                       tc_http_req_query(req, "service"),
+                                       tc_http_req_query(req, "fingerprint"), tc_now_us());
     pthread_mutex_unlock(&app->lock);
-    if (!list) {
+    if (!doc) {
         tc_http_resp_error(resp, 500, NULL, "out of memory");
         return;
     }
-    tc_http_resp_json(resp, 200, json_pack("{s:o}", "alerts", list));
+    tc_http_resp_json(resp, 200, doc);
+}
+
+/* GET /api/v1/alerts/{fp}; POST /api/v1/alerts/{fp}/ack|unack|resolve */
+static void http_alert(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    app_t *app = ctx;
+    const char *rest = tc_http_req_path(req) + strlen("/api/v1/alerts/");
+    const char *slash = strchr(rest, '/');
+    size_t fplen = slash ? (size_t)(slash - rest) : strlen(rest);
+    uint64_t fp;
+    if (!parse_fp(rest, fplen, &fp)) {
+        tc_http_resp_error(resp, 400, "fingerprint", "not a fingerprint (16 hex digits)");
+        return;
+    }
+    bool post = strcmp(tc_http_req_method(req), "POST") == 0;
+    const char *action = slash ? slash + 1 : NULL;
+    if (!post) {
+        if (action) {
+            tc_http_resp_error(resp, 404, NULL, "no such resource");
+            return;
+        }
+        pthread_mutex_lock(&app->lock);
+        json_t *doc = alr_core_alert_json(app->core, fp, tc_now_us());
+        pthread_mutex_unlock(&app->lock);
+        if (!doc) {
+            tc_http_resp_error(resp, 404, "fingerprint", "no such alert");
+            return;
+        }
+        tc_http_resp_json(resp, 200, doc);
+        return;
+    }
+    if (!action || (strcmp(action, "ack") && strcmp(action, "unack") && strcmp(action, "resolve"))) {
+        tc_http_resp_error(resp, 404, NULL, "POST /api/v1/alerts/{fingerprint}/ack, /unack or "
+                                            "/resolve");
+        return;
+    }
+    if (!authorised(app, req, resp)) {
+        return;
+    }
+    json_t *body = body_json(req, resp);
+    if (!body) {
+        return;
+    }
+    const char *by = json_string_value(json_object_get(body, "by"));
+    const char *comment = json_string_value(json_object_get(body, "comment"));
+    const char *expires = json_string_value(json_object_get(body, "expires_in"));
+    int64_t ttl_ms = 0;
+    if ((by && !tc_utf8_valid(by, strlen(by))) || (comment && !tc_utf8_valid(comment, strlen(comment)))) {
+        json_decref(body);
+        tc_http_resp_error(resp, 400, "by", "by and comment must be UTF-8 strings");
+        return;
+    }
+    if (expires && (tc_duration_parse(expires, &ttl_ms) != 0 || ttl_ms <= 0)) {
+        json_decref(body);
+        tc_http_resp_error(resp, 400, "expires_in", "expires_in must be a duration such as 30m");
+        return;
+    }
+    int64_t now = tc_now_us();
+    pthread_mutex_lock(&app->lock);
+    int rc;
+    if (strcmp(action, "ack") == 0) {
+        rc = alr_core_ack(app->core, fp, by, comment, ttl_ms, now);
+    } else if (strcmp(action, "unack") == 0) {
+        rc = alr_core_unack(app->core, fp, now);
+    } else {
+        rc = alr_core_resolve(app->core, fp, by, now);
+    }
+    json_t *doc = rc == 0 ? alr_core_alert_json(app->core, fp, now) : NULL;
+    if (rc == 0) {
+        persist(app);
+        update_alert_gauges(app);
+    }
+    pthread_mutex_unlock(&app->lock);
+    json_decref(body);
+    if (rc == TC_ENOTFOUND) {
+        tc_http_resp_error(resp, 404, "fingerprint", "no such alert");
+    } else if (rc == TC_ESTATE) {
+        json_decref(doc);
+        tc_http_resp_error(resp, 409, NULL, "the alert is not %s",
+                           strcmp(action, "unack") == 0 ? "acknowledged" : "firing or acknowledged");
+    } else if (rc != 0 || !doc) {
+        json_decref(doc);
+        tc_http_resp_error(resp, 500, NULL, "%s", tc_strerror(rc ? rc : TC_ENOMEM));
+    } else {
+        tc_logj(TC_LOG_INFO, "api.alert", json_pack("{s:s, s:s, s:s}", "action", action,
+                                                    "fingerprint", json_string_value(json_object_get(doc, "fingerprint")),
+                                                    "by", by ? by : "unknown"),
+                "alert %s: %s", action, json_string_value(json_object_get(doc, "fingerprint")));
+        tc_http_resp_json(resp, 200, doc);
+    }
+}
+
+static void http_silences(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    app_t *app = ctx;
+    if (strcmp(tc_http_req_method(req), "GET") == 0) {
+        const char *state = tc_http_req_query(req, "state");
+        if (state && strcmp(state, "active") && strcmp(state, "pending") &&
+            strcmp(state, "expired")) {
+            tc_http_resp_error(resp, 400, "state", "state must be active, pending or expired");
+            return;
+        }
+        pthread_mutex_lock(&app->lock);
+        json_t *doc = alr_core_silences_json(app->core, state, tc_now_us());
+        pthread_mutex_unlock(&app->lock);
+        if (!doc) {
+            tc_http_resp_error(resp, 500, NULL, "out of memory");
+            return;
+        }
+        tc_http_resp_json(resp, 200, doc);
+        return;
+    }
+    if (!authorised(app, req, resp)) {
+        return;
+    }
+    json_t *body = body_json(req, resp);
+    if (!body) {
+        return;
+    }
+    char err[512];
+    int status = 500;
+    pthread_mutex_lock(&app->lock);
+    json_t *doc = alr_core_silence_create(app->core, body, tc_now_us(), &status, err, sizeof(err));
+    if (doc) {
+        persist(app);
+    }
+    pthread_mutex_unlock(&app->lock);
+    json_decref(body);
+    if (!doc) {
+        tc_http_resp_error(resp, status, status == 400 ? "matchers" : NULL, "%s", err);
+        return;
+    }
+    tc_logj(TC_LOG_INFO, "api.silence", json_pack("{s:s, s:O}", "action", "create", "silence", doc),
+            "silence %s created", json_string_value(json_object_get(doc, "id")));
+    tc_http_resp_json(resp, 201, doc);
+}
+
+static void http_silence(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    app_t *app = ctx;
+    const char *id = tc_http_req_path(req) + strlen("/api/v1/silences/");
+    if (strlen(id) != 16 || strspn(id, fp_chars) != 16) {
+        tc_http_resp_error(resp, 400, "id", "not a silence id (16 hex digits)");
+        return;
+    }
+    int64_t now = tc_now_us();
+    if (strcmp(tc_http_req_method(req), "GET") == 0) {
+        pthread_mutex_lock(&app->lock);
+        const alr_silence_t *s = alr_silences_get(alr_core_silences(app->core), id);
+        json_t *doc = s ? alr_silence_json(s, now) : NULL;
+        pthread_mutex_unlock(&app->lock);
+        if (!doc) {
+            tc_http_resp_error(resp, 404, "id", "no such silence");
+            return;
+        }
+        tc_http_resp_json(resp, 200, doc);
+        return;
+    }
+    if (!authorised(app, req, resp)) {
+        return;
+    }
+    pthread_mutex_lock(&app->lock);
+    int rc = alr_core_silence_expire(app->core, id, now);
+    const alr_silence_t *s = alr_silences_get(alr_core_silences(app->core), id);
+    json_t *doc = s ? alr_silence_json(s, now) : NULL;
+    if (rc == 0) {
+        persist(app);
+    }
+    pthread_mutex_unlock(&app->lock);
+    if (rc == TC_ENOTFOUND) {
+        tc_http_resp_error(resp, 404, "id", "no such silence");
+    } else if (rc == TC_ESTATE) {
+        json_decref(doc);
+        tc_http_resp_error(resp, 409, "id", "this maintenance window comes from the rule file; "
+                                            "change the file");
+    } else if (!doc) {
+        tc_http_resp_error(resp, 500, NULL, "out of memory");
+    } else {
+        tc_log(TC_LOG_INFO, "api.silence", "silence %s expired", id);
+        tc_http_resp_json(resp, 200, doc);
+    }
+}
+
+static void http_notifications(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    app_t *app = ctx;
+    long limit = 100;
+    const char *ls = tc_http_req_query(req, "limit");
+    if (ls) {
+        char *end = NULL;
+        limit = strtol(ls, &end, 10);
+        if (!end || *end || limit < 1 || limit > 1000) {
+            tc_http_resp_error(resp, 400, "limit", "limit must be from 1 to 1000");
+            return;
+        }
+    }
+    uint64_t before = 0;
+    const char *bs = tc_http_req_query(req, "before");
+    if (bs) {
+        char *end = NULL;
+        before = strtoull(bs, &end, 10);
+        if (!end || *end || before == 0) {
+            tc_http_resp_error(resp, 400, "before", "before must be a notification id");
+            return;
+        }
+    }
+    const char *status = tc_http_req_query(req, "status");
+    static const char *const statuses[] = {"queued", "sending", "delivered", "undelivered",
+                                           "merged", "peer"};
+    bool ok = !status;
+    for (size_t i = 0; status && i < 6; i++) {
+        ok = ok || strcmp(status, statuses[i]) == 0;
+    }
+    if (!ok) {
+        tc_http_resp_error(resp, 400, "status", "unknown status");
+        return;
+    }
+    pthread_mutex_lock(&app->lock);
+    json_t *doc = alr_core_notifications_json(app->core, (size_t)limit,
+                                              tc_http_req_query(req, "fingerprint"),
+                                              tc_http_req_query(req, "receiver"), status, before);
+    pthread_mutex_unlock(&app->lock);
+    if (!doc) {
+        tc_http_resp_error(resp, 500, NULL, "out of memory");
+        return;
+    }
+    tc_http_resp_json(resp, 200, doc);
+}
+
+static void http_receivers(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    app_t *app = ctx;
+    (void)req;
+    pthread_mutex_lock(&app->lock);
+    json_t *doc = alr_core_receivers_json(app->core, tc_now_us());
+    pthread_mutex_unlock(&app->lock);
+    if (!doc) {
+        tc_http_resp_error(resp, 500, NULL, "out of memory");
+        return;
+    }
+    tc_http_resp_json(resp, 200, doc);
 }
 
 static void http_rules(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
 {
     app_t *app = ctx;
+    (void)req;
     pthread_mutex_lock(&app->lock);
-    json_t *doc = alr_ruleset_to_json(alr_evaluator_rules(app->ev));
+    json_t *doc = alr_ruleset_to_json(alr_core_rules(app->core));
     char when[32];
     tc_time_format_rfc3339(app->rules_loaded_us, when);
     pthread_mutex_unlock(&app->lock);
@@ -623,6 +926,23 @@ static void http_rules(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp
     }
     json_object_set_new(doc, "loaded_at", json_string(when));
     tc_http_resp_json(resp, 200, doc);
+}
+
+static void http_reload(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
+{
+    app_t *app = ctx;
+    if (!authorised(app, req, resp)) {
+        return;
+    }
+    char err[1024];
+    if (reload_rules(app, err, sizeof(err)) != 0) {
+        tc_http_resp_error(resp, 400, "rules", "%s", err);
+        return;
+    }
+    pthread_mutex_lock(&app->lock);
+    size_t n = alr_core_rules(app->core)->nrules;
+    pthread_mutex_unlock(&app->lock);
+    tc_http_resp_json(resp, 200, json_pack("{s:I}", "rules", (json_int_t)n));
 }
 
 static void health(void *ctx, tc_health_t *h)
@@ -657,17 +977,41 @@ static void health(void *ctx, tc_health_t *h)
     tc_health_add(h, "lmdb", rc == 0 ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, ms, detail);
 }
 
-static double outbox_gauge(void *ctx)
+/* ---- metrics ------------------------------------------------------------------------- */
+
+typedef struct {
+    app_t *app;
+    size_t field; /* offsetof in alr_dispatch_stats_t */
+} stat_ref_t;
+
+static stat_ref_t stat_refs[9];
+
+static double stat_gauge(void *ctx)
+{
+    stat_ref_t *r = ctx;
+    alr_dispatch_stats_t st;
+    pthread_mutex_lock(&r->app->lock);
+    alr_dispatch_stats(alr_core_dispatch(r->app->core), &st);
+    pthread_mutex_unlock(&r->app->lock);
+    return (double)*(const uint64_t *)((const char *)&st + r->field);
+}
+
+static double queued_gauge(void *ctx)
 {
     app_t *app = ctx;
-    return (double)alr_sender_queued(app->sender);
+    return (double)alr_sender_busy(app->sender);
 }
 
 static int metrics_init(app_t *app)
 {
     tc_metrics_t *m = app->metrics;
     app->m_consumed = tc_metrics_counter(m, "tocsin_alerter_rollups_consumed_total", NULL,
-                                         "Rollup records applied to the window store");
+                                         "Rollup buckets applied to the window store");
+    app->m_issues = tc_metrics_counter(m, "tocsin_alerter_issue_changes_total", NULL,
+                                       "IssueChange records applied");
+    app->m_skipped = tc_metrics_counter(m, "tocsin_alerter_rollups_skipped_total",
+                                        "kind=\"unknown\"",
+                                        "Rollup records of a kind this alerter does not know");
     for (size_t i = 0; i < NREASONS; i++) {
         char labels[64];
         snprintf(labels, sizeof(labels), "reason=\"%s\"", reject_reasons[i]);
@@ -679,22 +1023,20 @@ static int metrics_init(app_t *app)
     }
     app->m_evaluations = tc_metrics_counter(m, "tocsin_alerter_evaluations_total", NULL,
                                             "Rule evaluations");
-    app->m_delivered = tc_metrics_counter(m, "tocsin_alerter_notifications_total",
-                                          "status=\"delivered\"",
-                                          "Notifications delivered (2xx); failed counts failed "
-                                          "delivery attempts");
-    app->m_failed = tc_metrics_counter(m, "tocsin_alerter_notifications_total",
-                                       "status=\"failed\"", NULL);
-    app->m_retries = tc_metrics_counter(m, "tocsin_alerter_notification_retries_total", NULL,
-                                        "Delivery attempts that were retries");
     app->m_reload_failures = tc_metrics_counter(m, "tocsin_alerter_rule_reload_failures_total",
                                                 NULL, "Rule files rejected on reload");
     app->m_store_errors = tc_metrics_counter(m, "tocsin_alerter_store_errors_total", NULL,
                                              "LMDB writes that failed");
     app->m_kafka_errors = tc_metrics_counter(m, "tocsin_alerter_kafka_errors_total", NULL,
                                              "Errors reported by the Kafka consumer");
+    app->m_api_denied = tc_metrics_counter(m, "tocsin_alerter_api_denied_total", NULL,
+                                           "API calls refused for a missing or wrong token");
     app->m_rules_loaded = tc_metrics_gauge(m, "tocsin_alerter_rules_loaded", NULL,
                                            "Rules in the running rule set");
+    static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    app->m_attempt_seconds = tc_metrics_histogram(m, "tocsin_alerter_attempt_seconds", NULL,
+                                                  "Duration of delivery attempts", bounds,
+                                                  sizeof(bounds) / sizeof(bounds[0]));
     for (int i = 0; i < ALR_STATE_COUNT; i++) {
         char labels[64];
         snprintf(labels, sizeof(labels), "state=\"%s\"", alr_state_name((alr_state_t)i));
@@ -704,9 +1046,37 @@ static int metrics_init(app_t *app)
             return TC_ENOMEM;
         }
     }
-    if (!app->m_consumed || !app->m_evaluations || !app->m_delivered || !app->m_failed ||
-        !app->m_retries || !app->m_reload_failures || !app->m_store_errors || !app->m_kafka_errors ||
-        !app->m_rules_loaded) {
+    static const struct {
+        const char *labels;
+        size_t field;
+    } stats[] = {
+        {"status=\"created\"", offsetof(alr_dispatch_stats_t, created)},
+        {"status=\"delivered\"", offsetof(alr_dispatch_stats_t, delivered)},
+        {"status=\"undelivered\"", offsetof(alr_dispatch_stats_t, undelivered)},
+        {"status=\"merged\"", offsetof(alr_dispatch_stats_t, merged)},
+        {"status=\"digest\"", offsetof(alr_dispatch_stats_t, digests)},
+        {"status=\"failed_attempt\"", offsetof(alr_dispatch_stats_t, failed_attempts)},
+        {"status=\"retry\"", offsetof(alr_dispatch_stats_t, retries)},
+        {"status=\"self_alert\"", offsetof(alr_dispatch_stats_t, self_alerts)},
+        {"status=\"peer\"", offsetof(alr_dispatch_stats_t, peer)},
+    };
+    for (size_t i = 0; i < 9; i++) {
+        stat_refs[i].app = app;
+        stat_refs[i].field = stats[i].field;
+        if (tc_metrics_gauge_fn(m, "tocsin_alerter_notifications", stats[i].labels,
+                                "Notifications since start, by what happened to them",
+                                stat_gauge, &stat_refs[i]) != 0) {
+            return TC_ENOMEM;
+        }
+    }
+    if (tc_metrics_gauge_fn(m, "tocsin_alerter_attempts_in_flight", NULL,
+                            "Delivery attempts queued or running in the sender", queued_gauge,
+                            app) != 0) {
+        return TC_ENOMEM;
+    }
+    if (!app->m_consumed || !app->m_issues || !app->m_skipped || !app->m_evaluations ||
+        !app->m_reload_failures || !app->m_store_errors || !app->m_kafka_errors ||
+        !app->m_api_denied || !app->m_rules_loaded || !app->m_attempt_seconds) {
         return TC_ENOMEM;
     }
     return 0;
@@ -714,36 +1084,22 @@ static int metrics_init(app_t *app)
 
 /* ---- start-up ------------------------------------------------------------------------ */
 
-static int restore_outbox_item(void *ctx, const alr_outbox_item_t *it)
-{
-    app_t *app = ctx;
-    int rc = alr_sender_submit(app->sender, it->id, it->fingerprint, it->url, it->body);
-    if (rc != 0 && rc != TC_EEXIST) {
-        tc_log(TC_LOG_ERROR, "notify.queue", "owed notification %" PRIu64 " not queued: %s",
-               it->id, tc_strerror(rc));
-    } else {
-        tc_log(TC_LOG_INFO, "notify.owed", "notification %" PRIu64 " to %s is still owed",
-               it->id, it->url);
-    }
-    return 0;
-}
-
 typedef struct {
     app_t *app;
-    alr_transitions_t *trans;
     size_t restored;
 } restore_ctx_t;
 
-static int restore_alert(void *ctx, const json_t *state)
+static int restore_record(void *ctx, const char *kind, const char *key, const json_t *doc)
 {
     restore_ctx_t *rc = ctx;
-    int r = alr_evaluator_restore(rc->app->ev, state, tc_now_us(), rc->trans);
-    if (r != 0) {
-        tc_log(TC_LOG_WARN, "store.corrupt", "a stored alert state was skipped: %s",
-               tc_strerror(r));
-    } else {
-        rc->restored++;
+    int r = alr_core_restore(rc->app->core, kind, key, doc, tc_now_us());
+    if (r == TC_ENOMEM) {
+        return r;
     }
+    if (r != 0) {
+        return TC_EPARSE; /* logged and skipped by the store */
+    }
+    rc->restored++;
     return 0;
 }
 
@@ -767,12 +1123,17 @@ static int run(app_t *app)
     bool waiting_logged = false;
     while (!tc_signal_stop_requested()) {
         if (tc_signal_take_reload()) {
-            reload_rules(app);
+            char err[1024];
+            reload_rules(app, err, sizeof(err));
         }
         int64_t now = tc_mono_us();
         int64_t wait_ms = (next_eval - now) / 1000;
-        wait_ms = wait_ms < 0 ? 0 : (wait_ms > 100 ? 100 : wait_ms);
+        /* Short polls while attempts are out, so outcomes (and the next attempt of a
+         * rate-limited receiver) are handled promptly. */
+        int64_t cap = alr_sender_busy(app->sender) > 0 ? 10 : 50;
+        wait_ms = wait_ms < 0 ? 0 : (wait_ms > cap ? cap : wait_ms);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(app->rk, (int)wait_ms);
+        pthread_mutex_lock(&app->lock);
         for (int i = 0; m && i < BATCH_MAX_RECORDS; i++) {
             handle_message(app, m);
             rd_kafka_message_destroy(m);
@@ -787,32 +1148,49 @@ static int run(app_t *app)
             (app->batch_records > 0 && now - app->batch_started_mono >= BATCH_MAX_US)) {
             flush_batch(app);
         }
-        if (now < next_eval) {
-            continue;
-        }
-        next_eval += interval_us;
-        if (next_eval <= now) {
-            next_eval = now + interval_us;
-        }
-        if (!atomic_load(&app->caught_up) && app->nassigned > 0 &&
-            now - app->assigned_mono >= CATCH_UP_MAX_US) {
-            atomic_store(&app->caught_up, true);
-            tc_log(TC_LOG_WARN, "rollups.caught_up",
-                   "no end of partition seen for %llds; evaluating anyway",
-                   CATCH_UP_MAX_US / 1000000);
+        bool full = now >= next_eval;
+        if (full) {
+            next_eval += interval_us;
+            if (next_eval <= now) {
+                next_eval = now + interval_us;
+            }
+            if (!atomic_load(&app->caught_up) && app->nassigned > 0 &&
+                now - app->assigned_mono >= CATCH_UP_MAX_US) {
+                atomic_store(&app->caught_up, true);
+                tc_log(TC_LOG_WARN, "rollups.caught_up",
+                       "no end of partition seen for %llds; evaluating anyway",
+                       CATCH_UP_MAX_US / 1000000);
+            }
         }
         if (!atomic_load(&app->caught_up)) {
             /* Windows are incomplete while the backlog is read: evaluating now could
-             * resolve an alert only because its buckets have not been read yet. */
-            if (!waiting_logged) {
+             * resolve an alert only because its buckets have not been read yet. Owed
+             * notifications still go out. */
+            if (full && !waiting_logged) {
                 tc_log(TC_LOG_INFO, "eval.waiting",
                        "waiting for the rollups backlog before evaluating");
                 waiting_logged = true;
             }
+            deliver(app);
+            pthread_mutex_unlock(&app->lock);
             continue;
         }
-        flush_batch(app);
-        evaluate(app);
+        if (full || app->applied_since_eval) {
+            /* Buckets first: what an evaluation decided must not be durable before the
+             * data it read. */
+            flush_batch(app);
+            int n = alr_core_evaluate(app->core, tc_now_us(), full);
+            app->applied_since_eval = false;
+            if (n > 0) {
+                tc_counter_add(app->m_evaluations, (uint64_t)n);
+            } else if (n < 0) {
+                tc_log(TC_LOG_ERROR, "eval", "evaluation stopped: %s", tc_strerror(n));
+            }
+            update_alert_gauges(app);
+            flush_batch(app); /* the pruned buckets */
+        }
+        deliver(app);
+        pthread_mutex_unlock(&app->lock);
     }
     return 0;
 }
@@ -823,7 +1201,7 @@ int main(int argc, char **argv)
     app_t *app = &app_storage;
     int rc = tc_config_cli(config_table, &app->cfg, argc, argv,
                            "tocsin-alerter: evaluates alert rules over tocsin.rollups and "
-                           "POSTs notifications to webhooks.\n"
+                           "delivers notifications with escalation and throttling.\n"
                            "Usage: tocsin-alerter [--config FILE] [--set KEY=VALUE]...\n");
     if (rc != 0) {
         return rc > 0 ? 0 : 2;
@@ -839,7 +1217,6 @@ int main(int argc, char **argv)
     default_instance(app);
     app->bad_input_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
     int exit_code = 1;
-    alr_transitions_t trans = {0};
 
     if (!app->cfg.rules || !app->cfg.rules[0]) {
         tc_log(TC_LOG_ERROR, "rules.load", "no rule file: set rules=PATH");
@@ -855,6 +1232,11 @@ int main(int argc, char **argv)
         tc_config_free(config_table, &app->cfg);
         return 2;
     }
+    if (!app->cfg.api_token || !app->cfg.api_token[0]) {
+        tc_log(TC_LOG_WARN, "api.token",
+               "api.token is empty: acknowledging, resolving and silencing through the API "
+               "are refused (403)");
+    }
     if (tc_signal_init() != 0) {
         tc_log(TC_LOG_ERROR, "signals", "cannot install signal handlers");
         alr_ruleset_destroy(&rules);
@@ -863,62 +1245,78 @@ int main(int argc, char **argv)
     pthread_mutex_init(&app->lock, NULL);
     app->metrics = tc_metrics_new();
     app->store = alr_store_open(app->cfg.data_dir, err, sizeof(err));
-    app->window = alr_window_new(0);
-    app->ev = app->store ? alr_evaluator_new(alr_store_next_id(app->store)) : NULL;
-    if (!app->metrics || !app->store || !app->window || !app->ev || metrics_init(app) != 0) {
+    uint64_t seed = 0;
+    tc_random_bytes(&seed, sizeof(seed));
+    alr_core_opts_t co = {.max_delay_us = app->cfg.max_delay_ms * 1000,
+                          .seed = seed | 1,
+                          .external_url = app->cfg.external_url,
+                          .started_us = tc_now_us()};
+    app->core = app->store ? alr_core_new(&co) : NULL;
+    if (!app->metrics || !app->store || !app->core || metrics_init(app) != 0) {
         tc_log(TC_LOG_ERROR, "start", "%s", app->store ? "out of memory" : err);
         alr_ruleset_destroy(&rules);
         goto out;
     }
-    size_t skipped = 0;
-    if (alr_store_load_window(app->store, app->window, tc_now_us(), &skipped) != 0) {
+    size_t skipped = 0, skipped_state = 0;
+    if (alr_store_load_window(app->store, alr_core_window(app->core), tc_now_us(), &skipped) !=
+        0) {
         tc_log(TC_LOG_ERROR, "start", "cannot load the stored buckets");
         alr_ruleset_destroy(&rules);
         goto out;
     }
     size_t nrules = rules->nrules;
-    if (alr_evaluator_set_rules(app->ev, rules, tc_now_us(), &trans) != 0) { /* ev owns rules */
+    if (alr_core_set_rules(app->core, rules, tc_now_us()) != 0) { /* core owns rules */
         tc_log(TC_LOG_ERROR, "start", "out of memory");
         goto out;
     }
     app->rules_loaded_us = tc_now_us();
     tc_gauge_set(app->m_rules_loaded, (double)nrules);
-
-    alr_sender_opts_t so = {.on_delivered = on_delivered,
-                            .ctx = app,
-                            .delivered = app->m_delivered,
-                            .failed = app->m_failed,
-                            .retries = app->m_retries};
-    app->sender = alr_sender_new(&so);
+    restore_ctx_t rctx = {app, 0};
+    if (alr_store_load_records(app->store, restore_record, &rctx, &skipped_state) != 0 ||
+        alr_core_restore_done(app->core, tc_now_us()) != 0) {
+        tc_log(TC_LOG_ERROR, "start", "cannot restore the stored state");
+        goto out;
+    }
+    app->sender = alr_sender_new((size_t)app->cfg.max_in_flight, app->cfg.connect_timeout_ms);
     if (!app->sender) {
         tc_log(TC_LOG_ERROR, "start", "cannot start the notification sender");
         goto out;
     }
-    alr_store_load_outbox(app->store, restore_outbox_item, app);
-    restore_ctx_t rctx = {app, &trans, 0};
-    alr_store_load_alerts(app->store, restore_alert, &rctx);
     pthread_mutex_lock(&app->lock);
-    take_transitions(app, &trans);
-    persist_and_send(app);
+    persist(app);
     update_alert_gauges(app);
+    size_t owed = 0;
+    alr_dispatch_t *d = alr_core_dispatch(app->core);
+    for (size_t i = 0; i < alr_dispatch_msg_count(d); i++) {
+        const alr_msg_t *mm = alr_dispatch_msg_at(d, i);
+        owed += mm->status == ALR_DLV_QUEUED || mm->status == ALR_DLV_SENDING;
+    }
     pthread_mutex_unlock(&app->lock);
     tc_log(TC_LOG_INFO, "start",
-           "%zu rules from %s; %zu buckets and %zu alert states restored (%zu records "
+           "%zu rules from %s; %zu buckets and %zu state records restored (%zu + %zu records "
            "skipped); %zu notifications owed",
-           nrules, app->cfg.rules, alr_window_bucket_count(app->window), rctx.restored,
-           skipped, alr_sender_queued(app->sender));
+           nrules, app->cfg.rules, alr_window_bucket_count(alr_core_window(app->core)),
+           rctx.restored, skipped, skipped_state, owed);
 
     if (kafka_start(app) != 0) {
         goto out;
     }
     app->http = tc_http_new("alerter");
     if (!app->http || tc_http_route(app->http, "GET", "/api/v1/alerts", http_alerts, app) ||
+        tc_http_route(app->http, "GET", "/api/v1/alerts/*", http_alert, app) ||
+        tc_http_route(app->http, "POST", "/api/v1/alerts/*", http_alert, app) ||
+        tc_http_route(app->http, "GET", "/api/v1/silences", http_silences, app) ||
+        tc_http_route(app->http, "POST", "/api/v1/silences", http_silences, app) ||
+        tc_http_route(app->http, "GET", "/api/v1/silences/*", http_silence, app) ||
+        tc_http_route(app->http, "DELETE", "/api/v1/silences/*", http_silence, app) ||
+        tc_http_route(app->http, "GET", "/api/v1/notifications", http_notifications, app) ||
+        tc_http_route(app->http, "GET", "/api/v1/receivers", http_receivers, app) ||
         tc_http_route(app->http, "GET", "/api/v1/rules", http_rules, app) ||
-        tc_metrics_gauge_fn(app->metrics, "tocsin_alerter_outbox_pending", NULL,
-                            "Notifications not yet delivered", outbox_gauge, app)) {
+        tc_http_route(app->http, "POST", "/api/v1/reload", http_reload, app)) {
         tc_log(TC_LOG_ERROR, "start", "out of memory");
         goto out;
     }
+    tc_http_set_body_limit(app->http, 64 * 1024);
     tc_http_set_metrics(app->http, app->metrics);
     tc_http_set_ready(app->http, health, app);
     rc = tc_http_start(app->http, app->cfg.http_bind, (uint16_t)app->cfg.http_port);
@@ -935,12 +1333,19 @@ int main(int argc, char **argv)
     run(app);
 
     tc_log(TC_LOG_INFO, "stop", "stopping: persisting state and draining notifications");
+    tc_http_destroy(&app->http);
+    pthread_mutex_lock(&app->lock);
     flush_batch(app);
+    pthread_mutex_unlock(&app->lock);
     rd_kafka_consumer_close(app->rk); /* a revoke here flushes again */
-    flush_batch(app);
+    pthread_mutex_lock(&app->lock);
+    app->stopping = true;
+    pthread_mutex_unlock(&app->lock);
     alr_sender_stop(app->sender, SHUTDOWN_DRAIN_MS);
     pthread_mutex_lock(&app->lock);
-    persist_and_send(app);
+    flush_batch(app);
+    deliver(app); /* the outcomes that arrived while draining; nothing new starts */
+    persist(app);
     pthread_mutex_unlock(&app->lock);
     exit_code = 0;
 out:
@@ -952,11 +1357,7 @@ out:
         rd_kafka_destroy(app->rk);
     }
     alr_sender_destroy(&app->sender);
-    alr_transitions_fini(&trans);
-    owed_clear(app);
-    free(app->owed);
-    alr_evaluator_destroy(&app->ev);
-    alr_window_destroy(&app->window);
+    alr_core_destroy(&app->core);
     alr_store_close(&app->store);
     tc_metrics_destroy(&app->metrics);
     tc_config_free(config_table, &app->cfg);
