@@ -165,8 +165,9 @@ class Cluster:
             args += ["--set", f"{k}={v}"]
         return args
 
-    def start_collector(self, name="collector", extra=None):
-        zport, hport = free_port(), free_port()
+    def start_collector(self, name="collector", extra=None, zport=None):
+        """`zport`: the ZeroMQ port to listen on (a restart on the same port); default free."""
+        zport, hport = zport or free_port(), free_port()
         p = self.start(name, [self.bin("collector/tocsin-collector"),
                               "--set", f"listen=tcp://127.0.0.1:{zport}",
                               "--set", f"instance.id={name}"]
