@@ -1286,7 +1286,8 @@ int alr_dispatch_events(alr_dispatch_t *self, alr_evaluator_t *ev, const alr_sil
             m->acked = false;
             m->flapping = false;
             g->dirty = true;
-            schedule_flush(self, g, now_us, false);
+            /* Resolved by hand: a person acted, the others are told at once. */
+            schedule_flush(self, g, now_us, a->resolved_by[0] != '\0');
             break;
         case ALR_EV_ACKED:
             if (m) {
@@ -1682,6 +1683,10 @@ size_t alr_dispatch_poll(alr_dispatch_t *self, int64_t now_us, alr_attempt_t *ou
             if (head->next_attempt_us > now_us) {
                 break;
             }
+            /* A storm: more fresh notifications wait than the receiver may take now (its
+             * tokens), or than settings.digest_after for a receiver without a limit. They
+             * go as one digest instead of queueing for minutes. */
+            bool storm = false;
             if (conf->rate_per_s > 0) {
                 r->tokens += (double)(now_us - r->tokens_at) / 1e6 * conf->rate_per_s;
                 if (r->tokens > conf->burst) {
@@ -1691,13 +1696,16 @@ size_t alr_dispatch_poll(alr_dispatch_t *self, int64_t now_us, alr_attempt_t *ou
                 if (r->tokens < 1.0) {
                     break;
                 }
-                if (head->attempts == 0 && fresh > 1 && (double)fresh > floor(r->tokens)) {
-                    alr_msg_t *d = make_digest(self, r, conf, now_us);
-                    if (d) {
-                        head = d;
-                    }
-                }
+                storm = fresh > 1 && (double)fresh > floor(r->tokens);
                 r->tokens -= 1.0;
+            } else {
+                storm = fresh > s->digest_after;
+            }
+            if (storm && head->attempts == 0) {
+                alr_msg_t *d = make_digest(self, r, conf, now_us);
+                if (d) {
+                    head = d;
+                }
             }
             head->status = ALR_DLV_SENDING;
             head->attempts++;

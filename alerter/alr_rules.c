@@ -1189,7 +1189,7 @@ static void read_settings(ctx_t *c, alr_ruleset_t *set, const alr_yaml_t *n)
     static const char *const keys[] = {"group_wait",    "group_interval", "repeat_interval",
                                        "flap_window",   "flap_threshold", "ack_ttl",
                                        "resolve_after", "fallback",       "retry",
-                                       "breaker",       "digest_max_listed", NULL};
+                                       "breaker",       "digest_max_listed", "digest_after", NULL};
     if (!want_map(c, n, "settings") || !only_keys(c, n, "settings", keys)) {
         return;
     }
@@ -1209,6 +1209,9 @@ static void read_settings(ctx_t *c, alr_ruleset_t *set, const alr_yaml_t *n)
     get_duration(c, n, "resolve_after", "settings", ALR_WINDOW_MAX_MS, &s->resolve_after_ms);
     if (get_uint(c, n, "digest_max_listed", "settings", 1000, &u)) {
         s->digest_max_listed = u > 0 ? (size_t)u : 1;
+    }
+    if (get_uint(c, n, "digest_after", "settings", 100000, &u)) {
+        s->digest_after = u > 0 ? (size_t)u : 1;
     }
     const alr_yaml_t *retry = alr_yaml_get(n, "retry");
     if (retry) {
@@ -1632,6 +1635,7 @@ static void settings_defaults(alr_settings_t *s)
     s->breaker_failures = 5;
     s->breaker_cooldown_ms = 30000;
     s->digest_max_listed = 20;
+    s->digest_after = 10;
 }
 
 static const alr_yaml_t *section(ctx_t *c, const alr_yaml_t *root, const char *key)

@@ -192,6 +192,8 @@ typedef struct {
     unsigned breaker_failures;   /* consecutive failures that open the circuit; default 5 */
     int64_t breaker_cooldown_ms; /* default 30s */
     size_t digest_max_listed;    /* alerts listed by name in a digest; default 20 */
+    size_t digest_after;         /* fresh notifications queued for an unlimited receiver
+                                    beyond which they go as one digest; default 10 */
 } alr_settings_t;
 
 typedef struct {
