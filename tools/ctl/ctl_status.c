@@ -42,7 +42,9 @@ static const ctl_figure_t collector_figures[] = {
     {"accepted", "tocsin_collector_events_accepted_total", NULL},
     {"rejected", "tocsin_collector_batches_rejected_total", NULL},
     {"retry-after", "tocsin_collector_batches_retry_after_total", NULL},
+    {"rate-limited", "tocsin_collector_rate_limited_events_total", NULL},
     {"delivery-failed", "tocsin_collector_delivery_failures_total", NULL},
+    {"spooled", "tocsin_collector_spooled_events_total", NULL},
     {"in-flight", "tocsin_collector_inflight_batches", NULL},
     {"client-dropped", "tocsin_collector_client_dropped_total", NULL},
     {NULL, NULL, NULL},
@@ -59,13 +61,19 @@ static const ctl_figure_t aggregator_figures[] = {
     {NULL, NULL, NULL},
 };
 
+/* The alerter renamed some of its metrics as it grew: where two entries share a label,
+ * the first one the daemon exports is shown. */
 static const ctl_figure_t alerter_figures[] = {
     {"rollups", "tocsin_alerter_rollups_consumed_total", NULL},
     {"rules", "tocsin_alerter_rules_loaded", NULL},
     {"firing", "tocsin_alerter_alerts", "state=firing"},
     {"pending", "tocsin_alerter_alerts", "state=pending"},
+    {"acknowledged", "tocsin_alerter_alerts", "state=acknowledged"},
+    {"delivered", "tocsin_alerter_notifications", "status=delivered"},
     {"delivered", "tocsin_alerter_notifications_total", "status=delivered"},
+    {"undelivered", "tocsin_alerter_notifications", "status=undelivered"},
     {"failed", "tocsin_alerter_notifications_total", "status=failed"},
+    {"sending", "tocsin_alerter_attempts_in_flight", NULL},
     {"outbox", "tocsin_alerter_outbox_pending", NULL},
     {NULL, NULL, NULL},
 };
@@ -84,9 +92,7 @@ const ctl_figure_t *ctl_status_figures(ctl_kind_t kind)
     return none;
 }
 
-static const char *const collector_spool[] = {
-    "tocsin_collector_spool_batches", "tocsin_collector_spool_entries",
-    "tocsin_collector_spool_depth", "tocsin_collector_spooled_batches", NULL};
+static const char *const collector_spool[] = {"tocsin_collector_spool_entries", NULL};
 static const char *const no_metrics[] = {NULL};
 static const char *const aggregator_lag[] = {"tocsin_aggregator_consumer_lag",
                                              "tocsin_aggregator_consumer_lag_messages",
@@ -188,7 +194,7 @@ json_t *ctl_status_record(ctl_kind_t kind, const char *endpoint, const ctl_http_
     json_t *figs = json_object();
     for (const ctl_figure_t *f = ctl_status_figures(kind); figs && f->label; f++) {
         double v;
-        if (ctl_prom_sum(prom, f->metric, f->match, &v)) {
+        if (!json_object_get(figs, f->label) && ctl_prom_sum(prom, f->metric, f->match, &v)) {
             json_object_set_new(figs, f->label, number(v));
         }
     }
