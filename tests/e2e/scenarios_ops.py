@@ -549,6 +549,10 @@ def scenario_ops_deploy(c):
     for part in ("collector", "aggregator", "alerter"):
         check_example_config(c, c.bin(f"{part}/tocsin-{part}"),
                              os.path.join(DEPLOY, "config", f"{part}.conf"))
+    # Every default rule names its runbook, and the runbook exists.
+    for r in load_yaml_all(os.path.join(DEPLOY, "config", "rules.yaml"))[0]["rules"]:
+        rb = r.get("annotations", {}).get("runbook")
+        check(rb and os.path.exists(os.path.join(ROOT, rb)), f"rule {r['alert']}: runbook {rb}")
     rc, out, err = ctl(c, ["--config", os.path.join(DEPLOY, "config", "tocsinctl.conf"),
                            "rules", "check", os.path.join(DEPLOY, "config", "rules.yaml")])
     check(rc == 0, f"deploy/config/tocsinctl.conf or rules.yaml: {err}")
