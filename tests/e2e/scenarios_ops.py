@@ -201,6 +201,19 @@ def scenario_ops_ctl(c):
     check(oct(os.stat(k["secret_file"]).st_mode & 0o777) == "0o600", "secret file mode")
     rc, _, err = ctl(c, ["keygen", "collector", "--dir", keys], env)
     check(rc == EXIT_PROBLEM and "--force" in err, f"keygen overwrite: {rc} {err}")
+    # The collector takes these files as they are: its certificate, and a client's public
+    # certificate in its clients directory (as docs/operations.md tells).
+    rc, _, err = ctl(c, ["keygen", "svc", "--dir", os.path.join(keys, "private")], env)
+    check(rc == EXIT_OK, f"keygen svc: {err}")
+    os.makedirs(os.path.join(keys, "clients"))
+    os.rename(os.path.join(keys, "private", "svc.key"), os.path.join(keys, "clients", "svc.key"))
+    curve = c.start_collector("collector-curve", extra={
+        "curve.enabled": "true", "curve.server_cert": k["secret_file"],
+        "curve.clients_dir": os.path.join(keys, "clients")})
+    status, text = http("GET", f"http://127.0.0.1:{curve.http_port}/metrics")
+    check(status == 200 and re.search(r"^tocsin_collector_curve_clients 1$", text, re.M),
+          "the collector did not load the client certificate made by keygen")
+    curve.stop()
 
     # A daemon that is up but not ready: the brokers go down, the aggregator's Kafka check
     # fails, status exits 1 and names the dependency.
