@@ -1320,7 +1320,6 @@ static void read_rule(ctx_t *c, alr_ruleset_t *set, const alr_yaml_t *n, alr_rul
     char what[260];
     snprintf(what, sizeof(what), "rule \"%s\"", alert);
     const char *type = get_str(c, n, "type", what, true, 64);
-    const char *sev = get_str(c, n, "severity", what, true, 32);
     if (c->failed) {
         return;
     }
@@ -1336,6 +1335,10 @@ static void read_rule(ctx_t *c, alr_ruleset_t *set, const alr_yaml_t *n, alr_rul
              "%s: unknown type \"%s\" (known: error_rate, request_rate, latency, metric, "
              "event_count, absence, new_issue, regressed_issue, burn_rate)",
              what, type);
+        return;
+    }
+    const char *sev = get_str(c, n, "severity", what, true, 32);
+    if (c->failed) {
         return;
     }
     if (!parse_severity(sev, &r->severity)) {
