@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -112,6 +113,26 @@ def scenario_ops_ctl(c):
         check(f"http://127.0.0.1:{p.http_port}" in out, f"status table lacks {p.name}:\n{out}")
     check(out.count(" yes ") == 4, f"status table: not 4 daemons up:\n{out}")
     print(out)
+
+    # Consumer lag from Kafka: the aggregators' group has committed everything it applied.
+    with open(c.bootstrap_file) as f:
+        env["TOCSIN_BROKERS"] = f.readline().strip()
+
+    def groups(stopped=False):
+        # With the aggregator stopped its HTTP port does not answer: status says so (exit
+        # 3, after a short time-out) and still reports the groups' lag from Kafka.
+        rc, out, err = ctl(c, ["status", "--json", "--timeout", "1s" if stopped else "5s"], env)
+        check(rc == (EXIT_UNREACHABLE if stopped else EXIT_OK),
+              f"status with brokers: exit {rc}: {err}")
+        return {(g["group"], g["topic"]): g for g in json.loads(out)["consumer_groups"]}
+    g = wait_until("the aggregators' lag to reach 0",
+                   lambda: (lambda g: g if g[("tocsin-aggregator", "tocsin.events")]["lag"] == 0
+                            else None)(groups()), 20)
+    ev = g[("tocsin-aggregator", "tocsin.events")]
+    check(ev["committed_partitions"] >= 1 and ev["uncommitted"] == 0 and ev["end_offset"] >= count,
+          f"aggregator group: {ev}")
+    check(g[("tocsin-alerter", "tocsin.rollups")]["lag"] is None,
+          f"the alerter keeps its offsets in LMDB, its lag is unknown, not made up: {g}")
 
     # query: the same figures as the aggregator's own answer.
     status, truth_q = http("GET", qurl)
@@ -215,19 +236,42 @@ def scenario_ops_ctl(c):
           "the collector did not load the client certificate made by keygen")
     curve.stop()
 
+    # Lag grows while the aggregator is stopped, by exactly the events sent meanwhile, and
+    # shrinks back to 0 when it goes on.
+    agg.p.send_signal(signal.SIGSTOP)
+    try:
+        rc, out = c.run("emit2", [c.bin("tests/e2e/e2e_emit"), col1.endpoint, "ops-lag", "300",
+                                  "1000000", "8"], timeout=60)
+        check(rc == 0, f"e2e_emit (lag) failed ({rc}): {out}")
+        lag = groups(stopped=True)[("tocsin-aggregator", "tocsin.events")]["lag"]
+        check(lag == 300, f"lag with the aggregator stopped: {lag}, expected 300")
+        rc, table, err = ctl(c, ["status", "--kind", "aggregator", "--timeout", "1s"], env)
+        print(table + err)
+        check(rc == EXIT_UNREACHABLE and re.search(r"tocsin-aggregator\s+tocsin.events\s+4\s+\d\s+300",
+                                                   table), "lag table")
+    finally:
+        agg.p.send_signal(signal.SIGCONT)
+    wait_until("the lag back to 0",
+               lambda: groups()[("tocsin-aggregator", "tocsin.events")]["lag"] == 0, 30)
+
     # A daemon that is up but not ready: the brokers go down, the aggregator's Kafka check
     # fails, status exits 1 and names the dependency.
     c.bus_brokers("down")
 
+    no_kafka = {k: v for k, v in env.items() if k != "TOCSIN_BROKERS"}
+
     def not_ready():
-        rc, out, _ = ctl(c, ["status", "--kind", "aggregator"], env)
+        rc, out, _ = ctl(c, ["status", "--kind", "aggregator"], no_kafka)
         return (rc, out) if rc == EXIT_PROBLEM else None
     rc, out = wait_until("status to see the aggregator not ready", not_ready, 30)
     check("NOT READY" in out and "kafka: unhealthy" in out, f"not-ready table:\n{out}")
     print(out)
+    # Asked for the lag, status cannot reach Kafka itself: exit 3, and it says so.
+    rc, out, err = ctl(c, ["status", "--kind", "aggregator", "--timeout", "1s"], env)
+    check(rc == EXIT_UNREACHABLE and "no Kafka broker answered" in err, f"kafka down: {rc} {err}")
     c.bus_brokers("up")
     wait_until("the aggregator ready again",
-               lambda: ctl(c, ["status", "--kind", "aggregator"], env)[0] == EXIT_OK, 30)
+               lambda: ctl(c, ["status", "--kind", "aggregator"], no_kafka)[0] == EXIT_OK, 30)
 
 
 # ---- ops_deploy ------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ static const command_t commands[] = {
      "Asks every configured collector, aggregator and alerter for /health/live,\n"
      "/health/ready and /metrics, and shows for each: up, ready (healthy, degraded,\n"
      "unhealthy), version, key counters, spool depth and consumer lag, and every dependency\n"
-     "that is not healthy. Exit 0 when every daemon is ready, 1 when one is not, 3 when one\n"
-     "cannot be reached.\n"},
+     "that is not healthy. With Kafka's address (--brokers, TOCSIN_BROKERS), also the lag of\n"
+     "the consumer groups tocsin-aggregator and tocsin-alerter, read from Kafka. Exit 0 when\n"
+     "every daemon is ready, 1 when one is not, 3 when one (or Kafka) cannot be reached.\n"},
     {"query",
      CTL_OPT_ENV | CTL_OPT_WINDOW | CTL_OPT_Q | CTL_OPT_SINCE | CTL_OPT_UNTIL | CTL_OPT_STEP, 1, 2,
      "usage: tocsinctl query SERVICE [NAME] [--window 5m] [--env ENV] [--q 0.5,0.95,0.99]\n"
@@ -143,10 +144,12 @@ static const char general_usage[] =
     "  --collectors LIST    collectors' HTTP endpoints   (env TOCSIN_COLLECTORS; 127.0.0.1:7421)\n"
     "  --aggregator LIST    aggregators' HTTP endpoints  (env TOCSIN_AGGREGATOR; 127.0.0.1:7430)\n"
     "  --alerter LIST       alerter's HTTP endpoint      (env TOCSIN_ALERTER; 127.0.0.1:7440)\n"
+    "  --brokers LIST       Kafka, for consumer lag      (env TOCSIN_BROKERS; status shows\n"
+    "                       the lag of the aggregators' and alerter's groups)\n"
     "  --token TOKEN        bearer token for changes     (env TOCSIN_TOKEN)\n"
     "  --timeout DURATION   per request (default 5s)     (env TOCSIN_TIMEOUT)\n"
-    "  --config FILE        key = value file: collectors, aggregators, alerters, token,\n"
-    "                       timeout (env TOCSINCTL_CONFIG; default\n"
+    "  --config FILE        key = value file: collectors, aggregators, alerters, brokers,\n"
+    "                       token, timeout, kafka.* (env TOCSINCTL_CONFIG; default\n"
     "                       ~/.config/tocsin/tocsinctl.conf, then /etc/tocsin/tocsinctl.conf)\n"
     "  --json               print JSON for scripts instead of tables\n"
     "  --width N            table width (default: the terminal's)\n"
@@ -331,8 +334,10 @@ typedef struct {
     char *collectors;
     char *aggregators;
     char *alerters;
+    char *brokers;
     char *token;
     int64_t timeout_ms;
+    tc_cfg_kvs_t kafka;
 } file_cfg_t;
 
 static const tc_cfg_entry_t file_table[] = {
@@ -342,10 +347,15 @@ static const tc_cfg_entry_t file_table[] = {
      "aggregators' HTTP endpoints", 0, 0},
     {"alerters", TC_CFG_STRING, "", offsetof(file_cfg_t, alerters), "alerters' HTTP endpoints", 0,
      0},
+    {"brokers", TC_CFG_STRING, "", offsetof(file_cfg_t, brokers),
+     "Kafka bootstrap servers, to read the consumer groups' lag (host:port,...)", 0, 0},
     {"token", TC_CFG_STRING, "", offsetof(file_cfg_t, token),
      "bearer token for endpoints that change state", 0, 0},
     {"timeout", TC_CFG_DURATION, "0", offsetof(file_cfg_t, timeout_ms),
      "time-out of one HTTP request (0: the default 5s)", 0, 0},
+    {"kafka.", TC_CFG_PASSTHROUGH, NULL, offsetof(file_cfg_t, kafka),
+     "passed to librdkafka when reading consumer lag (kafka.security.protocol=SASL_SSL, ...)", 0,
+     0},
     TC_CFG_END,
 };
 
@@ -375,6 +385,14 @@ static int load_file(ctl_args_t *a, const char *path, char *err, size_t errlen)
         free(a->token);
         a->token = strdup(f.token);
     }
+    if (f.brokers[0]) {
+        free(a->brokers);
+        a->brokers = strdup(f.brokers);
+    }
+    /* The pass-through list moves to `a` (ctl_args_fini frees it). */
+    a->kafka = f.kafka;
+    f.kafka.items = NULL;
+    f.kafka.len = 0;
     if (f.timeout_ms > 0) {
         a->timeout_ms = f.timeout_ms;
     }
@@ -389,6 +407,7 @@ enum {
     O_COLLECTORS = 1000,
     O_AGGREGATOR,
     O_ALERTER,
+    O_BROKERS,
     O_TOKEN,
     O_CONFIG,
     O_TIMEOUT,
@@ -430,6 +449,7 @@ static const struct option long_opts[] = {
     {"aggregators", required_argument, NULL, O_AGGREGATOR},
     {"alerter", required_argument, NULL, O_ALERTER},
     {"alerters", required_argument, NULL, O_ALERTER},
+    {"brokers", required_argument, NULL, O_BROKERS},
     {"token", required_argument, NULL, O_TOKEN},
     {"config", required_argument, NULL, O_CONFIG},
     {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -537,6 +557,15 @@ void ctl_args_fini(ctl_args_t *a)
     ctl_endpoints_clear(&a->alerters);
     free(a->token);
     a->token = NULL;
+    free(a->brokers);
+    a->brokers = NULL;
+    for (size_t i = 0; i < a->kafka.len; i++) {
+        free(a->kafka.items[i].key);
+        free(a->kafka.items[i].value);
+    }
+    free(a->kafka.items);
+    a->kafka.items = NULL;
+    a->kafka.len = 0;
     free(a->config_path);
     a->config_path = NULL;
 }
@@ -550,6 +579,7 @@ int ctl_args_parse(ctl_args_t *a, int argc, char **argv, ctl_getenv_fn env,
     snprintf(err, errlen, "bad arguments");
     /* Flags are applied last, after the file and the environment; remember them. */
     const char *f_collectors = NULL, *f_aggregator = NULL, *f_alerter = NULL, *f_token = NULL;
+    const char *f_brokers = NULL;
     const char *f_config = NULL, *f_timeout = NULL;
     bool help = false;
 
@@ -574,6 +604,9 @@ int ctl_args_parse(ctl_args_t *a, int argc, char **argv, ctl_getenv_fn env,
             break;
         case O_ALERTER:
             f_alerter = optarg;
+            break;
+        case O_BROKERS:
+            f_brokers = optarg;
             break;
         case O_TOKEN:
             f_token = optarg;
@@ -811,6 +844,10 @@ int ctl_args_parse(ctl_args_t *a, int argc, char **argv, ctl_getenv_fn env,
             endpoints_set(&a->alerters, v, CTL_PORT_ALERTER, "TOCSIN_ALERTER", err, errlen)) {
             return TC_EINVAL;
         }
+        if ((v = env("TOCSIN_BROKERS")) && *v) {
+            free(a->brokers);
+            a->brokers = strdup(v);
+        }
         if ((v = env("TOCSIN_TOKEN")) && *v) {
             free(a->token);
             a->token = strdup(v);
@@ -830,6 +867,17 @@ int ctl_args_parse(ctl_args_t *a, int argc, char **argv, ctl_getenv_fn env,
     if (f_token) {
         free(a->token);
         a->token = strdup(f_token);
+    }
+    if (f_brokers) {
+        free(a->brokers);
+        a->brokers = strdup(f_brokers);
+    }
+    if (a->brokers && (!*a->brokers || strpbrk(a->brokers, "/\"'"))) {
+        snprintf(err, errlen,
+                 "brokers: expected host:port,... (Kafka bootstrap servers), got "
+                 "\"%s\"",
+                 a->brokers);
+        return TC_EINVAL;
     }
     if (f_timeout) {
         int64_t ms = 0;

@@ -6,11 +6,12 @@
  * Where the daemons are comes from, lowest to highest precedence: the built-in local-mode
  * addresses (collector 127.0.0.1:7421, aggregator 127.0.0.1:7430, alerter
  * 127.0.0.1:7440), a config file, the environment (TOCSIN_COLLECTORS, TOCSIN_AGGREGATOR or
- * TOCSIN_AGGREGATORS, TOCSIN_ALERTER, TOCSIN_TOKEN, TOCSIN_TIMEOUT), then the flags
- * (--collectors, --aggregator, --alerter, --token, --timeout). The config file is
- * --config FILE, else $TOCSINCTL_CONFIG, else the first of ~/.config/tocsin/tocsinctl.conf
- * and /etc/tocsin/tocsinctl.conf that exists; it holds `key = value` lines (tc_config) with
- * the keys collectors, aggregators, alerters, token, timeout.
+ * TOCSIN_AGGREGATORS, TOCSIN_ALERTER, TOCSIN_BROKERS, TOCSIN_TOKEN, TOCSIN_TIMEOUT), then
+ * the flags (--collectors, --aggregator, --alerter, --brokers, --token, --timeout). The
+ * config file is --config FILE, else $TOCSINCTL_CONFIG, else the first of
+ * ~/.config/tocsin/tocsinctl.conf and /etc/tocsin/tocsinctl.conf that exists; it holds
+ * `key = value` lines (tc_config) with the keys collectors, aggregators, alerters, brokers,
+ * token, timeout and kafka.* (librdkafka settings for reading consumer lag: TLS, SASL).
  *
  * Endpoints are the daemons' HTTP addresses: "host", "host:port", "http://host:port" or
  * "https://host/prefix", as a comma-separated list. A bare host gets the daemon's default
@@ -25,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tc_config.h"
 
 /* Exit codes of tocsinctl; docs/operations.md lists them for scripts. */
 typedef enum {
@@ -83,6 +86,8 @@ typedef enum {
 typedef struct {
     /* global */
     ctl_endpoints_t collectors, aggregators, alerters;
+    char *brokers;      /* Kafka bootstrap list for consumer lag; NULL when none */
+    tc_cfg_kvs_t kafka; /* librdkafka settings from the config file's kafka.* keys */
     char *token;        /* NULL when none */
     int64_t timeout_ms; /* per HTTP request; default 5s */
     bool json;

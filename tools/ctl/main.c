@@ -24,6 +24,7 @@
 #include "ctl_args.h"
 #include "ctl_http.h"
 #include "ctl_keygen.h"
+#include "ctl_lag.h"
 #include "ctl_rules.h"
 #include "ctl_status.h"
 #include "ctl_table.h"
@@ -201,13 +202,44 @@ static int cmd_status(ctl_t *c)
         }
     }
     code = ctl_status_exit_code(records);
+    /* The consumer groups' lag, from Kafka, when its address is known. */
+    ctl_lag_t lags[3];
+    size_t nlags = 0;
+    if (c->a.brokers && only != CTL_KIND_COLLECTOR) {
+        static const char *const agg_topics[] = {"tocsin.events", "tocsin.logs"};
+        static const char *const alr_topics[] = {"tocsin.rollups"};
+        char err[512];
+        int rc = 0;
+        if (only == CTL_KIND_COUNT || only == CTL_KIND_AGGREGATOR) {
+            rc = ctl_lag_query(c->a.brokers, &c->a.kafka, "tocsin-aggregator", agg_topics, 2,
+                               c->a.timeout_ms, lags, err, sizeof(err));
+            nlags = rc == 0 ? 2 : 0;
+        }
+        if (rc == 0 && (only == CTL_KIND_COUNT || only == CTL_KIND_ALERTER)) {
+            rc = ctl_lag_query(c->a.brokers, &c->a.kafka, "tocsin-alerter", alr_topics, 1,
+                               c->a.timeout_ms, lags + nlags, err, sizeof(err));
+            nlags += rc == 0 ? 1 : 0;
+        }
+        if (rc != 0) {
+            fail(0, "%s", err);
+            code = rc == TC_EUNAVAIL ? CTL_EXIT_UNREACHABLE : CTL_EXIT_USAGE;
+            nlags = 0;
+        }
+    }
     if (c->a.json) {
         json_t *doc = json_pack("{s:b, s:O}", "ok", code == CTL_EXIT_OK, "daemons", records);
+        if (doc && c->a.brokers) {
+            json_object_set_new(doc, "consumer_groups", ctl_lag_json(lags, nlags));
+        }
         int pc = doc ? print_json(doc) : fail(CTL_EXIT_ERROR, "out of memory");
         json_decref(doc);
         code = pc != CTL_EXIT_OK ? pc : code;
     } else {
         int pc = print_text(ctl_status_render(records, c->width));
+        if (pc == CTL_EXIT_OK && nlags > 0) {
+            fputs("\n", stdout);
+            pc = print_text(ctl_lag_render(lags, nlags, c->width));
+        }
         code = pc != CTL_EXIT_OK ? pc : code;
     }
 out:
