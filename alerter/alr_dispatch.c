@@ -1399,20 +1399,15 @@ static int remove_dead_groups(alr_dispatch_t *self)
     return 0;
 }
 
-static void prune_log(alr_dispatch_t *self)
+/* Drops finished messages beyond ALR_LOG_KEEP, oldest first: first those merged into a
+ * digest (the digest lists their alerts), then the others. */
+static void prune_pass(alr_dispatch_t *self, size_t *drop, bool merged_only)
 {
-    size_t finished = 0;
-    for (size_t i = 0; i < self->nmsgs; i++) {
-        finished += !msg_open(self->msgs[i]);
-    }
-    if (finished <= ALR_LOG_KEEP) {
-        return;
-    }
-    size_t drop = finished - ALR_LOG_KEEP;
     size_t k = 0;
     for (size_t i = 0; i < self->nmsgs; i++) {
         alr_msg_t *m = self->msgs[i];
-        if (drop > 0 && !msg_open(m)) {
+        bool candidate = !msg_open(m) && (!merged_only || m->status == ALR_DLV_MERGED);
+        if (*drop > 0 && candidate) {
             if (self->nremoved_msgs == self->capremoved_msgs) {
                 size_t next = self->capremoved_msgs ? self->capremoved_msgs * 2 : 256;
                 uint64_t *p = realloc(self->removed_msgs, next * sizeof(*p));
@@ -1425,12 +1420,28 @@ static void prune_log(alr_dispatch_t *self)
             }
             self->removed_msgs[self->nremoved_msgs++] = m->id;
             msg_free(m);
-            drop--;
+            (*drop)--;
         } else {
             self->msgs[k++] = m;
         }
     }
     self->nmsgs = k;
+}
+
+static void prune_log(alr_dispatch_t *self)
+{
+    size_t finished = 0;
+    for (size_t i = 0; i < self->nmsgs; i++) {
+        finished += !msg_open(self->msgs[i]);
+    }
+    if (finished <= ALR_LOG_KEEP) {
+        return;
+    }
+    size_t drop = finished - ALR_LOG_KEEP;
+    prune_pass(self, &drop, true);
+    if (drop > 0) {
+        prune_pass(self, &drop, false);
+    }
     self->first_open = 0;
 }
 
@@ -1623,6 +1634,17 @@ static alr_msg_t *make_digest(alr_dispatch_t *self, rcv_t *r, const alr_receiver
         m->done_us = now_us;
         m->dirty = true;
         merged++;
+        /* The digest carries the content now; the log keeps what it was about. */
+        json_t *slim = json_pack("{s:O, s:O, s:O, s:O, s:O}", "fingerprints",
+                                 json_object_get(m->payload, "fingerprints"), "title",
+                                 json_object_get(m->payload, "title"), "status",
+                                 json_object_get(m->payload, "status"), "firing",
+                                 json_object_get(m->payload, "firing"), "resolved",
+                                 json_object_get(m->payload, "resolved"));
+        if (slim) {
+            json_decref(m->payload);
+            m->payload = slim;
+        }
     }
     char title[200];
     snprintf(title, sizeof(title), "Alert storm: %zu firing, %zu resolved in %zu notifications",
