@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "col_arena.h"
+#include "col_validate.h"
 #include "col_wire.h"
 #include "tc_grouping.h"
 #include "tocsin/v1/event.pb-c.h"
@@ -50,5 +51,21 @@ typedef struct {
 int col_enrich_event(const col_enrich_config_t *cfg, Tocsin__V1__Event *ev, int64_t received_us,
                      col_arena_t *arena, col_enrich_stats_t *stats, col_topic_t *topic,
                      uint8_t *key, size_t key_cap, size_t *key_len);
+
+/* Room a tail needs: time_us and received_us (11 bytes each) and collector_id (its tag,
+ * length and at most 255 bytes). */
+#define COL_TAIL_MAX (11 + 11 + 1 + 2 + 255)
+
+/*
+ * The same for a simple event that leaves as the client encoded it (no grouping id to add,
+ * nothing to scrub): writes its key into `key` and into `tail` the fields that follow its
+ * bytes — event time (only when clamped), received_us, collector_id — and returns its topic.
+ * Returns 0 with *key_len and *tail_len set; TC_ETOOBIG when the key or the tail do not fit
+ * (a collector_id over 255 bytes); TC_EINVAL for an error without grouping id (a programmer
+ * error: such events take col_enrich_event).
+ */
+int col_enrich_raw(const col_enrich_config_t *cfg, const col_event_t *e, int64_t received_us,
+                   col_enrich_stats_t *stats, col_topic_t *topic, uint8_t *key, size_t key_cap,
+                   size_t *key_len, uint8_t *tail, size_t tail_cap, size_t *tail_len);
 
 #endif

@@ -20,6 +20,7 @@ typedef enum { ACT_OFF = 0, ACT_MASK, ACT_HASH, ACT_REMOVE, ACT_KEEP } action_t;
 struct col_scrub_rules {
     char *secret[MAX_PATTERNS];
     size_t n_secret;
+    bool first[256]; /* first bytes of the secret patterns, to skip most positions at once */
     char *safe[MAX_PATTERNS];
     size_t n_safe;
     action_t secrets; /* MASK, HASH or REMOVE */
@@ -156,6 +157,15 @@ static int list_add(char **list, size_t *n, const char *s, size_t len)
     return 0;
 }
 
+/* Called after the patterns change: the first-byte table of norm_is_secret. */
+static void index_patterns(col_scrub_rules_t *r)
+{
+    memset(r->first, 0, sizeof(r->first));
+    for (size_t i = 0; i < r->n_secret; i++) {
+        r->first[(unsigned char)r->secret[i][0]] = true;
+    }
+}
+
 col_scrub_rules_t *col_scrub_rules_default(void)
 {
     col_scrub_rules_t *self = calloc(1, sizeof(*self));
@@ -178,6 +188,7 @@ col_scrub_rules_t *col_scrub_rules_default(void)
     self->ips = ACT_OFF;
     self->user_ids = ACT_KEEP;
     self->seed = XXH3_64bits("tocsin", 6);
+    index_patterns(self);
     return self;
 }
 
@@ -358,23 +369,37 @@ int col_scrub_rules_parse(const char *text, size_t len, col_scrub_rules_t **out,
         col_scrub_rules_destroy(&r);
         return rc;
     }
+    index_patterns(r);
     *out = r;
     return 0;
 }
 
-static bool norm_is_secret(const col_scrub_rules_t *rules, const char *norm)
+/* Every tag key of every event comes through here: a position whose byte starts no pattern
+ * is passed over without comparing. */
+static bool norm_is_secret(const col_scrub_rules_t *rules, const char *norm, size_t len)
 {
+    bool hit = false;
+    for (size_t p = 0; p < len && !hit; p++) {
+        if (!rules->first[(unsigned char)norm[p]]) {
+            continue;
+        }
+        for (size_t i = 0; i < rules->n_secret; i++) {
+            const char *pat = rules->secret[i];
+            if (pat[0] == norm[p] && strncmp(norm + p, pat, strlen(pat)) == 0) {
+                hit = true;
+                break;
+            }
+        }
+    }
+    if (!hit) {
+        return false;
+    }
     for (size_t i = 0; i < rules->n_safe; i++) {
         if (strcmp(rules->safe[i], norm) == 0) {
             return false;
         }
     }
-    for (size_t i = 0; i < rules->n_secret; i++) {
-        if (strstr(norm, rules->secret[i])) {
-            return true;
-        }
-    }
-    return false;
+    return true;
 }
 
 static bool key_is_secret(const col_scrub_rules_t *rules, const char *key, size_t len)
@@ -383,10 +408,8 @@ static bool key_is_secret(const col_scrub_rules_t *rules, const char *key, size_
         return false;
     }
     char norm[KEY_NORM_MAX];
-    if (normalize_key(key, len, norm, sizeof(norm)) == 0) {
-        return false;
-    }
-    return norm_is_secret(rules, norm);
+    size_t n = normalize_key(key, len, norm, sizeof(norm));
+    return n > 0 && norm_is_secret(rules, norm, n);
 }
 
 bool col_scrub_key_is_secret(const col_scrub_rules_t *rules, const char *key)
@@ -405,6 +428,8 @@ typedef struct {
     size_t olen;
     size_t ocap;
     bool oom;
+    bool dry;     /* only find out whether anything would be replaced */
+    bool changed; /* (dry) something would be */
     col_scrub_stats_t *stats;
     uint64_t seed;
 } builder_t;
@@ -437,6 +462,11 @@ static void out_put(builder_t *b, const char *s, size_t n)
 static void replace(builder_t *b, size_t start, size_t end, const char *repl, col_scrub_kind_t k)
 {
     assert(start >= b->copied && end >= start && end <= b->len && repl[0]);
+    if (b->dry) {
+        b->changed = true;
+        b->copied = end;
+        return;
+    }
     out_put(b, b->in + b->copied, start - b->copied);
     out_put(b, repl, strlen(repl));
     b->copied = end;
@@ -770,7 +800,7 @@ static void scan(builder_t *b, const col_scrub_rules_t *rules)
     const char *s = b->in;
     size_t n = b->len;
     size_t i = 0;
-    while (i < n && !b->oom) {
+    while (i < n && !b->oom && !b->changed) {
         char c = s[i];
         bool word_start = i == 0 || !is_word(s[i - 1]);
         size_t m;
@@ -980,9 +1010,8 @@ static int scrub_secret_value(const col_scrub_rules_t *rules, char **value, col_
     } while (0)
 
 /* True when the whole of `s` is an e-mail or IP address the rules scrub. */
-static bool is_scrubbed_identity(const col_scrub_rules_t *rules, const char *s)
+static bool is_scrubbed_identity(const col_scrub_rules_t *rules, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     if (rules->emails != ACT_OFF) {
         const char *at = memchr(s, '@', n);
         if (at && at > s && (size_t)(at - s) <= 64) {
@@ -1007,7 +1036,7 @@ static int scrub_user_id(const col_scrub_rules_t *rules, Tocsin__V1__Event *ev, 
         return 0;
     }
     action_t act = rules->user_ids;
-    if (act == ACT_KEEP && is_scrubbed_identity(rules, ev->user_id)) {
+    if (act == ACT_KEEP && is_scrubbed_identity(rules, ev->user_id, strlen(ev->user_id))) {
         act = ACT_HASH;
     }
     if (act == ACT_KEEP) {
@@ -1058,4 +1087,40 @@ int col_scrub_event(const col_scrub_rules_t *rules, Tocsin__V1__Event *ev, col_a
     default:
         return 0;
     }
+}
+
+/* ---- checks without changing anything: does an event need scrubbing at all? ---- */
+
+bool col_scrub_span_clean(const col_scrub_rules_t *rules, const char *text, size_t len)
+{
+    assert(rules && (text || len == 0));
+    if (len == 0) {
+        return true;
+    }
+    col_scrub_stats_t ignored = {0};
+    builder_t b = {.in = text, .len = len, .stats = &ignored, .seed = rules->seed, .dry = true};
+    scan(&b, rules);
+    return !b.changed;
+}
+
+bool col_scrub_pair_clean(const col_scrub_rules_t *rules, const char *key, size_t key_len,
+                          const char *value, size_t value_len)
+{
+    assert(rules);
+    if (key_is_secret(rules, key, key_len)) {
+        return rules->secrets != ACT_REMOVE && value_len == 0;
+    }
+    return col_scrub_span_clean(rules, value, value_len);
+}
+
+bool col_scrub_user_id_clean(const col_scrub_rules_t *rules, const char *user_id, size_t len)
+{
+    assert(rules && (user_id || len == 0));
+    if (len == 0) {
+        return true;
+    }
+    if (rules->user_ids != ACT_KEEP) {
+        return false;
+    }
+    return !is_scrubbed_identity(rules, user_id, len);
 }

@@ -104,4 +104,15 @@ int col_scrub_text(const col_scrub_rules_t *rules, const char *text, col_arena_t
 int col_scrub_event(const col_scrub_rules_t *rules, Tocsin__V1__Event *ev, col_arena_t *arena,
                     col_scrub_stats_t *stats);
 
+/*
+ * The same rules as questions, for strings still in the payload (not NUL-terminated): true
+ * when col_scrub_text / col_scrub_event would leave the string, the tag or log field
+ * (`key` = `value`), or the user id as it is. An event for which every answer is true can
+ * leave the collector as the client encoded it.
+ */
+bool col_scrub_span_clean(const col_scrub_rules_t *rules, const char *text, size_t len);
+bool col_scrub_pair_clean(const col_scrub_rules_t *rules, const char *key, size_t key_len,
+                          const char *value, size_t value_len);
+bool col_scrub_user_id_clean(const col_scrub_rules_t *rules, const char *user_id, size_t len);
+
 #endif

@@ -32,16 +32,6 @@
 typedef struct col_inflight col_inflight_t;
 typedef struct col_track col_track_t;
 
-/* The client's own loss figures carried by a batch (tocsin.v1.ClientCounters). */
-typedef struct {
-    uint64_t dropped_queue_full;
-    uint64_t dropped_oversize;
-    uint64_t sampled_out;
-    uint64_t retried;
-    uint64_t rejected;
-    uint64_t dropped_before_send;
-} col_client_counters_t;
-
 /* One delivery report, as the collector classifies librdkafka's error code. */
 typedef enum {
     COL_DELIVERY_OK = 0,

@@ -2,25 +2,37 @@
  * col_validate.h — decode and validate one Batch as it arrives from a client.
  *
  * Pure: no sockets, no clock, no globals. The collector calls col_batch_decode on every
- * ZeroMQ payload; a batch either comes back decoded and within every limit, or is refused
- * with a stable reason code (col_reason_name gives the snake_case name used as the
- * `reason` label of tocsin_collector_batches_rejected_total and in the REJECTED Ack) and
- * a human message naming the field and the event index.
+ * ZeroMQ payload; a batch either comes back checked against every limit, or is refused with
+ * a stable reason code (col_reason_name gives the snake_case name used as the `reason` label
+ * of tocsin_collector_batches_rejected_total and in the REJECTED Ack) and a human message
+ * naming the field and the event index.
  *
- * Checks, in order: the payload size (before decoding), the number of top-level events
- * (counted on the wire before decoding, so a frame of empty events cannot make the decoder
- * allocate a hundred times the frame's size), the protobuf parse, at least one event, and
- * for every event: event_id exactly 16 bytes, service non-empty, exactly one body, every
- * string valid UTF-8 and within its limit, tags, frames, fingerprint parts and log fields
- * within their counts, metric values finite and TIMING values not negative.
+ * Validation walks the protobuf wire format itself, knowing the schema of tocsin.v1.Event,
+ * without decoding into structs: most events are never decoded at all, and the collector
+ * forwards their bytes with its own fields appended (a later field wins in protobuf). An
+ * event whose shape protobuf would read in a less obvious way — a singular field twice (the
+ * later wins, or sub-messages merge), or two bodies — is "complex": it is decoded with
+ * protobuf-c and checked on the decoded struct, and the collector re-encodes it, so what
+ * leaves is exactly what was checked.
+ *
+ * Checks: the payload size (before anything), the number of events (counted on the wire
+ * before anything else, so a frame of empty events costs nothing), the framing, the wire
+ * type of every known field (what protobuf-c would refuse), at least one event, and for
+ * every event: event_id exactly 16 bytes, service non-empty, exactly one body, every string
+ * valid UTF-8 without NUL bytes (protobuf-c would cut a string at one, and the collector
+ * would check something else than it forwards) and within its limit, tags, frames,
+ * fingerprint parts and log fields within their counts, metric values finite and TIMING
+ * values not negative.
  */
 #ifndef COL_VALIDATE_H
 #define COL_VALIDATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "col_arena.h"
+#include "col_wire.h"
 #include "tocsin/v1/transport.pb-c.h"
 
 /* Hard limits on what one batch may hold; every one is configurable (limits.* keys). */
@@ -81,20 +93,70 @@ typedef struct {
     char message[256];
 } col_reject_t;
 
+/* A string as it sits in the payload: not NUL-terminated. */
+typedef struct {
+    const char *p;
+    size_t len;
+} col_span_t;
+
+/* One event of a batch. */
+typedef struct {
+    const uint8_t *raw; /* the event's bytes in the payload */
+    size_t raw_len;
+    Tocsin__V1__Event *ev; /* decoded into the arena; NULL until col_event_decode (simple
+                              events are not decoded by col_batch_decode) */
+    bool simple;           /* every singular field at most once and one body: the facts below
+                              hold and the raw bytes say exactly that */
+    /* What the walk found (spans point into `raw`); for complex events, from `ev`. */
+    Tocsin__V1__Event__BodyCase body;
+    col_span_t service;
+    col_span_t name;          /* request route, or metric name */
+    col_span_t grouping_hash; /* errors: the client's id; empty when none */
+    col_span_t user_id;
+    int64_t time_us;
+} col_event_t;
+
+/* A checked batch. Its spans and raw bytes point into the payload given to col_batch_decode,
+ * the rest into the arena: both must outlive it. */
+typedef struct {
+    uint64_t sequence;
+    col_span_t api_key;
+    col_span_t sdk;
+    col_client_counters_t counters;
+    size_t n_events;
+    col_event_t *events;
+} col_batch_t;
+
 /*
- * Decodes `len` bytes at `data` as a tocsin.v1.Batch and checks it against `limits`.
- * Everything decoded is allocated from `arena`, so nothing is freed one by one: the batch
- * lives until the caller's next col_arena_reset. (The arena's bound also bounds what a
- * hostile frame can make the decoder allocate.)
+ * Checks `len` bytes at `data` as a tocsin.v1.Batch against `limits`. The batch's arrays,
+ * and the complex events it decodes, are allocated from `arena`: the batch lives until the
+ * caller's next col_arena_reset, and as long as `data`.
  *
- * Returns 0 with *out set to the decoded batch; `reject` is then cleared (reason
- * COL_REASON_NONE).
+ * Returns 0 with *out set; `reject` is then cleared (reason COL_REASON_NONE).
  * Returns TC_EINVAL when the batch is refused: *out is NULL, `reject` says why. (protobuf-c
- * does not tell an allocation failure from a parse error, so a batch that does not fit the
- * arena is reported as `malformed` too.)
- * `data` may be NULL when `len` is 0. The batch does not point into `data`.
+ * does not tell an allocation failure from a parse error, so a complex event that does not
+ * fit the arena is reported as `malformed` too.)
+ * `data` may be NULL when `len` is 0.
  */
 int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, col_arena_t *arena,
-                     Tocsin__V1__Batch **out, col_reject_t *reject);
+                     col_batch_t **out, col_reject_t *reject);
+
+/* Decodes an event of a checked batch into `arena` (once; later calls return at once).
+ * Returns 0 with e->ev set, or TC_ENOMEM. */
+int col_event_decode(col_event_t *e, col_arena_t *arena);
+
+/* What col_event_each passes for one string of a simple event. */
+typedef enum {
+    COL_STRING_TAG,       /* key and value */
+    COL_STRING_LOG_FIELD, /* key and value */
+    COL_STRING_MESSAGE,   /* value: the error or log message */
+    COL_STRING_ROUTE,     /* value: the request route */
+} col_string_kind_t;
+
+typedef bool (*col_string_fn)(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value);
+
+/* Calls `fn` for every tag, log field, message and route of a simple event, in wire order,
+ * until it returns false. Returns false when `fn` did. */
+bool col_event_each(const col_event_t *e, col_string_fn fn, void *ctx);
 
 #endif

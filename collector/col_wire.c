@@ -165,18 +165,20 @@ int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, 
     return 0;
 }
 
-int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
-                    const void *value, size_t value_len)
+int col_records_add_parts(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                          const void *value, size_t value_len, const void *tail, size_t tail_len)
 {
-    assert(r && (key || key_len == 0) && (value || value_len == 0) && topic < COL_TOPIC_COUNT);
-    if (key_len > COL_RECORD_KEY_MAX || value_len > UINT32_MAX) {
+    assert(r && (key || key_len == 0) && (value || value_len == 0) && (tail || tail_len == 0) &&
+           topic < COL_TOPIC_COUNT);
+    if (key_len > COL_RECORD_KEY_MAX || value_len > UINT32_MAX ||
+        tail_len > UINT32_MAX - value_len) {
         return TC_EINVAL;
     }
-    size_t total = COL_RECORD_HEADER + key_len + value_len;
+    size_t total = COL_RECORD_HEADER + key_len + value_len + tail_len;
     if (reserve(r, total) != 0) {
         return TC_ENOMEM;
     }
-    put_record_header(r, topic, key_len, value_len);
+    put_record_header(r, topic, key_len, value_len + tail_len);
     uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
     if (key_len) {
         memcpy(p, key, key_len);
@@ -184,8 +186,17 @@ int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t
     if (value_len) {
         memcpy(p + key_len, value, value_len);
     }
+    if (tail_len) {
+        memcpy(p + key_len + value_len, tail, tail_len);
+    }
     finish_record(r, total);
     return 0;
+}
+
+int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                    const void *value, size_t value_len)
+{
+    return col_records_add_parts(r, topic, key, key_len, value, value_len, NULL, 0);
 }
 
 int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record_t *rec)

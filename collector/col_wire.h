@@ -15,6 +15,16 @@
 
 #include "tocsin/v1/transport.pb-c.h"
 
+/* The client's own loss figures carried by a batch (tocsin.v1.ClientCounters). */
+typedef struct {
+    uint64_t dropped_queue_full;
+    uint64_t dropped_oversize;
+    uint64_t sampled_out;
+    uint64_t retried;
+    uint64_t rejected;
+    uint64_t dropped_before_send;
+} col_client_counters_t;
+
 /* ZeroMQ routing ids are at most 255 bytes. */
 #define COL_IDENTITY_MAX 255
 
@@ -104,6 +114,12 @@ void col_records_fini(col_records_t *r);
  * buffer). Returns 0, TC_EINVAL for a key above COL_RECORD_KEY_MAX, or TC_ENOMEM. */
 int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
                           const Tocsin__V1__Event *ev);
+
+/* Appends one record whose value is `value` followed by `tail` (an event as the client
+ * encoded it, then the collector's fields, which win over the client's as later fields do
+ * in protobuf). Returns 0, TC_EINVAL (key too long, value above 4 GiB) or TC_ENOMEM. */
+int col_records_add_parts(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
+                          const void *value, size_t value_len, const void *tail, size_t tail_len);
 
 /* Appends one record from raw bytes. Returns 0, TC_EINVAL (key too long, value above
  * 4 GiB) or TC_ENOMEM. */

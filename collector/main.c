@@ -239,6 +239,7 @@ typedef struct {
     tc_counter_t *batches_received;
     tc_counter_t *events_received;
     tc_counter_t *events_accepted;
+    tc_counter_t *events_reencoded;
     tc_counter_t *batches_stored;
     tc_counter_t *batches_rejected[COL_REASON_COUNT];
     tc_counter_t *batches_retry_after[RETRY_N];
@@ -303,6 +304,9 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
     COUNTER(events_accepted, "events_accepted_total", NULL,
             "Events acked STORED (delivered to Kafka or written to the spool)");
     COUNTER(batches_stored, "batches_stored_total", NULL, "Batches acked STORED");
+    COUNTER(events_reencoded, "events_reencoded_total", NULL,
+            "Events decoded and encoded again (scrubbed, grouped, or of a complex shape); the "
+            "others leave as the client encoded them, with the collector's fields appended");
     for (int r = COL_REASON_NONE + 1; r < COL_REASON_COUNT; r++) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"", col_reason_name((col_reason_t)r));
         COUNTER(batches_rejected[r], "batches_rejected_total", labels,
@@ -629,6 +633,7 @@ typedef struct {
     bool stopping;
     bool fatal;
     int64_t last_purge_us;
+    bool produced_since_purge; /* a purge takes back only what was produced before it */
     /* replay */
     uint64_t replay_cursor;
     bool replay_failed;
@@ -644,6 +649,8 @@ typedef struct {
     size_t n_dels;
     size_t dels_cap;
     uint8_t key_buf[COL_KEY_MAX];
+    rd_kafka_message_t *kmsgs[COL_TOPIC_COUNT]; /* produce_records' scratch, per topic */
+    size_t kmsgs_cap;
 } col_daemon_t;
 
 static void publish_state(col_daemon_t *d)
@@ -786,9 +793,10 @@ static bool anything_producing(col_daemon_t *d)
 /* Takes back everything queued in the producer: its reports fail at once (purged). */
 static void purge_producer(col_daemon_t *d, const char *why)
 {
-    if (!anything_producing(d)) {
+    if (!d->produced_since_purge || !anything_producing(d)) {
         return;
     }
+    d->produced_since_purge = false;
     tc_counter_inc(d->m.purges);
     d->last_purge_us = tc_mono_us();
     tc_log(TC_LOG_WARN, "collector.purge", "taking back what is in flight: %s", why);
@@ -869,40 +877,83 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
            reason);
 }
 
+/* Room for `n` messages per topic in the produce scratch arrays. */
+static int grow_kmsgs(col_daemon_t *d, size_t n)
+{
+    if (n <= d->kmsgs_cap) {
+        return 0;
+    }
+    size_t cap = d->kmsgs_cap ? d->kmsgs_cap : 512;
+    while (cap < n) {
+        cap *= 2;
+    }
+    for (int i = 0; i < COL_TOPIC_COUNT; i++) {
+        rd_kafka_message_t *p = realloc(d->kmsgs[i], cap * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        d->kmsgs[i] = p;
+    }
+    d->kmsgs_cap = cap;
+    return 0;
+}
+
 /*
  * Hands every record of `t` to the producer without copying (the tracker's buffer lives
- * until every report is in). When the producer refuses one, the rest stay back, the batch
- * will be spooled, and so will everything after it.
+ * until every report is in), one rd_kafka_produce_batch per topic. When the producer refuses
+ * one, the batch will be spooled, and so will everything after it.
  */
 static void produce_records(col_daemon_t *d, col_track_t *t)
 {
     const col_records_t *r = col_track_records(t);
+    if (grow_kmsgs(d, r->count) != 0) {
+        col_track_abort(t, "collector out of memory");
+        enter_spooling(d, "out of memory producing", true);
+        return;
+    }
+    int n[COL_TOPIC_COUNT] = {0};
     size_t off = 0;
     col_record_t rec;
-    int rc;
-    while ((rc = col_records_next(r->data, r->len, &off, &rec)) == 1) {
-        if (rd_kafka_produce(d->rkt[rec.topic], RD_KAFKA_PARTITION_UA, 0, (void *)rec.value,
-                             rec.value_len, rec.key, rec.key_len, t) != 0) {
-            rd_kafka_resp_err_t perr = rd_kafka_last_error();
-            tc_counter_inc(d->m.produce_errors);
-            char reason[160];
-            snprintf(reason, sizeof(reason), "kafka producer refused a record: %s",
-                     rd_kafka_err2str(perr));
-            uint64_t suppressed = 0;
-            if (tc_log_limit_allow(&d->produce_log, tc_mono_us(), &suppressed)) {
-                tc_logj(TC_LOG_WARN, "collector.produce_refused",
-                        json_pack("{s:I, s:I}", "sequence", (json_int_t)col_track_sequence(t),
-                                  "suppressed", (json_int_t)suppressed),
-                        "%s", reason);
-            }
-            col_track_abort(t, reason);
-            enter_spooling(d, reason, true);
-            return;
-        }
-        col_track_produced(t);
+    while (col_records_next(r->data, r->len, &off, &rec) == 1) {
+        rd_kafka_message_t *m = &d->kmsgs[rec.topic][n[rec.topic]++];
+        memset(m, 0, sizeof(*m));
+        m->payload = (void *)rec.value;
+        m->len = rec.value_len;
+        m->key = (void *)rec.key;
+        m->key_len = rec.key_len;
+        m->_private = t;
     }
-    assert(rc == 0);
-    col_track_seal(t);
+    rd_kafka_resp_err_t perr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int topic = 0; topic < COL_TOPIC_COUNT; topic++) {
+        if (n[topic] == 0) {
+            continue;
+        }
+        rd_kafka_produce_batch(d->rkt[topic], RD_KAFKA_PARTITION_UA, 0, d->kmsgs[topic], n[topic]);
+        for (int i = 0; i < n[topic]; i++) {
+            if (d->kmsgs[topic][i].err) {
+                perr = perr ? perr : d->kmsgs[topic][i].err;
+                tc_counter_inc(d->m.produce_errors);
+            } else {
+                col_track_produced(t);
+                d->produced_since_purge = true;
+            }
+        }
+    }
+    if (perr == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        col_track_seal(t);
+        return;
+    }
+    char reason[160];
+    snprintf(reason, sizeof(reason), "kafka producer refused a record: %s", rd_kafka_err2str(perr));
+    uint64_t suppressed = 0;
+    if (tc_log_limit_allow(&d->produce_log, tc_mono_us(), &suppressed)) {
+        tc_logj(TC_LOG_WARN, "collector.produce_refused",
+                json_pack("{s:I, s:I}", "sequence", (json_int_t)col_track_sequence(t), "suppressed",
+                          (json_int_t)suppressed),
+                "%s", reason);
+    }
+    col_track_abort(t, reason);
+    enter_spooling(d, reason, true);
 }
 
 /* ---- settling: acks, spool writes and deletions, after each loop turn ---- */
@@ -1153,6 +1204,7 @@ static void check_stall(col_daemon_t *d)
         if (r) {
             d->replay_failed = true;
         }
+        d->produced_since_purge = true; /* even if a purge was tried: try again */
         enter_spooling(d, "no delivery report within kafka.message_timeout", true);
     }
 }
@@ -1201,22 +1253,28 @@ static void reject_simple(col_daemon_t *d, const col_peer_t *peer, uint64_t sequ
 
 /* API key and service: every event of a keyed batch must be the key's service. Returns the
  * service to charge (NULL without keys) or sets *refused after answering. */
-static const char *check_key(col_daemon_t *d, const col_peer_t *peer, const Tocsin__V1__Batch *b,
+static const char *check_key(col_daemon_t *d, const col_peer_t *peer, const col_batch_t *b,
                              bool *refused)
 {
     *refused = false;
     if (!d->keys) {
         return NULL;
     }
-    const char *service = col_keys_service(d->keys, b->api_key);
+    char key[COL_KEY_MAX];
+    size_t klen = b->api_key.len < sizeof(key) - 1 ? b->api_key.len : sizeof(key) - 1;
+    memcpy(key, b->api_key.p, klen);
+    key[klen] = '\0';
+    const char *service = col_keys_service(d->keys, key);
     if (!service) {
         *refused = true;
         reject_simple(d, peer, b->sequence, COL_REASON_UNAUTHORIZED, -1, "api_key: %s",
-                      b->api_key && b->api_key[0] ? "unknown" : "missing");
+                      klen ? "unknown" : "missing");
         return NULL;
     }
+    size_t slen = strlen(service);
     for (size_t i = 0; i < b->n_events; i++) {
-        if (strcmp(b->events[i]->service, service) != 0) {
+        const col_span_t *sv = &b->events[i].service;
+        if (sv->len != slen || memcmp(sv->p, service, slen) != 0) {
             *refused = true;
             reject_simple(d, peer, b->sequence, COL_REASON_UNAUTHORIZED, (int)i,
                           "event %zu: service: the API key is not for this service", i);
@@ -1226,26 +1284,69 @@ static const char *check_key(col_daemon_t *d, const col_peer_t *peer, const Tocs
     return service;
 }
 
+static bool string_clean(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value)
+{
+    const col_scrub_rules_t *rules = ctx;
+    if (kind == COL_STRING_TAG || kind == COL_STRING_LOG_FIELD) {
+        return col_scrub_pair_clean(rules, key.p, key.len, value.p, value.len);
+    }
+    return col_scrub_span_clean(rules, value.p, value.len);
+}
+
+/* True when an event can leave as the client encoded it, with the collector's fields
+ * appended: its shape is simple, it has its grouping id if it is an error, and scrubbing
+ * would change none of its strings. */
+static bool goes_as_is(col_daemon_t *d, const col_event_t *e)
+{
+    if (!e->simple) {
+        return false;
+    }
+    if (e->body == TOCSIN__V1__EVENT__BODY_ERROR && e->grouping_hash.len == 0) {
+        return false;
+    }
+    if (!col_scrub_user_id_clean(d->scrub, e->user_id.p, e->user_id.len)) {
+        return false;
+    }
+    return col_event_each(e, string_clean, d->scrub);
+}
+
 /* Scrubs and enriches every event into `records`. Returns 0 or TC_ENOMEM. */
-static int build_records(col_daemon_t *d, Tocsin__V1__Batch *b, int64_t received_us,
+static int build_records(col_daemon_t *d, col_batch_t *b, int64_t received_us,
                          col_records_t *records)
 {
     col_scrub_stats_t ss = {0};
     col_enrich_stats_t es = {0};
+    uint64_t reencoded = 0;
     int rc = 0;
     for (size_t i = 0; i < b->n_events && rc == 0; i++) {
-        Tocsin__V1__Event *ev = b->events[i];
-        rc = col_scrub_event(d->scrub, ev, d->arena, &ss);
+        col_event_t *e = &b->events[i];
         col_topic_t topic = COL_TOPIC_EVENTS;
         size_t key_len = 0;
+        if (goes_as_is(d, e)) {
+            uint8_t tail[COL_TAIL_MAX];
+            size_t tail_len = 0;
+            rc = col_enrich_raw(&d->enrich, e, received_us, &es, &topic, d->key_buf,
+                                sizeof(d->key_buf), &key_len, tail, sizeof(tail), &tail_len);
+            if (rc == 0) {
+                rc = col_records_add_parts(records, topic, d->key_buf, key_len, e->raw, e->raw_len,
+                                           tail, tail_len);
+            }
+            continue;
+        }
+        reencoded++;
+        rc = col_event_decode(e, d->arena);
         if (rc == 0) {
-            rc = col_enrich_event(&d->enrich, ev, received_us, d->arena, &es, &topic, d->key_buf,
+            rc = col_scrub_event(d->scrub, e->ev, d->arena, &ss);
+        }
+        if (rc == 0) {
+            rc = col_enrich_event(&d->enrich, e->ev, received_us, d->arena, &es, &topic, d->key_buf,
                                   sizeof(d->key_buf), &key_len);
         }
         if (rc == 0) {
-            rc = col_records_add_event(records, topic, d->key_buf, key_len, ev);
+            rc = col_records_add_event(records, topic, d->key_buf, key_len, e->ev);
         }
     }
+    tc_counter_add(d->m.events_reencoded, reencoded);
     for (int k = 0; k < COL_SCRUB_KIND_COUNT; k++) {
         if (ss.counts[k]) {
             tc_counter_add(d->m.scrubbed[k], ss.counts[k]);
@@ -1260,8 +1361,8 @@ static int build_records(col_daemon_t *d, Tocsin__V1__Batch *b, int64_t received
     return rc;
 }
 
-static void take_batch(col_daemon_t *d, const col_peer_t *peer, Tocsin__V1__Batch *b,
-                       int64_t received_us, int64_t received_mono)
+static void take_batch(col_daemon_t *d, const col_peer_t *peer, col_batch_t *b, int64_t received_us,
+                       int64_t received_mono)
 {
     bool refused = false;
     const char *service = check_key(d, peer, b, &refused);
@@ -1305,15 +1406,7 @@ static void take_batch(col_daemon_t *d, const col_peer_t *peer, Tocsin__V1__Batc
                    "collector out of memory");
         return;
     }
-    col_client_counters_t counters = {0};
-    if (b->counters) {
-        counters.dropped_queue_full = b->counters->dropped_queue_full;
-        counters.dropped_oversize = b->counters->dropped_oversize;
-        counters.sampled_out = b->counters->sampled_out;
-        counters.retried = b->counters->retried;
-        counters.rejected = b->counters->rejected;
-        counters.dropped_before_send = b->counters->dropped_before_send;
-    }
+    col_client_counters_t counters = b->counters;
     int err = 0;
     col_track_t *t = col_inflight_open(d->inflight, peer, b->sequence, n, &counters, received_mono,
                                        &records, &err);
@@ -1358,7 +1451,7 @@ static void handle_message(col_daemon_t *d, zmq_msg_t *parts, size_t nframes)
         reject_batch(d, &peer, &rej);
         return;
     }
-    Tocsin__V1__Batch *b = NULL;
+    col_batch_t *b = NULL;
     col_reject_t rej;
     if (col_batch_decode(payload.data, payload.len, &d->limits, d->arena, &b, &rej) != 0) {
         reject_batch(d, &peer, &rej);
@@ -1647,7 +1740,7 @@ static void drain_inflight(col_daemon_t *d)
         if (d->spool) {
             d->mode = MODE_SPOOLING;
         }
-        d->last_purge_us = 0;
+        d->produced_since_purge = true;
         purge_producer(d, "shutting down");
         int64_t purge_deadline = tc_mono_us() + 5 * 1000000;
         while (anything_producing(d) && tc_mono_us() < purge_deadline) {
@@ -1996,6 +2089,10 @@ static void daemon_stop(col_daemon_t *d)
     free(d->pending_values);
     free(d->pending_lens);
     free(d->dels);
+    for (int i = 0; i < COL_TOPIC_COUNT; i++) {
+        free(d->kmsgs[i]);
+        d->kmsgs[i] = NULL;
+    }
     d->pending = NULL;
     d->pending_values = NULL;
     d->pending_lens = NULL;

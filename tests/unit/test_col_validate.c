@@ -417,10 +417,9 @@ static void test_cases(void **state)
         c->mutate(&f);
         size_t len;
         uint8_t *buf = fixture_pack(&f, &len);
-        Tocsin__V1__Batch *b = (Tocsin__V1__Batch *)0x1;
+        col_batch_t *b = (col_batch_t *)0x1;
         col_reject_t rej;
         int rc = col_batch_decode(buf, len, &f.limits, arena(), &b, &rej);
-        free(buf);
         if (c->reason == COL_REASON_NONE) {
             if (rc != 0) {
                 fail_msg("%s: refused: %s: %s", c->name, col_reason_name(rej.reason), rej.message);
@@ -429,17 +428,27 @@ static void test_cases(void **state)
             assert_int_equal(rej.reason, COL_REASON_NONE);
             assert_int_equal(b->n_events, f.batch.n_events);
             assert_int_equal(b->sequence, 42);
-            assert_non_null(b->counters);
-            assert_int_equal(b->counters->dropped_queue_full, 3);
+            assert_int_equal(b->counters.dropped_queue_full, 3);
+            assert_int_equal(b->sdk.len, strlen("libtocsin/0.1.0"));
             for (size_t e = 0; e < b->n_events; e++) {
-                assert_int_equal(b->events[e]->body_case, f.batch.events[e]->body_case);
-                assert_string_equal(b->events[e]->service, f.batch.events[e]->service);
-                assert_memory_equal(b->events[e]->event_id.data, f.batch.events[e]->event_id.data,
-                                    16);
+                col_event_t *ce = &b->events[e];
+                assert_int_equal(ce->body, f.batch.events[e]->body_case);
+                assert_int_equal(ce->service.len, strlen(f.batch.events[e]->service));
+                assert_memory_equal(ce->service.p, f.batch.events[e]->service, ce->service.len);
+                assert_int_equal(ce->time_us, f.batch.events[e]->time_us);
+                /* Decoding gives back what the client encoded. */
+                if (col_event_decode(ce, arena()) != 0) {
+                    fail_msg("%s: event %zu does not decode", c->name, e);
+                }
+                assert_int_equal(ce->ev->body_case, f.batch.events[e]->body_case);
+                assert_string_equal(ce->ev->service, f.batch.events[e]->service);
+                assert_memory_equal(ce->ev->event_id.data, f.batch.events[e]->event_id.data, 16);
             }
             col_arena_reset(arena());
+            free(buf); /* the batch points into it: freed only now */
             continue;
         }
+        free(buf);
         if (rc != TC_EINVAL || rej.reason != c->reason) {
             fail_msg("%s: rc %d, reason %s (%s), expected %s", c->name, rc,
                      col_reason_name(rej.reason), rej.message, col_reason_name(c->reason));
@@ -470,6 +479,7 @@ typedef struct {
     const uint8_t *data;
     size_t len;
     col_reason_t reason;
+    int event_index; /* the event at fault, -1 for the batch */
 } rawcase_t;
 
 static void test_raw(void **state)
@@ -483,20 +493,32 @@ static void test_raw(void **state)
     static const uint8_t wrong_type[] = {0x19, 1, 2, 3, 4, 5, 6, 7, 8}; /* events as fixed64 */
     static const uint8_t event_bad_inner[] = {0x1a, 0x02, 0xff, 0xff};  /* event body broken */
     static const uint8_t only_sequence[] = {0x08, 0x07};
+    static const uint8_t event_bad_type[] = {0x1a, 0x02, 0x18, 0x01}; /* service as varint */
+    static const uint8_t event_nul[] = {0x1a, 0x05, 0x1a, 0x03, 'a', 0x00, 'b'}; /* NUL */
+    static const uint8_t key_too_long[] = {0x1a, 0x07, 0xf8, 0xff, 0xff,
+                                           0xff, 0xff, 0x01, 0x00}; /* a 6-byte tag */
+    static const uint8_t counters_bad[] = {0x22, 0x02, 0x0a, 0x00}; /* counter as a string */
     const rawcase_t raw[] = {
-        {"empty input", NULL, 0, COL_REASON_EMPTY},
-        {"sequence only", only_sequence, sizeof(only_sequence), COL_REASON_EMPTY},
-        {"garbage", garbage, sizeof(garbage), COL_REASON_MALFORMED},
-        {"length past the end", bad_len, sizeof(bad_len), COL_REASON_MALFORMED},
-        {"group wire type", group, sizeof(group), COL_REASON_MALFORMED},
-        {"field number 0", field0, sizeof(field0), COL_REASON_MALFORMED},
-        {"events with the wrong wire type", wrong_type, sizeof(wrong_type), COL_REASON_MALFORMED},
+        {"empty input", NULL, 0, COL_REASON_EMPTY, -1},
+        {"sequence only", only_sequence, sizeof(only_sequence), COL_REASON_EMPTY, -1},
+        {"garbage", garbage, sizeof(garbage), COL_REASON_MALFORMED, -1},
+        {"length past the end", bad_len, sizeof(bad_len), COL_REASON_MALFORMED, -1},
+        {"group wire type", group, sizeof(group), COL_REASON_MALFORMED, -1},
+        {"field number 0", field0, sizeof(field0), COL_REASON_MALFORMED, -1},
+        {"events with the wrong wire type", wrong_type, sizeof(wrong_type), COL_REASON_MALFORMED,
+         -1},
         {"event with broken contents", event_bad_inner, sizeof(event_bad_inner),
-         COL_REASON_MALFORMED},
+         COL_REASON_MALFORMED, 0},
+        {"event field with the wrong wire type", event_bad_type, sizeof(event_bad_type),
+         COL_REASON_MALFORMED, 0},
+        {"a NUL byte inside a string", event_nul, sizeof(event_nul), COL_REASON_INVALID_UTF8, 0},
+        {"a field tag of six bytes", key_too_long, sizeof(key_too_long), COL_REASON_MALFORMED, 0},
+        {"counters of the wrong wire type", counters_bad, sizeof(counters_bad),
+         COL_REASON_MALFORMED, -1},
     };
     col_limits_t lim = col_limits_default();
     for (size_t i = 0; i < N_ELEMS(raw); i++) {
-        Tocsin__V1__Batch *b = NULL;
+        col_batch_t *b = NULL;
         col_reject_t rej;
         int rc = col_batch_decode(raw[i].data, raw[i].len, &lim, arena(), &b, &rej);
         if (rc != TC_EINVAL || rej.reason != raw[i].reason) {
@@ -504,10 +526,13 @@ static void test_raw(void **state)
                      col_reason_name(rej.reason), col_reason_name(raw[i].reason));
         }
         assert_null(b);
-        assert_int_equal(rej.event_index, -1);
+        if (rej.event_index != raw[i].event_index) {
+            fail_msg("%s: event index %d, expected %d", raw[i].name, rej.event_index,
+                     raw[i].event_index);
+        }
     }
     /* The sequence of a batch without events is still named. */
-    Tocsin__V1__Batch *b = NULL;
+    col_batch_t *b = NULL;
     col_reject_t rej;
     col_batch_decode(only_sequence, sizeof(only_sequence), &lim, arena(), &b, &rej);
     assert_int_equal(rej.sequence, 7);
@@ -526,7 +551,7 @@ static void test_truncations(void **state)
         uint8_t *part = malloc(cut ? cut : 1);
         assert_non_null(part);
         memcpy(part, buf, cut);
-        Tocsin__V1__Batch *b = NULL;
+        col_batch_t *b = NULL;
         col_reject_t rej;
         int rc = col_batch_decode(cut ? part : NULL, cut, &f.limits, arena(), &b, &rej);
         if (rc == 0) {
@@ -554,10 +579,199 @@ static void test_event_flood(void **state)
         buf[2 * i + 1] = 0x00;
     }
     col_limits_t lim = col_limits_default();
-    Tocsin__V1__Batch *b = NULL;
+    col_batch_t *b = NULL;
     col_reject_t rej;
     assert_int_equal(col_batch_decode(buf, n * 2, &lim, arena(), &b, &rej), TC_EINVAL);
     assert_int_equal(rej.reason, COL_REASON_TOO_MANY_EVENTS);
+    free(buf);
+}
+
+/* Packs one event. */
+static size_t pack_event(const Tocsin__V1__Event *ev, uint8_t *out)
+{
+    return tocsin__v1__event__pack(ev, out);
+}
+
+/* A batch (sequence 9) of one event whose bytes are `a` then `b`: protobuf reads two
+ * messages one after the other as one, the later singular fields winning and sub-messages
+ * merging. */
+static size_t batch_of_two(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, uint8_t *out)
+{
+    size_t n = 0;
+    out[n++] = 0x08;
+    out[n++] = 9;
+    out[n++] = 0x1a;
+    size_t len = na + nb;
+    while (len >= 0x80) {
+        out[n++] = (uint8_t)(len | 0x80);
+        len >>= 7;
+    }
+    out[n++] = (uint8_t)len;
+    memcpy(out + n, a, na);
+    memcpy(out + n + na, b, nb);
+    return n + na + nb;
+}
+
+/* Events protobuf reads in a less obvious way are decoded and checked as protobuf-c reads
+ * them: the later service wins, the later body wins whole, repeated fields add up. */
+static void test_complex_events(void **state)
+{
+    (void)state;
+    static uint8_t a[64 * 1024], bb[64 * 1024], batch[130 * 1024];
+    uint8_t id[16];
+    memset(id, 3, sizeof(id));
+    Tocsin__V1__Event e1 = TOCSIN__V1__EVENT__INIT, e2 = TOCSIN__V1__EVENT__INIT;
+    e1.event_id.data = id;
+    e1.event_id.len = 16;
+    e1.service = "first";
+    Tocsin__V1__Request req = TOCSIN__V1__REQUEST__INIT;
+    req.route = "/r";
+    e1.body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
+    e1.request = &req;
+    e2.service = "second";
+    col_limits_t lim = col_limits_default();
+    col_batch_t *b = NULL;
+    col_reject_t rej;
+
+    /* service twice: the later wins; the event is complex and decoded */
+    size_t na = pack_event(&e1, a), nb = pack_event(&e2, bb);
+    size_t n = batch_of_two(a, na, bb, nb, batch);
+    assert_int_equal(col_batch_decode(batch, n, &lim, arena(), &b, &rej), 0);
+    assert_false(b->events[0].simple);
+    assert_non_null(b->events[0].ev);
+    assert_int_equal(b->events[0].service.len, 6);
+    assert_memory_equal(b->events[0].service.p, "second", 6);
+    assert_int_equal(b->events[0].body, TOCSIN__V1__EVENT__BODY_REQUEST);
+    assert_int_equal(b->events[0].name.len, 2);
+    col_arena_reset(arena());
+
+    /* two bodies: the later wins */
+    Tocsin__V1__LogRecord log = TOCSIN__V1__LOG_RECORD__INIT;
+    log.message = "hello";
+    e2.service = "";
+    e2.body_case = TOCSIN__V1__EVENT__BODY_LOG;
+    e2.log = &log;
+    nb = pack_event(&e2, bb);
+    n = batch_of_two(a, na, bb, nb, batch);
+    assert_int_equal(col_batch_decode(batch, n, &lim, arena(), &b, &rej), 0);
+    assert_false(b->events[0].simple);
+    assert_int_equal(b->events[0].body, TOCSIN__V1__EVENT__BODY_LOG);
+    col_arena_reset(arena());
+
+    /* a metric whose first value is not finite and whose later one is: the later wins */
+    Tocsin__V1__Metric m1 = TOCSIN__V1__METRIC__INIT, m2 = TOCSIN__V1__METRIC__INIT;
+    m1.name = "q";
+    m1.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING;
+    m1.value = -1;
+    m2.value = 2;
+    e1.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
+    e1.metric = &m1;
+    e2.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
+    e2.metric = &m2;
+    na = pack_event(&e1, a);
+    nb = pack_event(&e2, bb);
+    n = batch_of_two(a, na, bb, nb, batch);
+    assert_int_equal(col_batch_decode(batch, n, &lim, arena(), &b, &rej), 0);
+    assert_int_equal(b->events[0].ev->metric->value, 2);
+    col_arena_reset(arena());
+    /* ... and the other way round it is refused, as a simple event would be */
+    n = batch_of_two(bb, nb, a, na, batch);
+    assert_int_equal(col_batch_decode(batch, n, &lim, arena(), &b, &rej), TC_EINVAL);
+    assert_int_equal(rej.reason, COL_REASON_BAD_VALUE);
+    assert_int_equal(rej.event_index, 0);
+    col_arena_reset(arena());
+
+    /* two errors of 100 frames each: the body is a oneof, so protobuf-c keeps the later
+     * one whole rather than merging (100 frames, not 200) */
+    static Tocsin__V1__Frame frames[100];
+    static Tocsin__V1__Frame *framep[100];
+    for (int i = 0; i < 100; i++) {
+        tocsin__v1__frame__init(&frames[i]);
+        frames[i].function = "f";
+        framep[i] = &frames[i];
+    }
+    Tocsin__V1__ErrorEvent err = TOCSIN__V1__ERROR_EVENT__INIT;
+    err.type = "E";
+    err.n_frames = 100;
+    err.frames = framep;
+    e1.body_case = TOCSIN__V1__EVENT__BODY_ERROR;
+    e1.error = &err;
+    e2.body_case = TOCSIN__V1__EVENT__BODY_ERROR;
+    e2.error = &err;
+    na = pack_event(&e1, a);
+    nb = pack_event(&e2, bb);
+    n = batch_of_two(a, na, bb, nb, batch);
+    assert_int_equal(col_batch_decode(batch, n, &lim, arena(), &b, &rej), 0);
+    assert_int_equal(b->events[0].ev->error->n_frames, 100);
+    col_arena_reset(arena());
+
+    /* tags of both halves add up: 40 + 40 is above the limit of 64 */
+    static Tocsin__V1__Event__TagsEntry tags[40];
+    static Tocsin__V1__Event__TagsEntry *tagp[40];
+    for (int i = 0; i < 40; i++) {
+        tocsin__v1__event__tags_entry__init(&tags[i]);
+        tags[i].key = "k";
+        tags[i].value = "v";
+        tagp[i] = &tags[i];
+    }
+    e1.n_tags = 40;
+    e1.tags = tagp;
+    e2.n_tags = 40;
+    e2.tags = tagp;
+    na = pack_event(&e1, a);
+    nb = pack_event(&e2, bb);
+    n = batch_of_two(a, na, bb, nb, batch);
+    assert_int_equal(col_batch_decode(batch, n, &lim, arena(), &b, &rej), TC_EINVAL);
+    assert_int_equal(rej.reason, COL_REASON_TOO_MANY_TAGS);
+    col_arena_reset(arena());
+}
+
+typedef struct {
+    char seen[16][64];
+    int n;
+} strings_t;
+
+static bool collect(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value)
+{
+    strings_t *s = ctx;
+    snprintf(s->seen[s->n++], sizeof(s->seen[0]), "%d:%.*s=%.*s", (int)kind, (int)key.len, key.p,
+             (int)value.len, value.p);
+    return true;
+}
+
+/* col_event_each reports tags, log fields, messages and routes, in wire order. */
+static void test_event_each(void **state)
+{
+    (void)state;
+    static fixture_t f;
+    fixture_init(&f);
+    f.ev[0].n_tags = 2; /* error: tags region=eu-west-1 twice, then the message */
+    f.ev[3].n_tags = 0;
+    f.log.n_fields = 1;
+    size_t len;
+    uint8_t *buf = fixture_pack(&f, &len);
+    col_batch_t *b = NULL;
+    col_reject_t rej;
+    assert_int_equal(col_batch_decode(buf, len, &f.limits, arena(), &b, &rej), 0);
+    for (size_t e = 0; e < b->n_events; e++) {
+        assert_true(b->events[e].simple);
+    }
+    strings_t s = {0};
+    assert_true(col_event_each(&b->events[0], collect, &s));
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.seen[0], "0:region=eu-west-1");
+    assert_string_equal(s.seen[1], "0:region=eu-west-1");
+    assert_string_equal(s.seen[2], "2:=no such key");
+    memset(&s, 0, sizeof(s));
+    assert_true(col_event_each(&b->events[1], collect, &s)); /* the request: its route */
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.seen[0], "3:=/users/:id");
+    memset(&s, 0, sizeof(s));
+    assert_true(col_event_each(&b->events[3], collect, &s)); /* the log */
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.seen[0], "2:=slow query");
+    assert_string_equal(s.seen[1], "1:order=1234");
+    col_arena_reset(arena());
     free(buf);
 }
 
@@ -572,7 +786,7 @@ static void test_arena_bound(void **state)
     uint8_t *buf = fixture_pack(&f, &len);
     col_arena_t *small = col_arena_new(256);
     assert_non_null(small);
-    Tocsin__V1__Batch *b = NULL;
+    col_batch_t *b = NULL;
     col_reject_t rej;
     assert_int_equal(col_batch_decode(buf, len, &f.limits, small, &b, &rej), TC_EINVAL);
     assert_null(b);
@@ -637,7 +851,8 @@ int main(void)
         cmocka_unit_test(test_cases),        cmocka_unit_test(test_raw),
         cmocka_unit_test(test_truncations),  cmocka_unit_test(test_event_flood),
         cmocka_unit_test(test_reason_names), cmocka_unit_test(test_limits_default),
-        cmocka_unit_test(test_arena_bound),
+        cmocka_unit_test(test_arena_bound),  cmocka_unit_test(test_complex_events),
+        cmocka_unit_test(test_event_each),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     col_arena_destroy(&the_arena);
