@@ -276,7 +276,7 @@ void col_keys_carry(col_keys_t *fresh, const col_keys_t *old)
 const char *col_keys_service(const col_keys_t *self, const char *api_key)
 {
     assert(self);
-    if (!api_key || !api_key[0]) {
+    if (!api_key || !api_key[0] || self->n_entries == 0) {
         return NULL;
     }
     entry_t probe = {.key = (char *)api_key};

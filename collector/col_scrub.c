@@ -732,6 +732,10 @@ static size_t scrub_pair(builder_t *b, const col_scrub_rules_t *rules, size_t i)
 {
     const char *s = b->in;
     size_t k = i;
+    /* "key = v", "key: v": a little white space before the separator */
+    while (k > 0 && i - k < 4 && (s[k - 1] == ' ' || s[k - 1] == '\t')) {
+        k--;
+    }
     if (k > 0 && (s[k - 1] == '"' || s[k - 1] == '\'')) {
         k--;
     }
@@ -877,7 +881,9 @@ static void scan(builder_t *b, const col_scrub_rules_t *rules)
             i += m;
             continue;
         }
-        if (word_start && rules->ips != ACT_OFF && (is_hex(c) || c == ':')) {
+        /* Not inside a dotted run: "1.2.3.4.5" is a version, and so is its tail. */
+        if (word_start && rules->ips != ACT_OFF && (is_hex(c) || c == ':') &&
+            (i == 0 || s[i - 1] != '.')) {
             m = is_digit(c) ? match_ipv4(s + i, n - i) : 0;
             if (m == 0) {
                 m = match_ipv6(s + i, n - i);
