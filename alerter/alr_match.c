@@ -105,6 +105,9 @@ int alr_matchers_add(alr_matchers_t *m, const char *name, alr_match_op_t op, con
 
 int alr_matchers_add_string(alr_matchers_t *m, const char *text, char *err, size_t errlen)
 {
+    while (*text == ' ') {
+        text++;
+    }
     size_t n = strcspn(text, "=!");
     if (text[n] == '\0' || n == 0 || n > 128) {
         snprintf(err, errlen, "matcher \"%.100s\" is not name=value, name!=value, name=~re or "
@@ -143,7 +146,10 @@ int alr_matchers_add_string(alr_matchers_t *m, const char *text, char *err, size
         p++;
     }
     size_t vl = strlen(p);
-    char *value = strdup(p);
+    while (vl > 0 && p[vl - 1] == ' ') {
+        vl--;
+    }
+    char *value = strndup(p, vl);
     if (!value) {
         snprintf(err, errlen, "out of memory");
         return TC_ENOMEM;
