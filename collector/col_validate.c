@@ -295,6 +295,10 @@ static int check_event(const Tocsin__V1__Event *ev, const col_limits_t *lim, int
     CHECK(check_string(rej, idx, "trace_id", ev->trace_id, s));
     CHECK(check_string(rej, idx, "user_id", ev->user_id, s));
     CHECK(check_string(rej, idx, "collector_id", ev->collector_id, s));
+    if (!(ev->sample_rate >= 0.0f && ev->sample_rate <= 1.0f)) {
+        return reject(rej, COL_REASON_BAD_VALUE, idx, "sample_rate: %g, expected 0 to 1",
+                      (double)ev->sample_rate);
+    }
     if (ev->n_tags > lim->max_tags) {
         return reject(rej, COL_REASON_TOO_MANY_TAGS, idx, "tags: %zu entries, at most %u",
                       ev->n_tags, lim->max_tags);
@@ -388,6 +392,8 @@ static int next_field(rd_t *r, fld_t *f)
         if (left < 4) {
             return -1;
         }
+        f->v = (uint64_t)r->p[r->off] | (uint64_t)r->p[r->off + 1] << 8 |
+               (uint64_t)r->p[r->off + 2] << 16 | (uint64_t)r->p[r->off + 3] << 24;
         r->off += 4;
         return 1;
     case WT_LEN: {
@@ -404,6 +410,64 @@ static int next_field(rd_t *r, fld_t *f)
     default:
         return -1;
     }
+}
+
+/*
+ * The wire type of every field the collector knows, per message (0: not a known field). The
+ * walk refuses a known field of another wire type, as protobuf-c would; unknown fields are
+ * skipped and kept. A unit test checks these tables against protoc-c's descriptors, so a
+ * field added to the .proto files fails the build's tests until it is added here.
+ */
+#define T_VARINT (WT_VARINT + 1)
+#define T_I64 (WT_I64 + 1)
+#define T_LEN (WT_LEN + 1)
+#define T_I32 (WT_I32 + 1)
+
+static const uint8_t batch_types[] = {
+    [1] = T_VARINT, [2] = T_LEN, [3] = T_LEN, [4] = T_LEN, [5] = T_LEN};
+static const uint8_t counters_types[] = {
+    [1] = T_VARINT, [2] = T_VARINT, [3] = T_VARINT, [4] = T_VARINT, [5] = T_VARINT, [6] = T_VARINT};
+static const uint8_t event_types[] = {
+    [1] = T_LEN,  [2] = T_VARINT, [3] = T_LEN,     [4] = T_LEN,  [5] = T_LEN,  [6] = T_LEN,
+    [7] = T_LEN,  [8] = T_LEN,    [9] = T_LEN,     [10] = T_LEN, [11] = T_LEN, [12] = T_LEN,
+    [13] = T_LEN, [14] = T_I32,   [20] = T_VARINT, [21] = T_LEN};
+static const uint8_t entry_types[] = {[1] = T_LEN, [2] = T_LEN};
+static const uint8_t error_types[] = {
+    [1] = T_LEN, [2] = T_LEN, [3] = T_VARINT, [4] = T_LEN, [5] = T_LEN, [6] = T_LEN, [7] = T_LEN};
+static const uint8_t frame_types[] = {
+    [1] = T_LEN, [2] = T_LEN, [3] = T_LEN, [4] = T_VARINT, [5] = T_VARINT, [6] = T_VARINT};
+static const uint8_t request_types[] = {
+    [1] = T_LEN, [2] = T_LEN, [3] = T_VARINT, [4] = T_VARINT, [5] = T_VARINT};
+static const uint8_t metric_types[] = {[1] = T_LEN, [2] = T_VARINT, [3] = T_I64, [4] = T_LEN};
+static const uint8_t log_types[] = {[1] = T_VARINT, [2] = T_LEN, [3] = T_LEN, [4] = T_LEN};
+
+#define KNOWN(tbl, field) ((field) < sizeof(tbl) ? (int)(tbl)[(field)] - 1 : -1)
+
+static const struct {
+    const char *name;
+    const uint8_t *types;
+    size_t n;
+} known_messages[] = {
+    {"tocsin.v1.Batch", batch_types, sizeof(batch_types)},
+    {"tocsin.v1.ClientCounters", counters_types, sizeof(counters_types)},
+    {"tocsin.v1.Event", event_types, sizeof(event_types)},
+    {"tocsin.v1.Event.TagsEntry", entry_types, sizeof(entry_types)},
+    {"tocsin.v1.LogRecord.FieldsEntry", entry_types, sizeof(entry_types)},
+    {"tocsin.v1.ErrorEvent", error_types, sizeof(error_types)},
+    {"tocsin.v1.Frame", frame_types, sizeof(frame_types)},
+    {"tocsin.v1.Request", request_types, sizeof(request_types)},
+    {"tocsin.v1.Metric", metric_types, sizeof(metric_types)},
+    {"tocsin.v1.LogRecord", log_types, sizeof(log_types)},
+};
+
+int col_wire_known_type(const char *message, uint32_t field)
+{
+    for (size_t i = 0; i < sizeof(known_messages) / sizeof(known_messages[0]); i++) {
+        if (strcmp(known_messages[i].name, message) == 0) {
+            return field < known_messages[i].n ? (int)known_messages[i].types[field] - 1 : -1;
+        }
+    }
+    return -2;
 }
 
 /* One event's walk. */
@@ -490,10 +554,10 @@ static int walk_entry(walk_t *w, const fld_t *outer, const char *what, long k, c
     key->p = value->p = "";
     key->len = value->len = 0;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(entry_types, f.field) >= 0 && f.wt != KNOWN(entry_types, f.field)) {
+            return bad_type(w, what, f.field);
+        }
         if (f.field == 1 || f.field == 2) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, what, f.field);
-            }
             seen_once(w, &seen, f.field);
             TRY(check_wire_string(w, &f, max, what, k, f.field == 1 ? ".key" : ".value",
                                   f.field == 1 ? key : value));
@@ -510,17 +574,14 @@ static int walk_frame(walk_t *w, const fld_t *outer, long k)
     uint32_t seen = 0;
     static const char *const names[] = {NULL, ".function", ".module", ".file"};
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(frame_types, f.field) >= 0 && f.wt != KNOWN(frame_types, f.field)) {
+            return bad_type(w, "error.frames", f.field);
+        }
         if (f.field >= 1 && f.field <= 3) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "error.frames", f.field);
-            }
             seen_once(w, &seen, f.field);
             TRY(check_wire_string(w, &f, w->lim->max_short_string, "error.frames", k,
                                   names[f.field], NULL));
         } else if (f.field >= 4 && f.field <= 6) {
-            if (f.wt != WT_VARINT) {
-                return bad_type(w, "error.frames", f.field);
-            }
             seen_once(w, &seen, f.field);
         }
     }
@@ -536,6 +597,9 @@ static int walk_error(walk_t *w, const fld_t *outer, col_event_t *e)
     size_t s = w->lim->max_short_string;
     uint32_t frames = 0, parts = 0;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(error_types, f.field) >= 0 && f.wt != KNOWN(error_types, f.field)) {
+            return bad_type(w, "error", f.field);
+        }
         switch (f.field) {
         case 1:
         case 2:
@@ -544,24 +608,15 @@ static int walk_error(walk_t *w, const fld_t *outer, col_event_t *e)
             static const char *const names[] = {
                 NULL, "error.type", "error.message",       NULL,
                 NULL, NULL,         "error.grouping_hash", "error.mechanism"};
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "error", f.field);
-            }
             seen_once(w, &seen, f.field);
             TRY(check_wire_string(w, &f, f.field == 2 ? w->lim->max_long_string : s, names[f.field],
                                   -1, "", f.field == 6 ? &e->grouping_hash : NULL));
             break;
         }
         case 3:
-            if (f.wt != WT_VARINT) {
-                return bad_type(w, "error", f.field);
-            }
             seen_once(w, &seen, f.field);
             break;
         case 4:
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "error", f.field);
-            }
             if (frames >= w->lim->max_frames) {
                 return reject(w->rej, COL_REASON_TOO_MANY_FRAMES, w->idx,
                               "error.frames: more than %u frames", w->lim->max_frames);
@@ -570,9 +625,6 @@ static int walk_error(walk_t *w, const fld_t *outer, col_event_t *e)
             frames++;
             break;
         case 5:
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "error", f.field);
-            }
             if (parts >= w->lim->max_fingerprint_parts) {
                 return reject(w->rej, COL_REASON_TOO_MANY_FINGERPRINT_PARTS, w->idx,
                               "error.fingerprint: more than %u parts",
@@ -595,18 +647,15 @@ static int walk_request(walk_t *w, const fld_t *outer, col_event_t *e)
     int rc;
     uint32_t seen = 0;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(request_types, f.field) >= 0 && f.wt != KNOWN(request_types, f.field)) {
+            return bad_type(w, "request", f.field);
+        }
         if (f.field == 1 || f.field == 2) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "request", f.field);
-            }
             seen_once(w, &seen, f.field);
             TRY(check_wire_string(w, &f, w->lim->max_short_string,
                                   f.field == 1 ? "request.route" : "request.method", -1, "",
                                   f.field == 1 ? &e->name : NULL));
         } else if (f.field >= 3 && f.field <= 5) {
-            if (f.wt != WT_VARINT) {
-                return bad_type(w, "request", f.field);
-            }
             seen_once(w, &seen, f.field);
         }
     }
@@ -622,24 +671,18 @@ static int walk_metric(walk_t *w, const fld_t *outer, col_event_t *e)
     uint64_t kind = 0;
     double value = 0;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(metric_types, f.field) >= 0 && f.wt != KNOWN(metric_types, f.field)) {
+            return bad_type(w, "metric", f.field);
+        }
         if (f.field == 1 || f.field == 4) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "metric", f.field);
-            }
             seen_once(w, &seen, f.field);
             TRY(check_wire_string(w, &f, w->lim->max_short_string,
                                   f.field == 1 ? "metric.name" : "metric.unit", -1, "",
                                   f.field == 1 ? &e->name : NULL));
         } else if (f.field == 2) {
-            if (f.wt != WT_VARINT) {
-                return bad_type(w, "metric", f.field);
-            }
             seen_once(w, &seen, f.field);
             kind = f.v;
         } else if (f.field == 3) {
-            if (f.wt != WT_I64) {
-                return bad_type(w, "metric", f.field);
-            }
             seen_once(w, &seen, f.field);
             memcpy(&value, &f.v, sizeof(value));
         }
@@ -669,23 +712,17 @@ static int walk_log(walk_t *w, const fld_t *outer)
     uint32_t seen = 0;
     uint32_t fields = 0;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(log_types, f.field) >= 0 && f.wt != KNOWN(log_types, f.field)) {
+            return bad_type(w, "log", f.field);
+        }
         if (f.field == 1) {
-            if (f.wt != WT_VARINT) {
-                return bad_type(w, "log", f.field);
-            }
             seen_once(w, &seen, f.field);
         } else if (f.field == 2 || f.field == 3) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "log", f.field);
-            }
             seen_once(w, &seen, f.field);
             TRY(check_wire_string(w, &f,
                                   f.field == 2 ? w->lim->max_long_string : w->lim->max_short_string,
                                   f.field == 2 ? "log.message" : "log.logger", -1, "", NULL));
         } else if (f.field == 4) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "log", f.field);
-            }
             if (fields >= w->lim->max_log_fields) {
                 return reject(w->rej, COL_REASON_TOO_MANY_FIELDS, w->idx,
                               "log.fields: more than %u fields", w->lim->max_log_fields);
@@ -733,11 +770,11 @@ static int walk_event(walk_t *w, col_event_t *e)
     size_t id_len = 0;
     e->body = TOCSIN__V1__EVENT__BODY__NOT_SET;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(event_types, f.field) >= 0 && f.wt != KNOWN(event_types, f.field)) {
+            return bad_type(w, "event", f.field);
+        }
         const char *sname = event_string_name(f.field);
         if (sname) {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "event", f.field);
-            }
             seen_once(w, &seen, f.field);
             col_span_t *out = f.field == 3 ? &e->service : (f.field == 9 ? &e->user_id : NULL);
             TRY(check_wire_string(w, &f, w->lim->max_short_string, sname, -1, "", out));
@@ -745,26 +782,29 @@ static int walk_event(walk_t *w, col_event_t *e)
         }
         switch (f.field) {
         case 1:
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "event", f.field);
-            }
             seen_once(w, &seen, f.field);
             id_len = f.len;
             break;
+        case 14: {
+            seen_once(w, &seen, f.field);
+            uint32_t bits = (uint32_t)f.v;
+            float rate;
+            memcpy(&rate, &bits, sizeof(rate));
+            if (!(rate >= 0.0f && rate <= 1.0f) && !w->bad_value) {
+                w->bad_value = true;
+                snprintf(w->bad_value_msg, sizeof(w->bad_value_msg),
+                         "sample_rate: %g, expected 0 to 1", (double)rate);
+            }
+            break;
+        }
         case 2:
         case 20:
-            if (f.wt != WT_VARINT) {
-                return bad_type(w, "event", f.field);
-            }
             seen_once(w, &seen, f.field);
             if (f.field == 2) {
                 e->time_us = (int64_t)f.v;
             }
             break;
         case 8: {
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "event", f.field);
-            }
             if (tags >= w->lim->max_tags) {
                 return reject(w->rej, COL_REASON_TOO_MANY_TAGS, w->idx,
                               "tags: more than %u entries", w->lim->max_tags);
@@ -778,9 +818,6 @@ static int walk_event(walk_t *w, col_event_t *e)
         case 11:
         case 12:
         case 13:
-            if (f.wt != WT_LEN) {
-                return bad_type(w, "event", f.field);
-            }
             if (++bodies > 1) {
                 w->complex = true;
             }
@@ -858,38 +895,30 @@ static int walk_batch(const uint8_t *p, size_t len, const col_limits_t *lim, col
     int rc;
     size_t n = 0;
     while ((rc = next_field(&r, &f)) == 1) {
+        if (KNOWN(batch_types, f.field) >= 0 && f.wt != KNOWN(batch_types, f.field)) {
+            return bad_type(&w, "batch", f.field);
+        }
         switch (f.field) {
         case 1:
-            if (f.wt != WT_VARINT) {
-                return bad_type(&w, "batch", f.field);
-            }
             b->sequence = f.v;
             break;
         case 2:
         case 5:
-            if (f.wt != WT_LEN) {
-                return bad_type(&w, "batch", f.field);
-            }
             TRY(check_wire_string(&w, &f, lim->max_short_string, f.field == 2 ? "api_key" : "sdk",
                                   -1, "", f.field == 2 ? &b->api_key : &b->sdk));
             break;
         case 3:
-            if (f.wt != WT_LEN) {
-                return bad_type(&w, "batch", f.field);
-            }
             b->events[n].raw = f.data;
             b->events[n].raw_len = f.len;
             n++;
             break;
         case 4: {
-            if (f.wt != WT_LEN) {
-                return bad_type(&w, "batch", f.field);
-            }
             rd_t cr = {f.data, f.len, 0};
             fld_t cf;
             int crc;
             while ((crc = next_field(&cr, &cf)) == 1) {
-                if (cf.field >= 1 && cf.field <= 6 && cf.wt != WT_VARINT) {
+                if (KNOWN(counters_types, cf.field) >= 0 &&
+                    cf.wt != KNOWN(counters_types, cf.field)) {
                     return bad_type(&w, "counters", cf.field);
                 }
                 uint64_t *slot[] = {NULL,

@@ -145,6 +145,14 @@ int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, c
  * Returns 0 with e->ev set, or TC_ENOMEM. */
 int col_event_decode(col_event_t *e, col_arena_t *arena);
 
+/*
+ * The wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32) the walk expects for
+ * `field` of `message` (a full protobuf name such as "tocsin.v1.Event"), -1 when the field is
+ * not one the walk knows, -2 when the message is not one it walks. For the test that keeps
+ * the walk in step with the .proto files.
+ */
+int col_wire_known_type(const char *message, uint32_t field);
+
 /* What col_event_each passes for one string of a simple event. */
 typedef enum {
     COL_STRING_TAG,       /* key and value */

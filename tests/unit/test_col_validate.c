@@ -343,6 +343,18 @@ static void m_timing_negative(fixture_t *f)
 {
     f->met.value = -1;
 }
+static void m_sample_rate_quarter(fixture_t *f)
+{
+    f->ev[1].sample_rate = 0.25f;
+}
+static void m_sample_rate_above_one(fixture_t *f)
+{
+    f->ev[1].sample_rate = 2.0f;
+}
+static void m_sample_rate_nan(fixture_t *f)
+{
+    f->ev[3].sample_rate = NAN;
+}
 static void m_gauge_negative(fixture_t *f)
 {
     f->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE;
@@ -405,6 +417,9 @@ static const vcase_t cases[] = {
     {"bad_value: NaN", m_metric_nan, COL_REASON_BAD_VALUE, 2},
     {"bad_value: -inf gauge", m_metric_inf, COL_REASON_BAD_VALUE, 2},
     {"bad_value: negative timing", m_timing_negative, COL_REASON_BAD_VALUE, 2},
+    {"valid: a sample rate of 0.25", m_sample_rate_quarter, COL_REASON_NONE, -1},
+    {"bad_value: a sample rate above 1", m_sample_rate_above_one, COL_REASON_BAD_VALUE, 1},
+    {"bad_value: a sample rate not a number", m_sample_rate_nan, COL_REASON_BAD_VALUE, 3},
 };
 
 static void test_cases(void **state)
@@ -801,6 +816,51 @@ static void test_arena_bound(void **state)
     free(buf);
 }
 
+static int expected_wire_type(const ProtobufCFieldDescriptor *f)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_BYTES:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return 2;
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        return 5;
+    case PROTOBUF_C_TYPE_DOUBLE:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void check_descriptor(const ProtobufCMessageDescriptor *d)
+{
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        int got = col_wire_known_type(d->name, f->id);
+        if (got != expected_wire_type(f)) {
+            fail_msg("%s field %u (%s): the wire walk expects type %d, the schema says %d", d->name,
+                     f->id, f->name, got, expected_wire_type(f));
+        }
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            check_descriptor(f->descriptor);
+        }
+    }
+}
+
+/* The wire walk knows every field of every message in a Batch, with its wire type: a field
+ * added to the .proto files must be added to col_validate.c too. */
+static void test_walk_knows_the_schema(void **state)
+{
+    (void)state;
+    check_descriptor(&tocsin__v1__batch__descriptor);
+    assert_int_equal(col_wire_known_type("tocsin.v1.Event", 999), -1);
+    assert_int_equal(col_wire_known_type("tocsin.v1.Nothing", 1), -2);
+}
+
 static void test_reason_names(void **state)
 {
     (void)state;
@@ -852,7 +912,7 @@ int main(void)
         cmocka_unit_test(test_truncations),  cmocka_unit_test(test_event_flood),
         cmocka_unit_test(test_reason_names), cmocka_unit_test(test_limits_default),
         cmocka_unit_test(test_arena_bound),  cmocka_unit_test(test_complex_events),
-        cmocka_unit_test(test_event_each),
+        cmocka_unit_test(test_event_each),   cmocka_unit_test(test_walk_knows_the_schema),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     col_arena_destroy(&the_arena);
