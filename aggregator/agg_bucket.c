@@ -8,6 +8,11 @@
 #include "tc_util.h"
 #include "tocsin/v1/rollup.pb-c.h"
 
+#define STORE_FORMAT 1
+#define F_SKETCH 0x01
+#define F_USERS 0x02
+#define F_VALUES 0x04
+
 const char *agg_kind_name(agg_kind_t kind)
 {
     switch (kind) {
@@ -27,154 +32,80 @@ const char *agg_kind_name(agg_kind_t kind)
     return "none";
 }
 
-int64_t agg_bucket_align(int64_t time_us)
+int64_t agg_bucket_align(int64_t time_us, uint32_t width_s)
 {
-    const int64_t width_us = (int64_t)AGG_BUCKET_WIDTH_S * 1000000;
+    const int64_t width_us = (int64_t)width_s * 1000000;
     int64_t q = time_us / width_us;
     /* C division truncates toward zero; step down once more for negative remainders. */
     if (time_us % width_us < 0) {
         q--;
     }
-    return q * AGG_BUCKET_WIDTH_S;
+    return q * width_s;
 }
 
-/* A string from outside: at most `max` bytes and valid UTF-8. */
-static bool text_ok(const char *s, size_t max)
+int agg_slo_parse(const char *text, agg_slo_t *out)
 {
-    size_t n = strnlen(s, max + 1);
-    return n <= max && tc_utf8_valid(s, n);
-}
-
-/* A series name chosen by a client: not empty and not starting with '$' (reserved for the
- * aggregator's own series such as "$errors"). A route "*" is allowed: it is counted in the
- * service-wide "*" queries, which is also the only way to query it. */
-static bool series_name_ok(const char *s)
-{
-    return s[0] != '\0' && s[0] != '$' && text_ok(s, AGG_MAX_NAME);
-}
-
-static int validate_event(const Tocsin__V1__Event *ev, const char **reason)
-{
-    if (ev->event_id.len != AGG_EVENT_ID_LEN) {
-        *reason = "event_id";
-        return TC_EINVAL;
+    memset(out, 0, sizeof(*out));
+    const char *s = text ? text : "";
+    while (*s == ' ') {
+        s++;
     }
-    if (!ev->service || !ev->service[0]) {
-        *reason = "service";
-        return TC_EINVAL;
-    }
-    if (!text_ok(ev->service, AGG_MAX_SERVICE)) {
-        *reason = "service";
-        return TC_EUTF8;
-    }
-    if (ev->environment && !text_ok(ev->environment, AGG_MAX_ENVIRONMENT)) {
-        *reason = "environment";
-        return TC_EUTF8;
-    }
-    switch (ev->body_case) {
-    case TOCSIN__V1__EVENT__BODY_REQUEST:
-        if (!ev->request || !ev->request->route || !series_name_ok(ev->request->route)) {
-            *reason = "request.route";
-            return TC_EINVAL;
-        }
-        return 0;
-    case TOCSIN__V1__EVENT__BODY_ERROR:
-        if (!ev->error) {
-            *reason = "error";
-            return TC_EINVAL;
-        }
-        return 0;
-    case TOCSIN__V1__EVENT__BODY_METRIC: {
-        const Tocsin__V1__Metric *m = ev->metric;
-        if (!m || !m->name || !series_name_ok(m->name)) {
-            *reason = "metric.name";
-            return TC_EINVAL;
-        }
-        if (m->kind != TOCSIN__V1__METRIC_KIND__METRIC_KIND_COUNTER &&
-            m->kind != TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE &&
-            m->kind != TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING) {
-            *reason = "metric.kind";
-            return TC_EINVAL;
-        }
-        if (!isfinite(m->value) ||
-            (m->kind == TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING && m->value < 0)) {
-            *reason = "metric.value";
-            return TC_EINVAL;
-        }
+    if (!*s) {
         return 0;
     }
-    case TOCSIN__V1__EVENT__BODY_LOG:
-        if (!ev->log) {
-            *reason = "log";
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        size_t n = comma ? (size_t)(comma - s) : strlen(s);
+        char item[32];
+        if (n == 0 || n >= sizeof(item) || out->n >= AGG_SLO_MAX) {
             return TC_EINVAL;
         }
-        return 0;
-    default:
-        *reason = "body";
-        return TC_EINVAL;
+        memcpy(item, s, n);
+        item[n] = '\0';
+        int64_t ms = 0;
+        if (tc_duration_parse(item, &ms) != 0 || ms <= 0 ||
+            (out->n > 0 && (uint64_t)ms * 1000 <= out->us[out->n - 1])) {
+            return TC_EINVAL;
+        }
+        out->us[out->n++] = (uint64_t)ms * 1000;
+        if (!comma) {
+            return 0;
+        }
+        s = comma + 1;
     }
 }
 
-int agg_event_decode(const uint8_t *data, size_t len, Tocsin__V1__Event **out, const char **reason)
+void agg_event_sample(const agg_event_t *ev, agg_sample_t *out)
 {
-    const char *why = NULL;
-    *out = NULL;
-    if (len > AGG_MAX_EVENT_BYTES) {
-        why = "size";
-        if (reason) {
-            *reason = why;
-        }
-        return TC_ETOOBIG;
-    }
-    Tocsin__V1__Event *ev = tocsin__v1__event__unpack(NULL, len, data);
-    if (!ev) {
-        if (reason) {
-            *reason = "protobuf";
-        }
-        return TC_EPARSE;
-    }
-    int rc = validate_event(ev, &why);
-    if (rc != 0) {
-        tocsin__v1__event__free_unpacked(ev, NULL);
-        if (reason) {
-            *reason = why;
-        }
-        return rc;
-    }
-    *out = ev;
-    return 0;
-}
-
-int agg_event_sample(const Tocsin__V1__Event *ev, agg_sample_t *out)
-{
-    const char *why = NULL;
-    if (validate_event(ev, &why) != 0) {
-        return TC_EINVAL;
-    }
     memset(out, 0, sizeof(*out));
     out->service = ev->service;
-    out->environment =
-        ev->environment && ev->environment[0] ? ev->environment : AGG_DEFAULT_ENVIRONMENT;
+    out->environment = ev->environment;
     out->time_us = ev->time_us;
-    out->start_s = agg_bucket_align(ev->time_us);
-    switch (ev->body_case) {
-    case TOCSIN__V1__EVENT__BODY_REQUEST:
+    out->start_s = agg_bucket_align(ev->time_us, AGG_BUCKET_WIDTH_S);
+    if (ev->user_id.n > 0) {
+        out->has_user = true;
+        out->user_hash = tc_hll_hash(ev->user_id.p, ev->user_id.n);
+    }
+    switch (ev->body) {
+    case AGG_BODY_REQUEST:
         out->kind = AGG_KIND_REQUESTS;
-        out->name = ev->request->route;
-        out->error = ev->request->status >= 500 || ev->request->failed;
+        out->name = ev->route;
+        out->error = ev->status >= 500 || ev->failed;
         out->has_value = true;
-        out->value = (double)ev->request->duration_us;
+        out->value = (double)ev->duration_us;
         break;
-    case TOCSIN__V1__EVENT__BODY_ERROR:
+    case AGG_BODY_ERROR:
         out->kind = AGG_KIND_ERRORS;
-        out->name = AGG_ERRORS_NAME;
+        out->name.p = AGG_ERRORS_NAME;
+        out->name.n = (uint32_t)strlen(AGG_ERRORS_NAME);
         out->error = true;
         break;
-    case TOCSIN__V1__EVENT__BODY_METRIC:
-        out->name = ev->metric->name;
+    case AGG_BODY_METRIC:
+        out->name = ev->metric_name;
         out->has_value = true;
-        out->value = ev->metric->value;
-        switch (ev->metric->kind) {
+        out->value = ev->value;
+        out->has_user = false;
+        switch (ev->metric_kind) {
         case TOCSIN__V1__METRIC_KIND__METRIC_KIND_COUNTER:
             out->kind = AGG_KIND_COUNTER;
             break;
@@ -187,12 +118,12 @@ int agg_event_sample(const Tocsin__V1__Event *ev, agg_sample_t *out)
         }
         break;
     default:
-        /* Log records are valid events that feed no series yet. */
         out->kind = AGG_KIND_NONE;
-        out->name = "";
+        out->name.p = "";
+        out->name.n = 0;
+        out->has_user = false;
         break;
     }
-    return 0;
 }
 
 void agg_bucket_init(agg_bucket_t *b)
@@ -200,42 +131,28 @@ void agg_bucket_init(agg_bucket_t *b)
     memset(b, 0, sizeof(*b));
     b->width_s = AGG_BUCKET_WIDTH_S;
     tc_sketch_init(&b->sketch, TC_SKETCH_SCHEMA);
+    tc_hll_init(&b->users);
 }
 
 void agg_bucket_fini(agg_bucket_t *b)
 {
-    free(b->service);
-    free(b->environment);
-    free(b->name);
-    b->service = b->environment = b->name = NULL;
     tc_sketch_fini(&b->sketch);
+    tc_hll_fini(&b->users);
+    b->count = 0;
+    b->kind = AGG_KIND_NONE;
 }
 
-static int set_identity(agg_bucket_t *b, const char *service, const char *environment,
-                        const char *name, agg_kind_t kind, int64_t start_s)
+void agg_bucket_reset(agg_bucket_t *b)
 {
-    char *s = strdup(service), *e = strdup(environment), *n = strdup(name);
-    if (!s || !e || !n) {
-        free(s);
-        free(e);
-        free(n);
-        return TC_ENOMEM;
-    }
-    free(b->service);
-    free(b->environment);
-    free(b->name);
-    b->service = s;
-    b->environment = e;
-    b->name = n;
-    b->kind = kind;
-    b->start_s = start_s;
-    return 0;
-}
-
-static bool same_series(const agg_bucket_t *b, const agg_sample_t *s)
-{
-    return b->kind == s->kind && b->start_s == s->start_s && strcmp(b->service, s->service) == 0 &&
-           strcmp(b->environment, s->environment) == 0 && strcmp(b->name, s->name) == 0;
+    tc_sketch_t sk = b->sketch;
+    tc_hll_t hll = b->users;
+    memset(b, 0, sizeof(*b));
+    b->width_s = AGG_BUCKET_WIDTH_S;
+    b->sketch = sk;
+    b->users = hll;
+    tc_sketch_reset(&b->sketch);
+    b->sketch.schema = TC_SKETCH_SCHEMA;
+    tc_hll_reset(&b->users);
 }
 
 static void take_value(agg_bucket_t *b, double v, bool first)
@@ -248,28 +165,61 @@ static void take_value(agg_bucket_t *b, double v, bool first)
     }
 }
 
-int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, bool late)
+static bool has_values(agg_kind_t kind)
 {
-    if (s->kind == AGG_KIND_NONE) {
+    return kind == AGG_KIND_REQUESTS || kind == AGG_KIND_COUNTER || kind == AGG_KIND_GAUGE ||
+           kind == AGG_KIND_TIMING;
+}
+
+static bool sketched(agg_kind_t kind)
+{
+    return kind == AGG_KIND_REQUESTS || kind == AGG_KIND_TIMING;
+}
+
+int agg_bucket_begin(agg_bucket_t *b, agg_kind_t kind, const agg_slo_t *slo)
+{
+    if (kind == AGG_KIND_NONE) {
         return TC_EINVAL;
     }
     if (b->kind == AGG_KIND_NONE) {
-        int rc = set_identity(b, s->service, s->environment, s->name, s->kind, s->start_s);
+        b->kind = kind;
+        if (kind == AGG_KIND_REQUESTS && slo) {
+            b->nslo = slo->n;
+            memcpy(b->slo_us, slo->us, sizeof(b->slo_us));
+            memset(b->slow, 0, sizeof(b->slow));
+        }
+        return 0;
+    }
+    return b->kind == kind ? 0 : TC_EINVAL;
+}
+
+int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, const agg_slo_t *slo)
+{
+    int rc = agg_bucket_begin(b, s->kind, slo);
+    if (rc != 0) {
+        return rc;
+    }
+    bool first = b->count == 0;
+    if (sketched(s->kind)) {
+        rc = tc_sketch_add(&b->sketch, s->value, 1);
         if (rc != 0) {
             return rc;
         }
-    } else if (!same_series(b, s)) {
-        return TC_EINVAL;
     }
-    bool first = b->count == 0;
-    if (s->kind == AGG_KIND_REQUESTS || s->kind == AGG_KIND_TIMING) {
-        int rc = tc_sketch_add(&b->sketch, s->value, 1);
+    if (s->has_user && (s->kind == AGG_KIND_REQUESTS || s->kind == AGG_KIND_ERRORS)) {
+        rc = tc_hll_add_hash(&b->users, s->user_hash);
         if (rc != 0) {
             return rc;
         }
     }
     switch (s->kind) {
     case AGG_KIND_REQUESTS:
+        for (uint32_t i = 0; i < b->nslo; i++) {
+            if (s->value > (double)b->slo_us[i]) {
+                b->slow[i]++;
+            }
+        }
+        /* fall through */
     case AGG_KIND_TIMING:
         b->sum += s->value;
         take_value(b, s->value, first);
@@ -291,198 +241,461 @@ int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, bool late)
     if (s->error) {
         b->errors++;
     }
-    if (late) {
-        b->late++;
-    }
     return 0;
 }
 
 int agg_bucket_merge(agg_bucket_t *dst, const agg_bucket_t *src)
 {
-    if (src->kind == AGG_KIND_NONE || src->count == 0) {
+    if (src->kind == AGG_KIND_NONE) {
         return 0;
     }
-    if (dst->kind == AGG_KIND_NONE) {
-        int rc =
-            set_identity(dst, src->service, src->environment, src->name, src->kind, src->start_s);
-        if (rc != 0) {
-            return rc;
-        }
+    bool empty = dst->kind == AGG_KIND_NONE;
+    if (empty) {
+        dst->kind = src->kind;
+        dst->nslo = src->nslo;
+        memcpy(dst->slo_us, src->slo_us, sizeof(dst->slo_us));
+        memset(dst->slow, 0, sizeof(dst->slow));
     } else if (dst->kind != src->kind) {
         return TC_EINVAL;
     }
     int rc = tc_sketch_merge(&dst->sketch, &src->sketch);
+    if (rc == 0) {
+        rc = tc_hll_merge(&dst->users, &src->users);
+    }
     if (rc != 0) {
         return rc;
     }
-    bool first = dst->count == 0;
-    if (src->kind != AGG_KIND_COUNTER && src->kind != AGG_KIND_ERRORS) {
+    /* Slow counters add where both have the threshold; the others are dropped. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < dst->nslo; i++) {
+        for (uint32_t j = 0; j < src->nslo; j++) {
+            if (src->slo_us[j] == dst->slo_us[i]) {
+                dst->slo_us[k] = dst->slo_us[i];
+                dst->slow[k] = dst->slow[i] + src->slow[j];
+                k++;
+                break;
+            }
+        }
+    }
+    dst->nslo = k;
+    if (src->count > 0 && has_values(src->kind) && src->kind != AGG_KIND_COUNTER) {
+        bool first = dst->count == 0;
         take_value(dst, src->min, first);
         take_value(dst, src->max, first);
-    }
-    if (first || src->last_time_us > dst->last_time_us) {
-        dst->last = src->last;
-        dst->last_time_us = src->last_time_us;
+        if (first || src->last_time_us > dst->last_time_us) {
+            dst->last = src->last;
+            dst->last_time_us = src->last_time_us;
+        }
     }
     dst->count += src->count;
     dst->errors += src->errors;
     dst->late += src->late;
     dst->sum += src->sum;
+    if (src->source_offset > dst->source_offset) {
+        dst->source_offset = src->source_offset;
+    }
     return 0;
 }
 
-/* Fills `pb` (and `sk`) with views of the bucket's fields; nothing is copied. */
-static void to_pb(const agg_bucket_t *b, Tocsin__V1__Bucket *pb, Tocsin__V1__Sketch *sk)
+int agg_bucket_copy(agg_bucket_t *dst, const agg_bucket_t *src)
 {
-    tocsin__v1__bucket__init(pb);
-    tocsin__v1__sketch__init(sk);
-    pb->service = b->service ? b->service : "";
-    pb->environment = b->environment ? b->environment : "";
-    pb->name = b->name ? b->name : "";
-    pb->kind = (Tocsin__V1__SeriesKind)b->kind;
-    pb->start_s = b->start_s;
-    pb->width_s = b->width_s;
-    pb->count = b->count;
-    pb->errors = b->errors;
-    pb->late = b->late;
-    pb->sum = b->sum;
-    pb->min = b->min;
-    pb->max = b->max;
-    pb->last = b->last;
-    pb->last_time_us = b->last_time_us;
-    if (b->sketch.count > 0) {
-        sk->schema = b->sketch.schema;
-        sk->zero_count = b->sketch.zero_count;
-        sk->offset = b->sketch.offset;
-        sk->n_counts = b->sketch.len;
-        sk->counts = b->sketch.counts;
-        pb->sketch = sk;
+    agg_bucket_reset(dst);
+    int rc = agg_bucket_merge(dst, src);
+    if (rc != 0) {
+        return rc;
     }
+    dst->width_s = src->width_s;
+    dst->min = src->min;
+    dst->max = src->max;
+    dst->last = src->last;
+    dst->last_time_us = src->last_time_us;
+    dst->source_offset = src->source_offset;
+    return 0;
 }
 
-int agg_bucket_encode(const agg_bucket_t *b, uint64_t revision, uint8_t **out, size_t *len)
+/* ---- the stored form --------------------------------------------------------------------- */
+
+static size_t uv_size(uint64_t v)
 {
-    Tocsin__V1__Bucket pb;
-    Tocsin__V1__Sketch sk;
-    to_pb(b, &pb, &sk);
-    size_t n = tocsin__v1__bucket__get_packed_size(&pb);
-    uint8_t *buf = malloc(8 + n);
-    if (!buf) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t uv_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static uint64_t zz(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzz(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+static size_t f64_put(uint8_t *p, double d)
+{
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof(bits));
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(bits >> (8 * i));
+    }
+    return 8;
+}
+
+static uint8_t store_flags(const agg_bucket_t *b)
+{
+    uint8_t f = 0;
+    if (b->sketch.count > 0) {
+        f |= F_SKETCH;
+    }
+    if (!tc_hll_empty(&b->users)) {
+        f |= F_USERS;
+    }
+    if (has_values(b->kind)) {
+        f |= F_VALUES;
+    }
+    return f;
+}
+
+size_t agg_bucket_store_size(const agg_bucket_t *b)
+{
+    uint8_t f = store_flags(b);
+    size_t n = 4 + uv_size((uint64_t)b->source_offset) + uv_size(b->count) + uv_size(b->errors) +
+               uv_size(b->late) + 1;
+    for (uint32_t i = 0; i < b->nslo; i++) {
+        n += uv_size(b->slo_us[i]) + uv_size(b->slow[i]);
+    }
+    if (f & F_VALUES) {
+        n += 32 + uv_size(zz(b->last_time_us));
+    }
+    if (f & F_SKETCH) {
+        n += uv_size(b->sketch.zero_count) + uv_size(zz(b->sketch.offset)) +
+             uv_size(b->sketch.len);
+        for (uint32_t i = 0; i < b->sketch.len; i++) {
+            n += uv_size(b->sketch.counts[i]);
+        }
+    }
+    if (f & F_USERS) {
+        size_t h = tc_hll_encoded_size(&b->users);
+        n += uv_size(h) + h;
+    }
+    return n;
+}
+
+size_t agg_bucket_store_encode(const agg_bucket_t *b, uint8_t *out)
+{
+    uint8_t f = store_flags(b);
+    size_t n = 0;
+    out[n++] = STORE_FORMAT;
+    out[n++] = (uint8_t)b->kind;
+    out[n++] = (uint8_t)b->width_s;
+    out[n++] = f;
+    n += uv_put(out + n, (uint64_t)b->source_offset);
+    n += uv_put(out + n, b->count);
+    n += uv_put(out + n, b->errors);
+    n += uv_put(out + n, b->late);
+    out[n++] = (uint8_t)b->nslo;
+    for (uint32_t i = 0; i < b->nslo; i++) {
+        n += uv_put(out + n, b->slo_us[i]);
+        n += uv_put(out + n, b->slow[i]);
+    }
+    if (f & F_VALUES) {
+        n += f64_put(out + n, b->sum);
+        n += f64_put(out + n, b->min);
+        n += f64_put(out + n, b->max);
+        n += f64_put(out + n, b->last);
+        n += uv_put(out + n, zz(b->last_time_us));
+    }
+    if (f & F_SKETCH) {
+        n += uv_put(out + n, b->sketch.zero_count);
+        n += uv_put(out + n, zz(b->sketch.offset));
+        n += uv_put(out + n, b->sketch.len);
+        for (uint32_t i = 0; i < b->sketch.len; i++) {
+            n += uv_put(out + n, b->sketch.counts[i]);
+        }
+    }
+    if (f & F_USERS) {
+        size_t h = tc_hll_encoded_size(&b->users);
+        n += uv_put(out + n, h);
+        n += tc_hll_encode(&b->users, out + n);
+    }
+    return n;
+}
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} rd_t;
+
+static bool rd_uv(rd_t *r, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 10 && r->p < r->end; i++) {
+        uint8_t c = *r->p++;
+        if (i == 9 && c > 1) {
+            return false;
+        }
+        v |= (uint64_t)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool rd_f64(rd_t *r, double *out)
+{
+    if (r->end - r->p < 8) {
+        return false;
+    }
+    uint64_t bits = 0;
+    for (int i = 7; i >= 0; i--) {
+        bits = (bits << 8) | r->p[i];
+    }
+    memcpy(out, &bits, sizeof(*out));
+    r->p += 8;
+    return isfinite(*out);
+}
+
+/* Checks the invariants every bucket keeps, wherever it was decoded from. */
+int agg_bucket_check(const agg_bucket_t *b)
+{
+    if (b->kind < AGG_KIND_REQUESTS || b->kind > AGG_KIND_TIMING) {
+        return TC_EINVAL;
+    }
+    if (b->width_s != AGG_BUCKET_WIDTH_S && b->width_s != AGG_ROLLUP_WIDTH_S) {
+        return TC_EINVAL;
+    }
+    if ((b->count == 0 && b->late == 0) || b->errors > b->count || b->source_offset < 0) {
+        return TC_EINVAL;
+    }
+    if (b->nslo > AGG_SLO_MAX || (b->nslo > 0 && b->kind != AGG_KIND_REQUESTS)) {
+        return TC_EINVAL;
+    }
+    for (uint32_t i = 0; i < b->nslo; i++) {
+        if (b->slo_us[i] == 0 || b->slow[i] > b->count ||
+            (i > 0 && b->slo_us[i] <= b->slo_us[i - 1])) {
+            return TC_EINVAL;
+        }
+    }
+    if (b->sketch.count != (sketched(b->kind) ? b->count : 0)) {
+        return TC_EINVAL;
+    }
+    if (!tc_hll_empty(&b->users) && b->kind != AGG_KIND_REQUESTS && b->kind != AGG_KIND_ERRORS) {
+        return TC_EINVAL;
+    }
+    if (!isfinite(b->sum) || !isfinite(b->min) || !isfinite(b->max) || !isfinite(b->last)) {
+        return TC_EINVAL;
+    }
+    return 0;
+}
+
+/* Loads sketch bins held as varints into `b->sketch`. */
+static int rd_sketch(rd_t *r, agg_bucket_t *b)
+{
+    uint64_t zero, off, len;
+    if (!rd_uv(r, &zero) || !rd_uv(r, &off) || !rd_uv(r, &len) || len > TC_SKETCH_MAX_BINS ||
+        len > (uint64_t)(r->end - r->p)) {
+        return TC_EPARSE;
+    }
+    int64_t offset = unzz(off);
+    if (offset < INT32_MIN || offset > INT32_MAX) {
+        return TC_EINVAL;
+    }
+    uint64_t stack[256];
+    uint64_t *counts = len <= 256 ? stack : malloc(len * sizeof(*counts));
+    if (!counts) {
         return TC_ENOMEM;
     }
-    tc_be64_put(buf, revision);
-    tocsin__v1__bucket__pack(&pb, buf + 8);
-    *out = buf;
-    *len = 8 + n;
-    return 0;
-}
-
-static bool kind_known(int kind)
-{
-    return kind >= AGG_KIND_REQUESTS && kind <= AGG_KIND_TIMING;
-}
-
-static int validate_pb(const Tocsin__V1__Bucket *pb)
-{
-    if (!pb->service || !pb->service[0] || !text_ok(pb->service, AGG_MAX_SERVICE) ||
-        !pb->environment || !pb->environment[0] || !text_ok(pb->environment, AGG_MAX_ENVIRONMENT) ||
-        !pb->name || !pb->name[0] || !text_ok(pb->name, AGG_MAX_NAME)) {
-        return TC_EUTF8;
-    }
-    if (!kind_known((int)pb->kind) || pb->width_s != AGG_BUCKET_WIDTH_S ||
-        pb->start_s % AGG_BUCKET_WIDTH_S != 0 || pb->count == 0 || pb->errors > pb->count ||
-        pb->late > pb->count) {
-        return TC_EINVAL;
-    }
-    if (!isfinite(pb->sum) || !isfinite(pb->min) || !isfinite(pb->max) || !isfinite(pb->last)) {
-        return TC_EINVAL;
-    }
-    return 0;
-}
-
-int agg_bucket_decode(const uint8_t *data, size_t len, agg_bucket_t *b, uint64_t *revision)
-{
-    agg_bucket_init(b);
-    if (len > AGG_MAX_STORED_BYTES) {
-        return TC_ETOOBIG;
-    }
-    if (len < 8) {
-        return TC_EPARSE;
-    }
-    Tocsin__V1__Bucket *pb = tocsin__v1__bucket__unpack(NULL, len - 8, data + 8);
-    if (!pb) {
-        return TC_EPARSE;
-    }
-    int rc = validate_pb(pb);
-    if (rc == 0 && pb->sketch) {
-        const Tocsin__V1__Sketch *sk = pb->sketch;
-        if (sk->schema != TC_SKETCH_SCHEMA) {
-            rc = TC_EINVAL;
-        } else {
-            rc = tc_sketch_load(&b->sketch, sk->schema, sk->zero_count, sk->offset, sk->counts,
-                                sk->n_counts);
+    int rc = 0;
+    for (uint64_t i = 0; i < len; i++) {
+        if (!rd_uv(r, &counts[i])) {
+            rc = TC_EPARSE;
+            break;
         }
     }
     if (rc == 0) {
-        bool sketched = pb->kind == TOCSIN__V1__SERIES_KIND__SERIES_KIND_REQUESTS ||
-                        pb->kind == TOCSIN__V1__SERIES_KIND__SERIES_KIND_TIMING;
-        if (b->sketch.count != (sketched ? pb->count : 0)) {
-            rc = TC_EINVAL;
-        }
+        rc = tc_sketch_load(&b->sketch, TC_SKETCH_SCHEMA, zero, (int32_t)offset, counts,
+                            (size_t)len);
     }
-    if (rc == 0) {
-        rc = set_identity(b, pb->service, pb->environment, pb->name, (agg_kind_t)pb->kind,
-                          pb->start_s);
+    if (counts != stack) {
+        free(counts);
     }
-    if (rc == 0) {
-        b->width_s = pb->width_s;
-        b->count = pb->count;
-        b->errors = pb->errors;
-        b->late = pb->late;
-        b->sum = pb->sum;
-        b->min = pb->min;
-        b->max = pb->max;
-        b->last = pb->last;
-        b->last_time_us = pb->last_time_us;
-        *revision = tc_be64_get(data);
-    }
-    tocsin__v1__bucket__free_unpacked(pb, NULL);
     return rc;
 }
 
-int agg_rollup_encode(const agg_bucket_t *b, uint64_t revision, const char *producer, uint8_t **out,
-                      size_t *len)
+int agg_bucket_store_decode(const uint8_t *data, size_t len, agg_bucket_t *b)
 {
-    Tocsin__V1__Bucket pb;
-    Tocsin__V1__Sketch sk;
-    to_pb(b, &pb, &sk);
+    agg_bucket_reset(b);
+    if (len > AGG_MAX_STORED_BYTES) {
+        return TC_ETOOBIG;
+    }
+    rd_t r = {data, data + len};
+    if (len < 5 || data[0] != STORE_FORMAT) {
+        return TC_EPARSE;
+    }
+    b->kind = (agg_kind_t)data[1];
+    b->width_s = data[2];
+    uint8_t f = data[3];
+    r.p += 4;
+    uint64_t off, nslo;
+    int rc = TC_EPARSE;
+    if (f & ~(F_SKETCH | F_USERS | F_VALUES)) {
+        goto out;
+    }
+    if (!rd_uv(&r, &off) || off > INT64_MAX || !rd_uv(&r, &b->count) ||
+        !rd_uv(&r, &b->errors) || !rd_uv(&r, &b->late) || r.p >= r.end) {
+        goto out;
+    }
+    b->source_offset = (int64_t)off;
+    nslo = *r.p++;
+    if (nslo > AGG_SLO_MAX) {
+        goto out;
+    }
+    b->nslo = (uint32_t)nslo;
+    for (uint32_t i = 0; i < b->nslo; i++) {
+        if (!rd_uv(&r, &b->slo_us[i]) || !rd_uv(&r, &b->slow[i])) {
+            goto out;
+        }
+    }
+    if (f & F_VALUES) {
+        uint64_t lt;
+        if (!rd_f64(&r, &b->sum) || !rd_f64(&r, &b->min) || !rd_f64(&r, &b->max) ||
+            !rd_f64(&r, &b->last) || !rd_uv(&r, &lt)) {
+            goto out;
+        }
+        b->last_time_us = unzz(lt);
+    }
+    if (f & F_SKETCH) {
+        rc = rd_sketch(&r, b);
+        if (rc != 0) {
+            goto out;
+        }
+        rc = TC_EPARSE;
+        if (b->sketch.count == 0) {
+            goto out;
+        }
+    }
+    if (f & F_USERS) {
+        uint64_t h;
+        if (!rd_uv(&r, &h) || h == 0 || h > (uint64_t)(r.end - r.p)) {
+            goto out;
+        }
+        rc = tc_hll_decode(&b->users, r.p, (size_t)h);
+        if (rc != 0) {
+            goto out;
+        }
+        rc = TC_EPARSE;
+        r.p += h;
+    }
+    if (r.p != r.end) {
+        goto out;
+    }
+    rc = agg_bucket_check(b);
+out:
+    if (rc != 0) {
+        agg_bucket_reset(b);
+    }
+    return rc;
+}
+
+/* ---- rollups ------------------------------------------------------------------------------- */
+
+uint64_t agg_bucket_revision(const agg_bucket_t *b, bool open)
+{
+    return 2 * (uint64_t)b->source_offset + (open ? 0 : 1);
+}
+
+int agg_bucket_rollup_encode(const agg_series_id_t *id, int64_t start_s, const agg_bucket_t *b,
+                             uint32_t partition, bool open, const char *producer, uint8_t **out,
+                             size_t *len)
+{
+    Tocsin__V1__Bucket pb = TOCSIN__V1__BUCKET__INIT;
+    Tocsin__V1__Sketch sk = TOCSIN__V1__SKETCH__INIT;
+    pb.service = (char *)id->service;
+    pb.environment = (char *)id->environment;
+    pb.name = (char *)id->name;
+    pb.kind = (Tocsin__V1__SeriesKind)b->kind;
+    pb.start_s = start_s;
+    pb.width_s = b->width_s;
+    pb.count = b->count;
+    pb.errors = b->errors;
+    pb.late = b->late;
+    pb.sum = b->sum;
+    pb.min = b->min;
+    pb.max = b->max;
+    pb.last = b->last;
+    pb.last_time_us = b->last_time_us;
+    pb.open = open;
+    pb.source_partition = partition;
+    pb.source_offset = b->source_offset;
+    pb.n_slo_thresholds_us = b->nslo;
+    pb.slo_thresholds_us = (uint64_t *)b->slo_us;
+    pb.n_slow = b->nslo;
+    pb.slow = (uint64_t *)b->slow;
+    if (b->sketch.count > 0) {
+        sk.schema = b->sketch.schema;
+        sk.zero_count = b->sketch.zero_count;
+        sk.offset = b->sketch.offset;
+        sk.n_counts = b->sketch.len;
+        sk.counts = b->sketch.counts;
+        pb.sketch = &sk;
+    }
+    uint8_t *users = NULL;
+    size_t hn = tc_hll_encoded_size(&b->users);
+    if (hn > 0) {
+        users = malloc(hn);
+        if (!users) {
+            return TC_ENOMEM;
+        }
+        tc_hll_encode(&b->users, users);
+        pb.users.data = users;
+        pb.users.len = hn;
+    }
     Tocsin__V1__Rollup r = TOCSIN__V1__ROLLUP__INIT;
     r.producer = (char *)(producer ? producer : "");
-    r.revision = revision;
+    r.revision = agg_bucket_revision(b, open);
     r.body_case = TOCSIN__V1__ROLLUP__BODY_BUCKET;
     r.bucket = &pb;
     size_t n = tocsin__v1__rollup__get_packed_size(&r);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
+        free(users);
         return TC_ENOMEM;
     }
     tocsin__v1__rollup__pack(&r, buf);
+    free(users);
     *out = buf;
     *len = n;
     return 0;
 }
 
-size_t agg_rollup_key(const agg_bucket_t *b, char *buf, size_t cap)
+size_t agg_rollup_key(const agg_series_id_t *id, char *buf, size_t cap)
 {
-    size_t ls = strlen(b->service), le = strlen(b->environment), ln = strlen(b->name);
+    size_t ls = strlen(id->service), le = strlen(id->environment), ln = strlen(id->name);
     size_t need = ls + 1 + le + 1 + ln;
     if (need > cap) {
         return 0;
     }
-    memcpy(buf, b->service, ls);
+    memcpy(buf, id->service, ls);
     buf[ls] = '\0';
-    memcpy(buf + ls + 1, b->environment, le);
+    memcpy(buf + ls + 1, id->environment, le);
     buf[ls + 1 + le] = '\0';
-    memcpy(buf + ls + 2 + le, b->name, ln);
+    memcpy(buf + ls + 2 + le, id->name, ln);
     return need;
 }

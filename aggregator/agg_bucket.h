@@ -1,15 +1,20 @@
 /*
- * agg_bucket.h — one 10 s event-time bucket of one series, and how events get into it.
+ * agg_bucket.h — one event-time bucket of one series, and how events get into it.
  *
- * A series is (service, environment, name) with a kind (docs/INTERFACES.md "Series"):
+ * A series is (service, environment, name) with a kind (docs/aggregator.md "Series"):
  * request series are named by route, "$errors" counts a service's ErrorEvents, metric
- * series are named by metric. This module decodes and validates a Kafka record value
- * (a tocsin.v1.Event), turns it into a sample of one series, applies samples to an
- * in-memory bucket, merges buckets, and encodes buckets for LMDB (tocsin.v1.Bucket behind
- * an 8-byte revision) and for Kafka (tocsin.v1.Rollup).
+ * series are named by metric. A bucket covers 10 s of event time (60 s once rolled up),
+ * aligned to multiples of its width since the epoch, and holds: count, errors, requests
+ * slower than each SLO threshold, a quantile sketch (request durations in microseconds or
+ * TIMING values), a HyperLogLog of user ids, sum/min/max/last for metrics, the events that
+ * arrived too late for their own bucket, and `source_offset`: the bucket holds exactly the
+ * records of its source partition below that offset that belong to it.
  *
- * A pure module: no I/O, no clock, no global state. Every byte string it decodes is
- * treated as hostile: lengths, UTF-8, enum values, numbers and the sketch are checked.
+ * This module turns a scanned event into its sample, applies samples and merges buckets,
+ * and encodes buckets for LMDB (a compact binary form, agg_bucket_store_*) and for Kafka
+ * (tocsin.v1.Rollup, agg_bucket_rollup_encode). Decoders treat their input as hostile.
+ *
+ * A pure module: no I/O, no clock, no global state.
  */
 #ifndef AGG_BUCKET_H
 #define AGG_BUCKET_H
@@ -18,18 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agg_wire.h"
+#include "tc_hll.h"
 #include "tc_sketch.h"
-#include "tocsin/v1/event.pb-c.h"
 
 #define AGG_BUCKET_WIDTH_S 10
-#define AGG_EVENT_ID_LEN 16
-#define AGG_MAX_SERVICE 256 /* bytes, without the terminator */
-#define AGG_MAX_ENVIRONMENT 256
-#define AGG_MAX_NAME 1024
-#define AGG_MAX_EVENT_BYTES (4u * 1024 * 1024) /* a Kafka record value above this is refused */
-#define AGG_MAX_STORED_BYTES (512u * 1024)     /* a stored bucket value above this is refused */
+#define AGG_ROLLUP_WIDTH_S 60
+#define AGG_SLO_MAX 8
+#define AGG_MAX_STORED_BYTES (512u * 1024) /* a stored bucket value above this is refused */
 #define AGG_ERRORS_NAME "$errors"
-#define AGG_DEFAULT_ENVIRONMENT "default"
 
 /* Values equal to tocsin.v1.SeriesKind. */
 typedef enum {
@@ -44,127 +46,137 @@ typedef enum {
 /* "requests", "errors", "counter", "gauge", "timing", or "none". Never NULL. */
 const char *agg_kind_name(agg_kind_t kind);
 
-/*
- * What one event contributes to one series. The strings are borrowed from the decoded
- * event and live as long as it does. kind AGG_KIND_NONE means the event is valid but feeds
- * no series yet (log records).
- */
+/* What one event contributes to one series; strings are borrowed from the record. */
 typedef struct {
-    const char *service;
-    const char *environment; /* "default" when the event left it empty */
-    const char *name;
-    agg_kind_t kind;
-    int64_t start_s; /* the bucket the event time falls in */
-    int64_t time_us; /* event time */
-    bool error;      /* counts in `errors` */
-    bool has_value;  /* `value` goes to the sketch (requests, timings) or to the
-                        counter sum / gauge level */
-    double value;    /* duration in us for requests; the metric value for metrics */
+    agg_str_t service;
+    agg_str_t environment;
+    agg_str_t name;
+    agg_kind_t kind; /* AGG_KIND_NONE: a valid event that feeds no series (log records) */
+    int64_t start_s; /* the 10 s bucket the event time falls in */
+    int64_t time_us;
+    bool error;
+    bool has_value; /* requests: duration (us); metrics: the value */
+    double value;
+    bool has_user;
+    uint64_t user_hash; /* tc_hll_hash of the user id */
 } agg_sample_t;
 
-/*
- * A bucket in memory. Strings are owned (freed by agg_bucket_fini). A bucket that has not
- * seen a sample yet has kind AGG_KIND_NONE and count 0; the first sample or merge sets its
- * identity.
- */
+/* SLO thresholds in microseconds, ascending, applied to request series. */
 typedef struct {
-    char *service;
-    char *environment;
-    char *name;
-    agg_kind_t kind;
-    int64_t start_s;
+    uint32_t n;
+    uint64_t us[AGG_SLO_MAX];
+} agg_slo_t;
+
+typedef struct {
+    agg_kind_t kind; /* NONE while empty */
     uint32_t width_s;
     uint64_t count;
     uint64_t errors;
     uint64_t late;
-    tc_sketch_t sketch; /* request durations (us) or TIMING values; schema TC_SKETCH_SCHEMA */
+    uint32_t nslo;
+    uint64_t slo_us[AGG_SLO_MAX];
+    uint64_t slow[AGG_SLO_MAX];
+    tc_sketch_t sketch; /* schema TC_SKETCH_SCHEMA */
+    tc_hll_t users;
     double sum;
-    double min; /* meaningful once count > 0 and a value was seen */
+    double min; /* gauges and timings; meaningful once a value was seen */
     double max;
     double last; /* gauges: the value with the latest event time */
     int64_t last_time_us;
+    int64_t source_offset; /* 0 for buckets merged from several sources */
 } agg_bucket_t;
 
-/* Floor of `time_us` to the start (in seconds) of its 10 s bucket, negative times too:
- * -1 us lies in the bucket starting at -10 s. */
-int64_t agg_bucket_align(int64_t time_us);
+/* Floor of `time_us` to the start (seconds) of its bucket of `width_s`, negative times too. */
+int64_t agg_bucket_align(int64_t time_us, uint32_t width_s);
+
+/* Parses "100ms,500ms,2s" (at most AGG_SLO_MAX durations, each above 0, strictly
+ * ascending; empty for none). Returns 0 or TC_EINVAL. */
+int agg_slo_parse(const char *text, agg_slo_t *out);
 
 /*
- * Decodes a Kafka record value into an Event and validates it: at most AGG_MAX_EVENT_BYTES,
- * protobuf that parses, event_id of 16 bytes, a non-empty service, strings that are UTF-8
- * and within the AGG_MAX_* bounds, exactly one body, and the body's own rules (a request
- * has a route; a metric has a name, a known kind and a finite value, non-negative for
- * timings; names of series do not start with '$', which is kept for the aggregator's own
- * series such as "$errors").
- * Returns 0 with *out set (free it with tocsin__v1__event__free_unpacked(*out, NULL)),
- * TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_EUTF8. On error *reason (if not NULL) names the
- * field at fault in a static string.
+ * The sample of a scanned event. Requests: count, error when status >= 500 or failed,
+ * value = duration_us. ErrorEvents: series "$errors", count and error. Metrics: series
+ * named by the metric, kind by metric kind. Log records: kind AGG_KIND_NONE.
  */
-int agg_event_decode(const uint8_t *data, size_t len, Tocsin__V1__Event **out, const char **reason);
+void agg_event_sample(const agg_event_t *ev, agg_sample_t *out);
 
-/*
- * Turns a validated event into its sample (see agg_sample_t). Requests: count, error when
- * status >= 500 or failed, value = duration_us. ErrorEvents: series "$errors", count and
- * error. Metrics: series named by the metric, kind by metric kind. Log records: kind
- * AGG_KIND_NONE. Returns 0, or TC_EINVAL for an event that agg_event_decode would refuse.
- */
-int agg_event_sample(const Tocsin__V1__Event *ev, agg_sample_t *out);
-
-/* An empty bucket (kind AGG_KIND_NONE, width 10 s, sketch of TC_SKETCH_SCHEMA). */
+/* An empty bucket of width 10 s. */
 void agg_bucket_init(agg_bucket_t *b);
 
-/* Frees what the bucket holds; it may be initialised again. Safe on an initialised or a
- * finished bucket. */
+/* Frees what the bucket holds; it may be initialised again. Safe twice. */
 void agg_bucket_fini(agg_bucket_t *b);
 
-/*
- * Adds one sample to the bucket; `late` says the event arrived after the bucket closed.
- * An empty bucket takes the sample's identity (strings copied). Requests: count, errors,
- * sketch, sum, min, max. Errors: count and errors. COUNTER: count and sum. GAUGE: count,
- * min, max, and last by event time (a tie keeps the later arrival). TIMING: count, sketch,
- * sum, min, max. Returns 0, TC_EINVAL when the sample belongs to another series or bucket
- * (programmer error at the caller, reported not asserted), or TC_ENOMEM (the bucket is then
- * unchanged except possibly its identity).
- */
-int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, bool late);
+/* Empties the bucket, keeping its memory. */
+void agg_bucket_reset(agg_bucket_t *b);
+
+/* Gives an empty bucket its kind (and, for request series, the SLO thresholds `slo`, which
+ * may be NULL). Returns 0, or TC_EINVAL when the bucket already has another kind. */
+int agg_bucket_begin(agg_bucket_t *b, agg_kind_t kind, const agg_slo_t *slo);
 
 /*
- * Adds `src` to `dst`: counts, errors, late, sums and sketches add; min/max combine; the
- * gauge level with the later event time wins. An empty `dst` takes `src`'s identity; the
- * start stays `dst`'s (a query merges buckets of many starts). Returns 0, TC_EINVAL when the
+ * Adds a sample. An empty bucket takes the sample's kind and, for request series, the SLO
+ * thresholds `slo` (may be NULL). Requests: count, errors, slow counters, sketch, sum, min,
+ * max, users. Errors: count, errors, users. COUNTER: count, sum. GAUGE: count, min, max, and
+ * last by event time (a tie keeps the later arrival). TIMING: count, sketch, sum, min, max.
+ * Returns 0, TC_EINVAL when the kinds differ, or TC_ENOMEM (the bucket may then hold part
+ * of the sample; the caller drops it).
+ */
+int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, const agg_slo_t *slo);
+
+/*
+ * Adds `src` to `dst`: counts, errors, late, sums and sketches add; users unite; min/max
+ * combine; the gauge level with the later event time wins; slow counters add for the
+ * thresholds both have (a threshold only one of them has is dropped). An empty `dst` takes
+ * `src`'s kind. source_offset becomes the larger of the two. Returns 0, TC_EINVAL when the
  * kinds differ, or TC_ENOMEM.
  */
 int agg_bucket_merge(agg_bucket_t *dst, const agg_bucket_t *src);
 
-/*
- * Encodes the bucket as stored in LMDB: 8 bytes big-endian `revision`, then the
- * tocsin.v1.Bucket message. Returns 0 with *out (malloc'd, the caller frees) and *len set,
- * or TC_ENOMEM.
- */
-int agg_bucket_encode(const agg_bucket_t *b, uint64_t revision, uint8_t **out, size_t *len);
+/* Copies `src` into `dst` (which must be initialised). Returns 0 or TC_ENOMEM. */
+int agg_bucket_copy(agg_bucket_t *dst, const agg_bucket_t *src);
 
 /*
- * Decodes a stored bucket into `b` (initialised by the call; agg_bucket_fini it whether or
- * not the call succeeded) and *revision. Checks everything agg_bucket_encode guarantees:
- * size, a Bucket that parses, UTF-8 strings within bounds, a known kind, width 10 and an
- * aligned start, errors and late not above count, finite numbers, and a sketch of schema
- * TC_SKETCH_SCHEMA that tc_sketch_load accepts and whose total matches count for request
- * and timing series (empty otherwise). Returns 0, TC_ETOOBIG, TC_EPARSE, TC_EINVAL,
- * TC_EUTF8 or TC_ENOMEM.
+ * The LMDB form: a compact binary encoding (docs/aggregator.md "Storage"). The caller
+ * passes a buffer of agg_bucket_store_size(b) bytes. Returns the bytes written.
  */
-int agg_bucket_decode(const uint8_t *data, size_t len, agg_bucket_t *b, uint64_t *revision);
+size_t agg_bucket_store_size(const agg_bucket_t *b);
+size_t agg_bucket_store_encode(const agg_bucket_t *b, uint8_t *out);
 
 /*
- * Encodes the tocsin.v1.Rollup published on tocsin.rollups for this bucket.
+ * Decodes a stored bucket into `b` (initialised; its memory is reused). Checks everything
+ * agg_bucket_store_encode guarantees: size, format, a known kind, width 10 or 60, errors and
+ * slow counters not above count, ascending thresholds, finite numbers, a sketch that
+ * tc_sketch_load accepts and whose total matches count for request and timing series, a
+ * HyperLogLog that tc_hll_decode accepts, nothing after the end, and not empty. Returns 0,
+ * TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_ENOMEM; `b` is empty after an error.
+ */
+int agg_bucket_store_decode(const uint8_t *data, size_t len, agg_bucket_t *b);
+
+/* Checks the invariants every decoded bucket must keep (see agg_bucket_store_decode).
+ * Returns 0 or TC_EINVAL. */
+int agg_bucket_check(const agg_bucket_t *b);
+
+/* A series' identity, as rollups carry it. */
+typedef struct {
+    const char *service;
+    const char *environment;
+    const char *name;
+} agg_series_id_t;
+
+/*
+ * Encodes the tocsin.v1.Rollup of a bucket: the series, start, the bucket's fields, `open`,
+ * `partition` as the source partition, and revision 2 * source_offset + (open ? 0 : 1).
  * Returns 0 with *out (malloc'd, the caller frees) and *len set, or TC_ENOMEM.
  */
-int agg_rollup_encode(const agg_bucket_t *b, uint64_t revision, const char *producer, uint8_t **out,
-                      size_t *len);
+int agg_bucket_rollup_encode(const agg_series_id_t *id, int64_t start_s, const agg_bucket_t *b,
+                             uint32_t partition, bool open, const char *producer, uint8_t **out,
+                             size_t *len);
 
-/*
- * The Kafka key of the series' rollups: "service\0environment\0name" (no terminator after
- * the name). Returns the key's length, or 0 when `cap` is too small.
- */
-size_t agg_rollup_key(const agg_bucket_t *b, char *buf, size_t cap);
+/* The revision a bucket's rollup carries. */
+uint64_t agg_bucket_revision(const agg_bucket_t *b, bool open);
+
+/* The Kafka key of a series' rollups: "service\0environment\0name". Returns the key's
+ * length, or 0 when `cap` is too small. */
+size_t agg_rollup_key(const agg_series_id_t *id, char *buf, size_t cap);
 
 #endif

@@ -1,14 +1,18 @@
 /*
- * agg_ingest.c — the consumer side of tocsin-aggregator: a consumer group on topic.events
- * whose offsets live in LMDB, next to the results they produced.
+ * agg_ingest.c — the group consumer of topic.events, the assignment of its partitions, and
+ * the commit of every batch (owned records and the view's records together).
  *
- * Offsets: enable.auto.commit and enable.auto.offset.store are off. On ASSIGN the rebalance
- * callback reads each partition's next offset from LMDB (the beginning when none is stored)
- * and assigns from there; on REVOKE it first commits what is pending. A batch is applied in
- * one LMDB write transaction together with the new offsets (agg_store_apply), so a crash
- * at any point leaves LMDB either before or after the whole batch, and the consumer resumes
- * exactly after what was counted. The offsets are also committed to Kafka asynchronously,
- * only so that the group's lag is visible to the usual tools.
+ * Offsets live in LMDB next to the states they produced: enable.auto.commit and
+ * enable.auto.offset.store are off, and the eager rebalance protocol is used (every
+ * rebalance revokes every partition), so a partition always starts where LMDB says.
+ *
+ * On ASSIGN the view is first brought up to date with everything already published on
+ * topic.rollups (so a checkpoint a previous owner published before it let go is seen),
+ * then each partition starts at the larger of our stored offset and its latest checkpoint
+ * (agg_store_partition_start), reading from a little earlier so that the dedupe set refills
+ * with the ids of the dedupe window. On REVOKE what is pending is committed, what the
+ * partitions owe is published (for a bounded time, so the next owner starts close to where
+ * we stopped), and their owed marks are dropped.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,6 +27,10 @@
 
 #define WATERMARK_TIMEOUT_MS 5000
 #define RETRY_AFTER_FAILED_COMMIT_US 1000000
+#define REVOKE_FLUSH_MS 2000
+#define LOCAL_BATCH 4096
+
+static bool rebalanced;
 
 static const char *result_name(agg_msg_result_t r)
 {
@@ -36,87 +44,105 @@ static const char *result_name(agg_msg_result_t r)
     }
 }
 
-/*
- * Sets each newly assigned partition's start from LMDB. A stored offset beyond the
- * partition's end means the broker no longer has the log the offset was taken from (an
- * embedded tocsin-bus restarted, or a topic recreated): the partition starts over at its
- * beginning, and the stored offset is reset so the new records are not taken for old ones.
- */
+/* Sets where each newly assigned partition starts (see the header comment). */
 static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
                               rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
-        int64_t next = 0, lo = 0, hi = 0;
-        int rc = agg_store_offset_get(d->store, p->topic, p->partition, &next);
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo,
-                                                                   &hi, WATERMARK_TIMEOUT_MS);
+        int64_t start = -1, from = -1, lo = 0, hi = 0;
+        const char *source = "none";
+        int rc = agg_store_partition_start(d->store, p->partition, &start, &from, &source);
         if (rc != 0) {
+            /* Without LMDB nothing can be applied; the commit will fail and pause too. */
+            tc_log(TC_LOG_ERROR, "ingest.assign", "%s/%d: reading the stored offset failed: %s",
+                   p->topic, (int)p->partition, tc_strerror(rc));
             p->offset = RD_KAFKA_OFFSET_BEGINNING;
-            if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                tc_log(TC_LOG_INFO, "ingest.assign",
-                       "%s/%d: no stored offset; from the beginning of the log (offset %" PRId64
-                       ", %" PRId64 " record(s))",
-                       p->topic, (int)p->partition, lo, hi - lo);
-            } else {
-                tc_log(TC_LOG_INFO, "ingest.assign", "%s/%d: no stored offset; from the beginning",
-                       p->topic, (int)p->partition);
-            }
             continue;
         }
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && hi < next) {
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo,
+                                                                   &hi, WATERMARK_TIMEOUT_MS);
+        if (start < 0) {
+            p->offset = RD_KAFKA_OFFSET_BEGINNING;
+            tc_log(TC_LOG_INFO, "ingest.assign",
+                   "%s/%d: no stored offset and no checkpoint; from the beginning of the log",
+                   p->topic, (int)p->partition);
+            continue;
+        }
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && hi < start) {
             tc_log(TC_LOG_WARN, "ingest.offset_reset",
                    "%s/%d: stored offset %" PRId64 " is beyond the log's end %" PRId64
                    "; the broker lost its log; starting over at %" PRId64,
-                   p->topic, (int)p->partition, next, hi, lo);
+                   p->topic, (int)p->partition, start, hi, lo);
             if (agg_store_offset_set(d->store, p->topic, p->partition, lo) == 0) {
                 tc_counter_inc(d->m.offset_resets);
-                next = lo;
             }
-        } else if (err == RD_KAFKA_RESP_ERR_NO_ERROR && lo > next) {
-            tc_log(TC_LOG_ERROR, "ingest.records_lost",
-                   "%s/%d: records %" PRId64 "..%" PRId64
-                   " were deleted from the log before they were consumed",
-                   p->topic, (int)p->partition, next, lo - 1);
+            start = from = lo;
+        } else if (err == RD_KAFKA_RESP_ERR_NO_ERROR && lo > from) {
+            if (lo > start) {
+                tc_log(TC_LOG_ERROR, "ingest.records_lost",
+                       "%s/%d: records %" PRId64 "..%" PRId64
+                       " were deleted from the log before they were consumed",
+                       p->topic, (int)p->partition, start, lo - 1);
+            } else {
+                tc_log(TC_LOG_WARN, "ingest.dedupe_partial",
+                       "%s/%d: the log no longer holds the dedupe window's records %" PRId64
+                       "..%" PRId64 "; duplicates of them are not recognised",
+                       p->topic, (int)p->partition, from, lo - 1);
+            }
+            from = lo;
         }
-        p->offset = next;
-        tc_log(TC_LOG_INFO, "ingest.assign", "%s/%d: from stored offset %" PRId64, p->topic,
-               (int)p->partition, next);
+        if (strcmp(source, "checkpoint") == 0) {
+            tc_counter_inc(d->m.takeovers);
+        }
+        p->offset = from;
+        tc_log(TC_LOG_INFO, "ingest.assign",
+               "%s/%d: resuming at %" PRId64 " (from the %s), reading from %" PRId64
+               " to refill the dedupe set",
+               p->topic, (int)p->partition, start, source, from);
     }
 }
 
-static void update_assigned(agg_daemon_t *d, rd_kafka_t *rk)
+static void set_owned(agg_daemon_t *d, const rd_kafka_topic_partition_list_t *parts)
 {
-    rd_kafka_topic_partition_list_t *a = NULL;
-    if (rd_kafka_assignment(rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
-        tc_gauge_set(d->m.assigned_partitions, a->cnt);
-        rd_kafka_topic_partition_list_destroy(a);
+    d->nowned = 0;
+    for (int i = 0; parts && i < parts->cnt && d->nowned < AGG_MAX_PARTITIONS; i++) {
+        if (parts->elems[i].partition >= 0 && parts->elems[i].partition < AGG_MAX_PARTITIONS) {
+            d->owned[d->nowned++] = parts->elems[i].partition;
+            d->checkpoint_sent[parts->elems[i].partition] = -1;
+        }
     }
+    tc_gauge_set(d->m.assigned_partitions, (double)d->nowned);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     agg_daemon_t *d = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
+    rebalanced = true;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     switch (err) {
-    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-        set_start_offsets(d, rk, parts);
-        if (cooperative) {
-            error = rd_kafka_incremental_assign(rk, parts);
-        } else {
-            aerr = rd_kafka_assign(rk, parts);
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS: {
+        int64_t t0 = tc_mono_us();
+        if (agg_view_catch_up(d, d->cfg.view_catchup_ms) != 0) {
+            tc_log(TC_LOG_WARN, "ingest.view_behind",
+                   "the view did not read every published rollup within %" PRId64
+                   " ms; starting from what it holds",
+                   d->cfg.view_catchup_ms);
         }
-        tc_log(TC_LOG_INFO, "ingest.assigned", "%d partition(s) assigned", parts->cnt);
+        set_start_offsets(d, rk, parts);
+        aerr = rd_kafka_assign(rk, parts);
+        set_owned(d, aerr ? NULL : parts);
+        tc_log(TC_LOG_INFO, "ingest.assigned", "%d partition(s) assigned (view caught up in %.1f ms)",
+               parts->cnt, (double)(tc_mono_us() - t0) / 1000.0);
         break;
+    }
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-        /* What was consumed from these partitions is applied before they go. If that
-         * fails, the records are dropped unapplied: their offsets were not stored either,
-         * so whoever owns the partitions next reads them again. */
+        /* What was consumed is applied before the partitions go. If that fails, the
+         * records are dropped unapplied: their offsets were not stored either, so whoever
+         * owns the partitions next reads them again. */
         d->retry_at_us = 0;
-        if (d->npending > 0 && agg_ingest_commit(d) != 0) {
+        if (agg_commit(d) != 0) {
             for (size_t i = 0; i < d->npending; i++) {
                 rd_kafka_message_destroy(d->pending[i]);
             }
@@ -124,28 +150,27 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             tc_log(TC_LOG_WARN, "ingest.revoke",
                    "pending records could not be committed; they will be read again");
         }
+        if (!rd_kafka_assignment_lost(rk)) {
+            agg_publish_flush(d, REVOKE_FLUSH_MS);
+        }
+        for (int i = 0; i < parts->cnt; i++) {
+            agg_store_partition_revoked(d->store, parts->elems[i].partition);
+        }
         tc_log(TC_LOG_INFO, "ingest.revoked", "%d partition(s) revoked%s", parts->cnt,
                rd_kafka_assignment_lost(rk) ? " (lost)" : "");
-        if (cooperative) {
-            error = rd_kafka_incremental_unassign(rk, parts);
-        } else {
-            aerr = rd_kafka_assign(rk, NULL);
-        }
+        aerr = rd_kafka_assign(rk, NULL);
+        set_owned(d, NULL);
         d->paused = false;
         break;
     default:
         tc_log(TC_LOG_ERROR, "ingest.rebalance", "rebalance failed: %s", rd_kafka_err2str(err));
         aerr = rd_kafka_assign(rk, NULL);
+        set_owned(d, NULL);
         break;
-    }
-    if (error) {
-        tc_log(TC_LOG_ERROR, "ingest.assign", "%s", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
     }
     if (aerr) {
         tc_log(TC_LOG_ERROR, "ingest.assign", "%s", rd_kafka_err2str(aerr));
     }
-    update_assigned(d, rk);
 }
 
 static void on_consumer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -181,10 +206,11 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 int agg_ingest_start(agg_daemon_t *d, const char *bootstrap)
 {
     char err[512];
-    d->pending_cap = (size_t)d->cfg.poll_max_messages;
+    d->pending_cap = (size_t)d->cfg.poll_max_messages + LOCAL_BATCH;
     d->pending = calloc(d->pending_cap, sizeof(*d->pending));
+    d->pending_dedupe = calloc(d->pending_cap, sizeof(*d->pending_dedupe));
     d->msgs = calloc(d->pending_cap, sizeof(*d->msgs));
-    if (!d->pending || !d->msgs) {
+    if (!d->pending || !d->pending_dedupe || !d->msgs) {
         return TC_ENOMEM;
     }
     d->invalid_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
@@ -195,10 +221,12 @@ int agg_ingest_start(agg_daemon_t *d, const char *bootstrap)
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         return TC_EINVAL;
     }
-    /* Offsets are ours (LMDB): nothing may commit or store them behind our back. */
+    /* Offsets are ours (LMDB): nothing may commit or store them behind our back; and every
+     * rebalance revokes everything, so every partition restarts from LMDB. */
     static const char *const fixed[][2] = {
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
+        {"partition.assignment.strategy", "range,roundrobin"},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], err, sizeof(err)) !=
@@ -226,13 +254,14 @@ int agg_ingest_start(agg_daemon_t *d, const char *bootstrap)
         rd_kafka_conf_destroy(conf);
         return TC_EKAFKA;
     }
-    /* rd_kafka_new owns conf now. Callbacks are served by rd_kafka_consumer_poll. */
+    /* rd_kafka_new owns conf now. Callbacks are served by the consumer queue's polls. */
     rd_kafka_poll_set_consumer(d->consumer);
+    d->consumer_queue = rd_kafka_queue_get_consumer(d->consumer);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, d->cfg.topic_events, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t serr = rd_kafka_subscribe(d->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
-    if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (!d->consumer_queue || serr != RD_KAFKA_RESP_ERR_NO_ERROR) {
         tc_log(TC_LOG_ERROR, "kafka.subscribe", "%s: %s", d->cfg.topic_events,
                rd_kafka_err2str(serr));
         return TC_EKAFKA;
@@ -242,49 +271,66 @@ int agg_ingest_start(agg_daemon_t *d, const char *bootstrap)
     return 0;
 }
 
-/* Keeps a consumed record. Past poll.max_messages only while consumption is paused (a
- * record the consumer had already fetched); it is never dropped, since a dropped record's
- * offset would be stepped over by the next one's. */
-static int keep(agg_daemon_t *d, rd_kafka_message_t *msg)
+/* Makes room for `n` more pending records (past poll.max_messages only while paused or
+ * in the same poll: a record is never dropped, since its offset would be stepped over). */
+static int reserve(agg_daemon_t *d, size_t n)
 {
-    if (d->npending == d->pending_cap) {
-        size_t cap = d->pending_cap * 2;
-        rd_kafka_message_t **p = realloc(d->pending, cap * sizeof(*p));
-        if (!p) {
-            return TC_ENOMEM;
-        }
-        d->pending = p;
-        agg_msg_t *m = realloc(d->msgs, cap * sizeof(*m));
-        if (!m) {
-            return TC_ENOMEM;
-        }
-        d->msgs = m;
-        d->pending_cap = cap;
+    if (d->npending + n <= d->pending_cap) {
+        return 0;
     }
-    d->pending[d->npending++] = msg;
+    size_t cap = d->pending_cap * 2;
+    while (cap < d->npending + n) {
+        cap *= 2;
+    }
+    rd_kafka_message_t **p = realloc(d->pending, cap * sizeof(*p));
+    if (!p) {
+        return TC_ENOMEM;
+    }
+    d->pending = p;
+    int8_t *dd = realloc(d->pending_dedupe, cap * sizeof(*dd));
+    if (!dd) {
+        return TC_ENOMEM;
+    }
+    d->pending_dedupe = dd;
+    agg_msg_t *m = realloc(d->msgs, cap * sizeof(*m));
+    if (!m) {
+        return TC_ENOMEM;
+    }
+    d->msgs = m;
+    d->pending_cap = cap;
     return 0;
 }
 
-void agg_ingest_poll(agg_daemon_t *d)
+void agg_ingest_poll(agg_daemon_t *d, int wait_ms)
 {
-    int64_t deadline = tc_mono_us() + d->cfg.poll_max_wait_ms * 1000;
-    size_t max = (size_t)d->cfg.poll_max_messages;
-    for (;;) {
-        int64_t left_ms = (deadline - tc_mono_us()) / 1000;
-        if (tc_signal_stop_requested() || (!d->paused && d->npending >= max)) {
-            return;
-        }
-        /* While paused this only serves callbacks until the deadline. */
-        rd_kafka_message_t *msg =
-            rd_kafka_consumer_poll(d->consumer, left_ms > 0 ? (int)left_ms : 0);
-        if (!msg) {
-            if (left_ms <= 0) {
-                return;
-            }
-            continue;
-        }
-        if (msg->err) {
-            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    rd_kafka_message_t *local[LOCAL_BATCH];
+    size_t room = (size_t)d->cfg.poll_max_messages > d->npending
+                      ? (size_t)d->cfg.poll_max_messages - d->npending
+                      : 0;
+    if (room == 0 && !d->paused) {
+        return;
+    }
+    if (room > LOCAL_BATCH || d->paused) {
+        room = LOCAL_BATCH;
+    }
+    rebalanced = false;
+    ssize_t n = rd_kafka_consume_batch_queue(d->consumer_queue, wait_ms, local, room);
+    if (n <= 0) {
+        return;
+    }
+    /* A rebalance ran inside this poll: the records around it may belong to partitions that
+     * went and came back. Every partition now starts where LMDB says, so they are read again. */
+    bool drop = rebalanced;
+    if (!drop && reserve(d, (size_t)n) != 0) {
+        tc_log(TC_LOG_ERROR, "ingest.oom", "out of memory holding consumed records");
+        d->fatal = true;
+        tc_signal_request_stop();
+        drop = true;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        rd_kafka_message_t *msg = local[i];
+        if (drop || msg->err) {
+            if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 uint64_t suppressed = 0;
                 if (tc_log_limit_allow(&d->kafka_log, tc_mono_us(), &suppressed)) {
                     tc_logj(TC_LOG_WARN, "kafka.consume",
@@ -295,31 +341,19 @@ void agg_ingest_poll(agg_daemon_t *d)
             rd_kafka_message_destroy(msg);
             continue;
         }
-        /* The consumer may hand back records of a partition just revoked and assigned
-         * again; the store skips whatever lies below the stored offset. */
-        if (keep(d, msg) != 0) {
-            /* Out of memory: without the record the batch cannot be applied in order.
-             * Stop; the records are read again after the restart. */
-            tc_log(TC_LOG_ERROR, "ingest.oom", "out of memory holding consumed records");
-            rd_kafka_message_destroy(msg);
-            d->fatal = true;
-            tc_signal_request_stop();
-            return;
-        }
-        if (left_ms <= 0) {
-            return;
-        }
+        d->pending_dedupe[d->npending] = AGG_DEDUPE_UNKNOWN;
+        d->pending[d->npending++] = msg;
     }
 }
 
-static void log_refused(agg_daemon_t *d, const agg_msg_t *m)
+static void log_refused(agg_daemon_t *d, const char *topic, const agg_msg_t *m)
 {
     uint64_t suppressed = 0;
     if (!tc_log_limit_allow(&d->invalid_log, tc_mono_us(), &suppressed)) {
         return;
     }
     tc_logj(TC_LOG_WARN, "ingest.record_refused",
-            json_pack("{s:s, s:i, s:I, s:s, s:s, s:I}", "topic", m->topic, "partition",
+            json_pack("{s:s, s:i, s:I, s:s, s:s, s:I}", "topic", topic, "partition",
                       (int)m->partition, "offset", (json_int_t)m->offset, "result",
                       result_name(m->result), "reason", m->reason ? m->reason : "", "suppressed",
                       (json_int_t)suppressed),
@@ -348,53 +382,140 @@ static void kafka_commit(agg_daemon_t *d)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-static void set_paused(agg_daemon_t *d, bool pause)
+static void pause_all(rd_kafka_t *rk, bool pause)
 {
-    if (d->paused == pause || !d->consumer) {
-        return;
-    }
     rd_kafka_topic_partition_list_t *a = NULL;
-    if (rd_kafka_assignment(d->consumer, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a) {
+    if (!rk || rd_kafka_assignment(rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a) {
         return;
     }
     if (pause) {
-        rd_kafka_pause_partitions(d->consumer, a);
+        rd_kafka_pause_partitions(rk, a);
     } else {
-        rd_kafka_resume_partitions(d->consumer, a);
+        rd_kafka_resume_partitions(rk, a);
     }
     rd_kafka_topic_partition_list_destroy(a);
+}
+
+static void set_paused(agg_daemon_t *d, bool pause)
+{
+    if (d->paused == pause) {
+        return;
+    }
+    pause_all(d->consumer, pause);
+    pause_all(d->viewer, pause);
     d->paused = pause;
 }
 
-int agg_ingest_commit(agg_daemon_t *d)
+static bool owned(const agg_daemon_t *d, int32_t partition)
 {
-    if (d->npending == 0 && d->ndelivered == 0) {
+    for (size_t i = 0; i < d->nowned; i++) {
+        if (d->owned[i] == partition) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void count(agg_daemon_t *d, const agg_batch_stats_t *st)
+{
+    tc_counter_add(d->m.events_consumed, st->consumed);
+    tc_counter_add(d->m.events_applied, st->applied);
+    tc_counter_add(d->m.duplicates, st->duplicates);
+    tc_counter_add(d->m.decode_errors, st->invalid);
+    tc_counter_add(d->m.late_events, st->late);
+    tc_counter_add(d->m.covered, st->covered);
+    tc_counter_add(d->m.stale_events, st->stale);
+    tc_counter_add(d->m.ignored_events, st->ignored);
+    tc_counter_add(d->m.conflicts, st->conflicts);
+    tc_counter_add(d->m.records_lost, st->gaps);
+    tc_counter_add(d->m.corrupt_values, st->corrupt);
+    tc_counter_add(d->m.view_applied, st->view_applied);
+    tc_counter_add(d->m.view_old, st->old);
+    tc_counter_add(d->m.logs_stored, st->logs_stored);
+    tc_counter_add(d->m.issues_new, st->issues_new);
+    tc_counter_add(d->m.issues_regressed, st->issues_regressed);
+    if (st->gaps) {
+        tc_log(TC_LOG_ERROR, "ingest.records_lost",
+               "%llu record(s) were missing from the log between the stored offset and the "
+               "next record",
+               (unsigned long long)st->gaps);
+    }
+}
+
+int agg_commit(agg_daemon_t *d)
+{
+    if (d->npending == 0 && d->nvpending == 0 && d->ndelivered == 0 && d->nchanges_done == 0) {
         return 0;
     }
     int64_t t0 = tc_mono_us();
     if (d->retry_at_us && t0 < d->retry_at_us) {
         return atomic_load(&d->last_commit_rc);
     }
+    /* Records of partitions no longer ours are dropped: their next owner reads them. */
+    size_t n = 0;
     for (size_t i = 0; i < d->npending; i++) {
-        const rd_kafka_message_t *msg = d->pending[i];
-        agg_msg_t *m = &d->msgs[i];
+        rd_kafka_message_t *msg = d->pending[i];
+        if (!owned(d, msg->partition)) {
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        d->pending[n] = msg;
+        d->pending_dedupe[n] = d->pending_dedupe[i];
+        agg_msg_t *m = &d->msgs[n];
         memset(m, 0, sizeof(*m));
-        m->topic = rd_kafka_topic_name(msg->rkt);
         m->partition = msg->partition;
         m->offset = msg->offset;
         m->value = msg->payload;
         m->len = msg->len;
+        m->dedupe = d->pending_dedupe[i];
+        n++;
     }
+    d->npending = n;
+    size_t nr = 0, nl = 0;
+    for (size_t i = 0; i < d->nvpending; i++) {
+        rd_kafka_message_t *msg = d->vpending[i];
+        bool logs = strcmp(rd_kafka_topic_name(msg->rkt), d->cfg.topic_logs) == 0;
+        agg_msg_t *m = logs ? &d->vlogs[nl++] : &d->vrollups[nr++];
+        memset(m, 0, sizeof(*m));
+        m->partition = msg->partition;
+        m->offset = msg->offset;
+        m->value = msg->payload;
+        m->len = msg->len;
+        m->dedupe = d->vpending_dedupe[i];
+    }
+    agg_commit_t c = {
+        .events_topic = d->cfg.topic_events,
+        .events = d->msgs,
+        .nevents = d->npending,
+        .rollups_topic = d->cfg.topic_rollups,
+        .rollups = d->vrollups,
+        .nrollups = nr,
+        .logs_topic = d->cfg.topic_logs,
+        .logs = d->vlogs,
+        .nlogs = nl,
+        .delivered = d->delivered,
+        .ndelivered = d->ndelivered,
+        .changes_done = d->changes_done,
+        .nchanges_done = d->nchanges_done,
+        .now_us = tc_now_us(),
+    };
     agg_batch_stats_t st;
-    int rc = agg_store_apply(d->store, d->msgs, d->npending, d->delivered, d->ndelivered,
-                             tc_now_us(), &st);
+    int rc = agg_store_commit(d->store, &c, &st);
+    /* The dedupe decisions stay with the records, for a retry. */
+    for (size_t i = 0; i < d->npending; i++) {
+        d->pending_dedupe[i] = d->msgs[i].dedupe;
+    }
+    for (size_t i = 0, r = 0, l = 0; i < d->nvpending; i++) {
+        bool logs = strcmp(rd_kafka_topic_name(d->vpending[i]->rkt), d->cfg.topic_logs) == 0;
+        d->vpending_dedupe[i] = logs ? d->vlogs[l++].dedupe : d->vrollups[r++].dedupe;
+    }
     if (rc != 0) {
         tc_counter_inc(d->m.commit_failures);
         atomic_store(&d->last_commit_rc, rc);
         d->retry_at_us = tc_mono_us() + RETRY_AFTER_FAILED_COMMIT_US;
         tc_log(TC_LOG_ERROR, "ingest.commit_failed",
-               "LMDB commit of %zu record(s) failed: %s; consumption paused, retrying", d->npending,
-               tc_strerror(rc));
+               "LMDB commit of %zu record(s) failed: %s; consumption paused, retrying",
+               d->npending + d->nvpending, tc_strerror(rc));
         set_paused(d, true);
         return rc;
     }
@@ -403,36 +524,47 @@ int agg_ingest_commit(agg_daemon_t *d)
     set_paused(d, false);
     tc_counter_inc(d->m.commits);
     tc_histogram_observe(d->m.commit_seconds, (double)(tc_mono_us() - t0) / 1e6);
-    tc_counter_add(d->m.events_consumed, st.consumed);
-    tc_counter_add(d->m.events_applied, st.applied);
-    tc_counter_add(d->m.duplicates, st.duplicates);
-    tc_counter_add(d->m.decode_errors, st.invalid);
-    tc_counter_add(d->m.late_events, st.late);
-    tc_counter_add(d->m.stale_events, st.stale);
-    tc_counter_add(d->m.ignored_events, st.ignored);
-    tc_counter_add(d->m.conflicts, st.conflicts);
-    tc_counter_add(d->m.corrupt_values, st.corrupt);
-    if (st.invalid || st.conflicts) {
-        for (size_t i = 0; i < d->npending; i++) {
-            if (d->msgs[i].result == AGG_MSG_INVALID || d->msgs[i].result == AGG_MSG_CONFLICT) {
-                log_refused(d, &d->msgs[i]);
-            }
+    tc_counter_add(d->m.view_records, d->nvpending);
+    count(d, &st);
+    for (size_t i = 0; i < d->npending; i++) {
+        const agg_msg_t *m = &d->msgs[i];
+        if (m->result == AGG_MSG_INVALID || m->result == AGG_MSG_CONFLICT) {
+            log_refused(d, d->cfg.topic_events, m);
+        }
+    }
+    for (size_t i = 0; i < nr; i++) {
+        if (d->vrollups[i].result == AGG_MSG_INVALID) {
+            tc_counter_inc(d->m.view_invalid);
+            log_refused(d, d->cfg.topic_rollups, &d->vrollups[i]);
+        }
+    }
+    for (size_t i = 0; i < nl; i++) {
+        if (d->vlogs[i].result == AGG_MSG_INVALID) {
+            log_refused(d, d->cfg.topic_logs, &d->vlogs[i]);
         }
     }
     if (d->npending > 0) {
         kafka_commit(d);
-        tc_logj(TC_LOG_DEBUG, "ingest.committed",
-                json_pack("{s:I, s:I, s:I, s:I}", "records", (json_int_t)st.consumed, "applied",
-                          (json_int_t)st.applied, "duplicates", (json_int_t)st.duplicates,
-                          "buckets", (json_int_t)st.buckets_written),
-                "batch committed");
     }
+    for (size_t i = 0; i < d->nvpending; i++) {
+        rd_kafka_message_t *msg = d->vpending[i];
+        bool logs = strcmp(rd_kafka_topic_name(msg->rkt), d->cfg.topic_logs) == 0;
+        int idx = (logs ? d->rollups_partitions : 0) + msg->partition;
+        if (d->vparts && idx >= 0 && idx < d->rollups_partitions + d->logs_partitions &&
+            msg->offset + 1 > d->vparts[idx].position) {
+            d->vparts[idx].position = msg->offset + 1;
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    d->nvpending = 0;
     for (size_t i = 0; i < d->npending; i++) {
         rd_kafka_message_destroy(d->pending[i]);
     }
     d->npending = 0;
-    agg_publish_cleared(d, d->delivered, d->ndelivered);
-    d->ndelivered = 0;
+    agg_publish_committed(d);
+    if (st.issues_new || st.issues_regressed) {
+        agg_publish_changes(d);
+    }
     return 0;
 }
 
@@ -442,7 +574,7 @@ void agg_ingest_stop(agg_daemon_t *d)
         return;
     }
     d->retry_at_us = 0;
-    agg_ingest_commit(d);
+    agg_commit(d);
     /* Leaving the group runs the REVOKE callback, which commits anything still pending. */
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(d->consumer);
     if (err) {
@@ -452,6 +584,10 @@ void agg_ingest_stop(agg_daemon_t *d)
         rd_kafka_message_destroy(d->pending[i]);
     }
     d->npending = 0;
+    if (d->consumer_queue) {
+        rd_kafka_queue_destroy(d->consumer_queue);
+        d->consumer_queue = NULL;
+    }
     rd_kafka_destroy(d->consumer);
     d->consumer = NULL;
     tc_log(TC_LOG_INFO, "ingest.closed", "consumer closed");

@@ -1,15 +1,25 @@
 /*
- * agg_publish.c — the rollup side of tocsin-aggregator: closed buckets go to topic.rollups.
+ * agg_publish.c — what tocsin-aggregator publishes on topic.rollups: the states of buckets
+ * and issues of the partitions it owns, a checkpoint per owned partition, and issue changes
+ * (new, regressed) and statuses.
  *
- * Every change of a bucket marks it owed in LMDB (`unpublished`, with the bucket's new
- * revision). At most every 250 ms the tick hands the owed rollups of closed buckets (end +
- * grace passed) to an idempotent producer, keyed "service\0environment\0name". An owed
- * entry is removed only after its delivery report, in the next LMDB commit, and only when
- * the delivered revision is still the owed one; a crash in between publishes it again,
- * which consumers absorb because the highest revision of a bucket wins.
+ * Every change of a state marks it owed in LMDB (in the transaction of the change). Every
+ * publish.interval the tick hands every owed state with an undelivered change to an
+ * idempotent producer (so queries anywhere see an event within about a second), and once
+ * more each bucket whose end + grace has passed, marked closed. A mark is cleared only after
+ * the delivery report, in the next commit, and only as far as the delivered state reaches;
+ * a crash in between publishes it again, which consumers absorb because the state with the
+ * higher revision (source offset) wins.
  *
- * While a rollup is in flight it is remembered here (bucket key -> revision) so that the
- * tick does not hand it over twice; a failed delivery forgets it, so the next tick retries.
+ * A checkpoint of partition p at offset N says every change made by its records below N is
+ * delivered: N is the smaller of p's stored offset and the first undelivered change of any
+ * of its states. It is published whenever it moves, so whoever owns p next resumes there.
+ *
+ * Issue changes and statuses are rows of `changes` in LMDB, written with the change that
+ * caused them, handed over at once after each commit, and deleted after their delivery.
+ *
+ * While a state or change is in flight it is remembered here so that the tick does not hand
+ * it over twice; a failed delivery forgets it, so the next tick retries.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,22 +28,23 @@
 #include <xxhash.h>
 
 #include "agg_daemon.h"
+#include "agg_rollup.h"
 #include "tc_error.h"
 #include "tc_kafka.h"
 #include "tc_signal.h"
 #include "tc_util.h"
+#include "tocsin/v1/rollup.pb-c.h"
 
-#define TICK_US 250000
-/* Rollups handed to the producer per tick, so one tick cannot stall the consumer. */
+/* States handed to the producer per tick, so one tick cannot stall the consumer. */
 #define MAX_PER_TICK 20000
-#define ROLLUP_KEY_MAX (AGG_MAX_SERVICE + AGG_MAX_ENVIRONMENT + AGG_MAX_NAME + 2)
 
 /* ---- the in-flight set: open addressing, linear probing, backward-shift deletion ---- */
 
 typedef struct {
     bool used;
-    uint8_t key[AGG_STORE_KEY_LEN];
-    uint64_t revision;
+    uint8_t klen;
+    uint8_t key[AGG_OWED_KEY_MAX];
+    uint64_t revision; /* 2 * source_offset + closed */
 } slot_t;
 
 struct agg_inflight {
@@ -41,6 +52,11 @@ struct agg_inflight {
     size_t cap; /* a power of two */
     size_t n;
 };
+
+static uint64_t revision_of(const agg_owed_ref_t *r)
+{
+    return 2 * (uint64_t)r->source_offset + (r->closed ? 1 : 0);
+}
 
 static agg_inflight_t *inflight_new(void)
 {
@@ -66,18 +82,18 @@ static void inflight_destroy(agg_inflight_t **s_p)
     }
 }
 
-static size_t home(const agg_inflight_t *s, const uint8_t *key)
+static size_t home(const agg_inflight_t *s, const uint8_t *key, size_t klen)
 {
-    return (size_t)XXH3_64bits(key, AGG_STORE_KEY_LEN) & (s->cap - 1);
+    return (size_t)XXH3_64bits(key, klen) & (s->cap - 1);
 }
 
-static slot_t *inflight_find(agg_inflight_t *s, const uint8_t *key)
+static slot_t *inflight_find(agg_inflight_t *s, const uint8_t *key, size_t klen)
 {
-    for (size_t i = home(s, key);; i = (i + 1) & (s->cap - 1)) {
+    for (size_t i = home(s, key, klen);; i = (i + 1) & (s->cap - 1)) {
         if (!s->slots[i].used) {
             return NULL;
         }
-        if (memcmp(s->slots[i].key, key, AGG_STORE_KEY_LEN) == 0) {
+        if (s->slots[i].klen == klen && memcmp(s->slots[i].key, key, klen) == 0) {
             return &s->slots[i];
         }
     }
@@ -95,7 +111,7 @@ static int inflight_grow(agg_inflight_t *s)
     s->cap = oldcap * 2;
     for (size_t i = 0; i < oldcap; i++) {
         if (old[i].used) {
-            size_t j = home(s, old[i].key);
+            size_t j = home(s, old[i].key, old[i].klen);
             while (s->slots[j].used) {
                 j = (j + 1) & (s->cap - 1);
             }
@@ -106,32 +122,33 @@ static int inflight_grow(agg_inflight_t *s)
     return 0;
 }
 
-static int inflight_put(agg_inflight_t *s, const uint8_t *key, uint64_t revision)
+static int inflight_put(agg_inflight_t *s, const agg_owed_ref_t *r)
 {
-    slot_t *e = inflight_find(s, key);
+    slot_t *e = inflight_find(s, r->key, r->klen);
     if (e) {
-        e->revision = revision;
+        e->revision = revision_of(r);
         return 0;
     }
     if ((s->n + 1) * 2 > s->cap && inflight_grow(s) != 0) {
         return TC_ENOMEM;
     }
-    size_t i = home(s, key);
+    size_t i = home(s, r->key, r->klen);
     while (s->slots[i].used) {
         i = (i + 1) & (s->cap - 1);
     }
     s->slots[i].used = true;
-    memcpy(s->slots[i].key, key, AGG_STORE_KEY_LEN);
-    s->slots[i].revision = revision;
+    s->slots[i].klen = r->klen;
+    memcpy(s->slots[i].key, r->key, r->klen);
+    s->slots[i].revision = revision_of(r);
     s->n++;
     return 0;
 }
 
-/* Removes `key` when its revision is at most `revision` (a newer one stays in flight). */
-static void inflight_del(agg_inflight_t *s, const uint8_t *key, uint64_t revision)
+/* Removes `r`'s key when its revision is at most r's (a newer one stays in flight). */
+static void inflight_del(agg_inflight_t *s, const agg_owed_ref_t *r)
 {
-    slot_t *e = inflight_find(s, key);
-    if (!e || e->revision > revision) {
+    slot_t *e = inflight_find(s, r->key, r->klen);
+    if (!e || e->revision > revision_of(r)) {
         return;
     }
     size_t i = (size_t)(e - s->slots);
@@ -145,7 +162,7 @@ static void inflight_del(agg_inflight_t *s, const uint8_t *key, uint64_t revisio
         if (!s->slots[j].used) {
             return;
         }
-        size_t h = home(s, s->slots[j].key);
+        size_t h = home(s, s->slots[j].key, s->slots[j].klen);
         bool movable = i <= j ? (h <= i || h > j) : (h <= i && h > j);
         if (movable) {
             s->slots[i] = s->slots[j];
@@ -155,7 +172,52 @@ static void inflight_del(agg_inflight_t *s, const uint8_t *key, uint64_t revisio
     }
 }
 
-/* ---- the producer ----------------------------------------------------------------------- */
+/* ---- what a delivery report carries --------------------------------------------------------- */
+
+typedef enum { OP_STATE, OP_CHANGE, OP_CHECKPOINT } op_kind_t;
+
+typedef struct {
+    op_kind_t kind;
+    agg_owed_ref_t ref;   /* OP_STATE */
+    uint64_t seq;         /* OP_CHANGE */
+    int32_t partition;    /* OP_CHECKPOINT */
+    int64_t offset;
+} op_t;
+
+static int push_u64(uint64_t **arr, size_t *n, size_t *cap, uint64_t v)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 256;
+        uint64_t *p = realloc(*arr, ncap * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        *arr = p;
+        *cap = ncap;
+    }
+    (*arr)[(*n)++] = v;
+    return 0;
+}
+
+static void remove_u64(uint64_t *arr, size_t *n, uint64_t v)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (arr[i] == v) {
+            arr[i] = arr[--*n];
+            return;
+        }
+    }
+}
+
+static bool has_u64(const uint64_t *arr, size_t n, uint64_t v)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (arr[i] == v) {
+            return true;
+        }
+    }
+    return false;
+}
 
 static void remember_delivered(agg_daemon_t *d, const agg_owed_ref_t *ref)
 {
@@ -163,8 +225,8 @@ static void remember_delivered(agg_daemon_t *d, const agg_owed_ref_t *ref)
         size_t cap = d->delivered_cap ? d->delivered_cap * 2 : 1024;
         agg_owed_ref_t *p = realloc(d->delivered, cap * sizeof(*p));
         if (!p) {
-            /* Not remembered: the rollup stays owed and is published once more later. */
-            inflight_del(d->inflight, ref->key, ref->revision);
+            /* Not remembered: the state stays owed and is published once more later. */
+            inflight_del(d->inflight, ref);
             return;
         }
         d->delivered = p;
@@ -177,16 +239,45 @@ static void remember_delivered(agg_daemon_t *d, const agg_owed_ref_t *ref)
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     agg_daemon_t *d = opaque;
-    agg_owed_ref_t *ref = msg->_private;
-    if (!ref) {
+    op_t *op = msg->_private;
+    if (!op) {
         return;
     }
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        tc_counter_inc(d->m.rollups_published);
-        remember_delivered(d, ref);
-    } else {
-        tc_counter_inc(d->m.rollup_failures);
-        inflight_del(d->inflight, ref->key, ref->revision);
+    bool ok = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    switch (op->kind) {
+    case OP_STATE:
+        if (ok) {
+            tc_counter_inc(d->m.rollups_published);
+            remember_delivered(d, &op->ref);
+        } else {
+            tc_counter_inc(d->m.rollup_failures);
+            inflight_del(d->inflight, &op->ref);
+        }
+        break;
+    case OP_CHANGE:
+        if (ok && push_u64(&d->changes_done, &d->nchanges_done, &d->changes_done_cap, op->seq) ==
+                      0) {
+            tc_counter_inc(d->m.changes_published);
+        } else {
+            if (!ok) {
+                tc_counter_inc(d->m.rollup_failures);
+            }
+            remove_u64(d->changes_inflight, &d->nchanges_inflight, op->seq);
+        }
+        break;
+    case OP_CHECKPOINT:
+        if (ok) {
+            tc_counter_inc(d->m.checkpoints_published);
+            if (op->partition >= 0 && op->partition < AGG_MAX_PARTITIONS &&
+                op->offset > d->checkpoint_sent[op->partition]) {
+                d->checkpoint_sent[op->partition] = op->offset;
+            }
+        } else {
+            tc_counter_inc(d->m.rollup_failures);
+        }
+        break;
+    }
+    if (!ok) {
         uint64_t suppressed = 0;
         if (tc_log_limit_allow(&d->rollup_log, tc_mono_us(), &suppressed)) {
             tc_logj(TC_LOG_WARN, "publish.delivery_failed",
@@ -194,7 +285,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
                     "rollup delivery failed: %s; it stays owed", rd_kafka_err2str(msg->err));
         }
     }
-    free(ref);
+    free(op);
 }
 
 static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -225,6 +316,9 @@ int agg_publish_start(agg_daemon_t *d, const char *bootstrap)
     if (!d->inflight) {
         return TC_ENOMEM;
     }
+    for (size_t i = 0; i < AGG_MAX_PARTITIONS; i++) {
+        d->checkpoint_sent[i] = -1;
+    }
     rd_kafka_conf_t *conf =
         tc_kafka_conf_new(bootstrap, d->instance_id, &d->cfg.kafka, err, sizeof(err));
     if (!conf) {
@@ -235,7 +329,9 @@ int agg_publish_start(agg_daemon_t *d, const char *bootstrap)
                                   sizeof(err)) != 0 ||
         tc_kafka_conf_set_default(conf, &d->cfg.kafka, "message.timeout.ms", "30000", err,
                                   sizeof(err)) != 0 ||
-        tc_kafka_conf_set_default(conf, &d->cfg.kafka, "linger.ms", "20", err, sizeof(err)) != 0) {
+        tc_kafka_conf_set_default(conf, &d->cfg.kafka, "linger.ms", "5", err, sizeof(err)) != 0 ||
+        tc_kafka_conf_set_default(conf, &d->cfg.kafka, "compression.type", "lz4", err,
+                                  sizeof(err)) != 0) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         rd_kafka_conf_destroy(conf);
         return TC_EINVAL;
@@ -266,51 +362,75 @@ void agg_publish_poll(agg_daemon_t *d, int timeout_ms)
     }
 }
 
+/* Hands one record to the producer (copied). Returns 0, or an error when the queue is full
+ * (`op` is then freed). */
+static int produce(agg_daemon_t *d, const void *key, size_t klen, const void *value, size_t vlen,
+                   op_t *op)
+{
+    /* rd_kafka_produceva rather than producev: the RD_KAFKA_V_* macros are GNU statement
+     * expressions, which -Wpedantic refuses under clang. */
+    rd_kafka_vu_t vu[6];
+    memset(vu, 0, sizeof(vu));
+    vu[0].vtype = RD_KAFKA_VTYPE_RKT;
+    vu[0].u.rkt = d->rollups_topic;
+    vu[1].vtype = RD_KAFKA_VTYPE_PARTITION;
+    vu[1].u.i32 = RD_KAFKA_PARTITION_UA;
+    vu[2].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vu[2].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[3].u.mem.ptr = (void *)value;
+    vu[3].u.mem.size = vlen;
+    vu[4].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[4].u.mem.ptr = (void *)key;
+    vu[4].u.mem.size = klen;
+    vu[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vu[5].u.ptr = op;
+    rd_kafka_error_t *err = rd_kafka_produceva(d->producer, vu, 6);
+    if (err) {
+        rd_kafka_error_destroy(err);
+        free(op);
+        return TC_EFULL;
+    }
+    return 0;
+}
+
 typedef struct {
     agg_daemon_t *d;
     size_t handed;
     bool full;
 } tick_ctx_t;
 
-static int publish_one(void *ctx, const agg_owed_ref_t *ref, const agg_bucket_t *b)
+static bool in_flight(void *ctx, const agg_owed_ref_t *ref)
+{
+    tick_ctx_t *t = ctx;
+    slot_t *e = inflight_find(t->d->inflight, ref->key, ref->klen);
+    return e && e->revision >= revision_of(ref);
+}
+
+static int publish_item(void *ctx, const agg_publish_item_t *item)
 {
     tick_ctx_t *t = ctx;
     agg_daemon_t *d = t->d;
     if (t->handed >= MAX_PER_TICK) {
         return 1;
     }
-    slot_t *e = inflight_find(d->inflight, ref->key);
-    if (e && e->revision >= ref->revision) {
-        return 0; /* already handed over */
-    }
-    if (!b) {
-        /* The stored bucket is gone or corrupt: nothing to publish; clear it like a
+    if (!item->value) {
+        /* The stored state is gone or corrupt: nothing to publish; clear it like a
          * delivered one at the next commit. */
-        remember_delivered(d, ref);
+        agg_owed_ref_t r = item->ref;
+        r.closed = true;
+        remember_delivered(d, &r);
         return 0;
     }
-    agg_owed_ref_t *opaque = malloc(sizeof(*opaque));
-    uint8_t *value = NULL;
-    size_t vlen = 0;
-    char key[ROLLUP_KEY_MAX];
-    size_t klen = agg_rollup_key(b, key, sizeof(key));
-    if (!opaque || klen == 0 ||
-        agg_rollup_encode(b, ref->revision, d->instance_id, &value, &vlen) != 0 ||
-        inflight_put(d->inflight, ref->key, ref->revision) != 0) {
-        free(opaque);
-        free(value);
+    op_t *op = calloc(1, sizeof(*op));
+    if (!op || inflight_put(d->inflight, &item->ref) != 0) {
+        free(op);
         return 1; /* out of memory: try again next tick */
     }
-    *opaque = *ref;
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        d->producer, RD_KAFKA_V_RKT(d->rollups_topic), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(value, vlen),
-        RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        /* Refused (the queue is full): nothing was taken; the next tick tries again. */
-        free(value);
-        free(opaque);
-        inflight_del(d->inflight, ref->key, ref->revision);
+    op->kind = OP_STATE;
+    op->ref = item->ref;
+    if (produce(d, item->key, item->klen, item->value, item->vlen, op) != 0) {
+        inflight_del(d->inflight, &item->ref);
         t->full = true;
         return 1;
     }
@@ -318,37 +438,144 @@ static int publish_one(void *ctx, const agg_owed_ref_t *ref, const agg_bucket_t 
     return 0;
 }
 
+static int publish_checkpoint(agg_daemon_t *d, const agg_checkpoint_t *cp)
+{
+    Tocsin__V1__Checkpoint pb = TOCSIN__V1__CHECKPOINT__INIT;
+    pb.group = d->cfg.group_id;
+    pb.topic = d->cfg.topic_events;
+    pb.partition = (uint32_t)cp->partition;
+    pb.offset = cp->offset;
+    pb.dedupe_from = cp->dedupe_from <= cp->offset ? cp->dedupe_from : cp->offset;
+    pb.time_us = tc_now_us();
+    Tocsin__V1__Rollup r = TOCSIN__V1__ROLLUP__INIT;
+    r.producer = d->instance_id;
+    r.revision = (uint64_t)cp->offset;
+    r.body_case = TOCSIN__V1__ROLLUP__BODY_CHECKPOINT;
+    r.checkpoint = &pb;
+    uint8_t buf[1024];
+    size_t n = tocsin__v1__rollup__get_packed_size(&r);
+    if (n > sizeof(buf)) {
+        return TC_ETOOBIG;
+    }
+    tocsin__v1__rollup__pack(&r, buf);
+    char key[AGG_TOPIC_MAX + 64];
+    int klen = snprintf(key, sizeof(key), "%c%c$checkpoint:%s:%d", 0, 0, d->cfg.topic_events,
+                        (int)cp->partition);
+    op_t *op = calloc(1, sizeof(*op));
+    if (!op) {
+        return TC_ENOMEM;
+    }
+    op->kind = OP_CHECKPOINT;
+    op->partition = cp->partition;
+    op->offset = cp->offset;
+    return produce(d, key, (size_t)klen, buf, n, op);
+}
+
 void agg_publish_tick(agg_daemon_t *d, bool force)
 {
     int64_t now = tc_mono_us();
-    if (!d->producer || (!force && now - d->last_tick_us < TICK_US)) {
+    if (!d->producer || (!force && now - d->last_tick_us < d->cfg.publish_interval_ms * 1000)) {
         return;
     }
     d->last_tick_us = now;
     tick_ctx_t t = {d, 0, false};
-    int rc = agg_store_owed(d->store, tc_now_us(), publish_one, &t);
+    agg_checkpoint_t cps[AGG_MAX_PARTITIONS];
+    int rc = agg_store_owed(d->store, tc_now_us(), d->instance_id, in_flight, publish_item, &t,
+                            d->owned, d->nowned, cps);
     if (rc != 0) {
-        tc_log(TC_LOG_ERROR, "publish.tick", "reading owed rollups failed: %s", tc_strerror(rc));
+        tc_log(TC_LOG_ERROR, "publish.tick", "reading owed states failed: %s", tc_strerror(rc));
+        return;
+    }
+    for (size_t i = 0; i < d->nowned; i++) {
+        const agg_checkpoint_t *cp = &cps[i];
+        if (cp->offset >= 0 && cp->partition >= 0 && cp->partition < AGG_MAX_PARTITIONS &&
+            cp->offset > d->checkpoint_sent[cp->partition]) {
+            publish_checkpoint(d, cp);
+        }
     }
     if (t.full) {
         uint64_t suppressed = 0;
         if (tc_log_limit_allow(&d->rollup_log, tc_mono_us(), &suppressed)) {
             tc_log(TC_LOG_WARN, "publish.queue_full",
-                   "producer queue full after %zu rollups; the rest next tick", t.handed);
+                   "producer queue full after %zu states; the rest next tick", t.handed);
         }
     }
 }
 
-void agg_publish_cleared(agg_daemon_t *d, const agg_owed_ref_t *refs, size_t n)
+static int publish_change(void *ctx, uint64_t seq, const uint8_t *key, size_t klen,
+                          const uint8_t *value, size_t vlen)
 {
-    for (size_t i = 0; i < n; i++) {
-        inflight_del(d->inflight, refs[i].key, refs[i].revision);
+    agg_daemon_t *d = ctx;
+    if (has_u64(d->changes_inflight, d->nchanges_inflight, seq) ||
+        has_u64(d->changes_done, d->nchanges_done, seq)) {
+        return 0;
     }
+    op_t *op = calloc(1, sizeof(*op));
+    if (!op || push_u64(&d->changes_inflight, &d->nchanges_inflight, &d->changes_inflight_cap,
+                        seq) != 0) {
+        free(op);
+        return 1;
+    }
+    op->kind = OP_CHANGE;
+    op->seq = seq;
+    if (produce(d, key, klen, value, vlen, op) != 0) {
+        remove_u64(d->changes_inflight, &d->nchanges_inflight, seq);
+        return 1;
+    }
+    return 0;
+}
+
+void agg_publish_changes(agg_daemon_t *d)
+{
+    if (!d->producer) {
+        return;
+    }
+    int rc = agg_store_changes(d->store, 0, publish_change, d);
+    if (rc != 0) {
+        tc_log(TC_LOG_ERROR, "publish.changes", "reading changes failed: %s", tc_strerror(rc));
+    }
+}
+
+void agg_publish_committed(agg_daemon_t *d)
+{
+    for (size_t i = 0; i < d->ndelivered; i++) {
+        inflight_del(d->inflight, &d->delivered[i]);
+    }
+    d->ndelivered = 0;
+    for (size_t i = 0; i < d->nchanges_done; i++) {
+        remove_u64(d->changes_inflight, &d->nchanges_inflight, d->changes_done[i]);
+    }
+    d->nchanges_done = 0;
 }
 
 size_t agg_publish_inflight(const agg_daemon_t *d)
 {
-    return d->inflight ? d->inflight->n : 0;
+    return (d->inflight ? d->inflight->n : 0) + d->nchanges_inflight;
+}
+
+void agg_publish_flush(agg_daemon_t *d, int64_t timeout_ms)
+{
+    if (!d->producer) {
+        return;
+    }
+    int64_t deadline = tc_mono_us() + timeout_ms * 1000;
+    agg_publish_changes(d);
+    agg_publish_tick(d, true);
+    while (tc_mono_us() < deadline) {
+        agg_publish_poll(d, 20);
+        if (d->ndelivered > 0 || d->nchanges_done > 0) {
+            d->retry_at_us = 0;
+            agg_commit(d);
+        }
+        if (agg_publish_inflight(d) == 0) {
+            /* Delivered and cleared: one more tick publishes the checkpoints they allow. */
+            agg_publish_tick(d, true);
+            rd_kafka_flush(d->producer, (int)((deadline - tc_mono_us()) / 1000 > 0
+                                                  ? (deadline - tc_mono_us()) / 1000
+                                                  : 0));
+            break;
+        }
+    }
 }
 
 void agg_publish_stop(agg_daemon_t *d)
@@ -375,4 +602,9 @@ void agg_publish_stop(agg_daemon_t *d)
     free(d->delivered);
     d->delivered = NULL;
     d->ndelivered = d->delivered_cap = 0;
+    free(d->changes_done);
+    free(d->changes_inflight);
+    d->changes_done = d->changes_inflight = NULL;
+    d->nchanges_done = d->nchanges_inflight = 0;
+    d->changes_done_cap = d->changes_inflight_cap = 0;
 }

@@ -1,96 +1,67 @@
 #include "agg_store.h"
 
 #include <assert.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
+#include "agg_store_int.h"
 #include "tc_error.h"
 #include "tc_lmdb.h"
 #include "tc_log.h"
 #include "tc_util.h"
 
-#define SERIES_KEY_LEN 24
-#define DEDUPE_TIME_KEY_LEN (8 + AGG_EVENT_ID_LEN)
-#define TOPIC_MAX 249 /* Kafka's limit on topic names */
-#define OFFSET_KEY_MAX (TOPIC_MAX + 1 + 4)
-#define SIGN_BIT 0x8000000000000000ull
-#define FORMAT_VERSION 1
-#define SERIES_VALUE_VERSION 1
-#define SERIES_HEADER_LEN 18 /* version, kind, first_s, last_s */
+/* ---- keys and small values ----------------------------------------------------------------- */
 
-struct agg_store {
-    MDB_env *env;
-    MDB_dbi buckets;
-    MDB_dbi series;
-    MDB_dbi offsets;
-    MDB_dbi dedupe;
-    MDB_dbi dedupe_time;
-    MDB_dbi unpublished;
-    MDB_dbi meta;
-    size_t max_map;
-    int64_t grace_us;
-    int64_t dedupe_window_us;
-    /* Held shared by every read and exclusively while a write may grow (remap) the map. */
-    pthread_rwlock_t remap;
-    bool remap_ok;
-};
-
-/* ---- keys ------------------------------------------------------------------------ */
-
-static uint64_t h64(const char *s)
+uint64_t agg_h64(const char *s, size_t n)
 {
-    return XXH3_64bits(s, strlen(s));
+    return XXH3_64bits(s, n);
 }
 
-static uint64_t biased(int64_t v)
+uint64_t agg_biased(int64_t v)
 {
     return (uint64_t)v ^ SIGN_BIT;
 }
 
-static int64_t unbiased(uint64_t v)
+int64_t agg_unbiased(uint64_t v)
 {
     return (int64_t)(v ^ SIGN_BIT);
 }
 
-static void bucket_key(uint8_t k[AGG_STORE_KEY_LEN], const char *service, const char *name,
-                       int64_t start_s, const char *environment)
+static uint64_t hs(const char *s)
 {
-    tc_be64_put(k, h64(service));
-    tc_be64_put(k + 8, h64(name));
-    tc_be64_put(k + 16, biased(start_s));
-    tc_be64_put(k + 24, h64(environment));
+    return agg_h64(s, strlen(s));
 }
 
-/* `unpublished` is ordered by bucket start first, so the closed buckets come first. */
-static void owed_key(uint8_t o[AGG_STORE_KEY_LEN], const uint8_t k[AGG_STORE_KEY_LEN])
+void agg_bucket_key(uint8_t k[BUCKET_KEY_LEN], uint64_t hsvc, uint64_t hname, int64_t start_s,
+                    uint64_t henv, uint32_t partition)
 {
-    memcpy(o, k + 16, 8);
-    memcpy(o + 8, k, 16);
-    memcpy(o + 24, k + 24, 8);
+    tc_be64_put(k, hsvc);
+    tc_be64_put(k + 8, hname);
+    tc_be64_put(k + 16, agg_biased(start_s));
+    tc_be64_put(k + 24, henv);
+    tc_be32_put(k + 32, partition);
 }
 
-static void bucket_key_of_owed(uint8_t k[AGG_STORE_KEY_LEN], const uint8_t o[AGG_STORE_KEY_LEN])
+void agg_series_key(uint8_t k[SERIES_KEY_LEN], uint64_t hsvc, uint64_t hname, uint64_t henv)
 {
-    memcpy(k, o + 8, 16);
-    memcpy(k + 16, o, 8);
-    memcpy(k + 24, o + 24, 8);
+    tc_be64_put(k, hsvc);
+    tc_be64_put(k + 8, hname);
+    tc_be64_put(k + 16, henv);
 }
 
-static void series_key(uint8_t k[SERIES_KEY_LEN], const char *service, const char *name,
-                       const char *environment)
+void agg_issue_key_bytes(uint8_t k[ISSUE_KEY_LEN], uint64_t hsvc, uint64_t hid, uint32_t partition)
 {
-    tc_be64_put(k, h64(service));
-    tc_be64_put(k + 8, h64(name));
-    tc_be64_put(k + 16, h64(environment));
+    tc_be64_put(k, hsvc);
+    tc_be64_put(k + 8, hid);
+    tc_be32_put(k + 16, partition);
 }
 
-static int offset_key(uint8_t k[OFFSET_KEY_MAX], const char *topic, int32_t partition, size_t *klen)
+int agg_part_key(uint8_t *k, const char *topic, int32_t partition, size_t *klen)
 {
-    size_t tl = topic ? strnlen(topic, TOPIC_MAX + 1) : 0;
-    if (tl == 0 || tl > TOPIC_MAX || partition < 0) {
+    size_t tl = topic ? strnlen(topic, AGG_TOPIC_MAX + 1) : 0;
+    if (tl == 0 || tl > AGG_TOPIC_MAX || partition < 0) {
         return TC_EINVAL;
     }
     memcpy(k, topic, tl);
@@ -100,55 +71,27 @@ static int offset_key(uint8_t k[OFFSET_KEY_MAX], const char *topic, int32_t part
     return 0;
 }
 
-/* Maps what a transaction body ran into to what tc_lmdb_write expects: 0, a TC_E* code,
- * MDB_MAP_FULL (so that the map grows), or TC_ELMDB for any other LMDB or system error
- * (LMDB's own codes are negative numbers outside the TC_E* range). */
-static int lmdb_result(int rc)
+static size_t put_str(uint8_t *p, const char *s, size_t n)
 {
-    if (rc == 0 || rc == MDB_MAP_FULL || (rc < 0 && rc >= TC_EUNKNOWNKEY)) {
-        return rc;
-    }
-    tc_log(TC_LOG_ERROR, "store.write", "%s", mdb_strerror(rc));
-    return TC_ELMDB;
-}
-
-/* ---- series values ----------------------------------------------------------------- */
-
-typedef struct {
-    agg_kind_t kind;
-    int64_t first_s;
-    int64_t last_s;
-    char service[AGG_MAX_SERVICE + 1];
-    char environment[AGG_MAX_ENVIRONMENT + 1];
-    char name[AGG_MAX_NAME + 1];
-} series_rec_t;
-
-static size_t put_str(uint8_t *p, const char *s)
-{
-    size_t n = strlen(s);
     p[0] = (uint8_t)(n >> 8);
     p[1] = (uint8_t)n;
     memcpy(p + 2, s, n);
     return 2 + n;
 }
 
-/* Encodes a series value into `buf` (large enough for the bounded strings). */
-static size_t series_encode(uint8_t *buf, agg_kind_t kind, int64_t first_s, int64_t last_s,
-                            const char *service, const char *environment, const char *name)
+size_t agg_series_encode(uint8_t *buf, agg_kind_t kind, int64_t first_s, int64_t last_s,
+                         agg_str_t service, agg_str_t environment, agg_str_t name)
 {
     buf[0] = SERIES_VALUE_VERSION;
     buf[1] = (uint8_t)kind;
-    tc_be64_put(buf + 2, biased(first_s));
-    tc_be64_put(buf + 10, biased(last_s));
+    tc_be64_put(buf + 2, agg_biased(first_s));
+    tc_be64_put(buf + 10, agg_biased(last_s));
     size_t n = SERIES_HEADER_LEN;
-    n += put_str(buf + n, service);
-    n += put_str(buf + n, environment);
-    n += put_str(buf + n, name);
+    n += put_str(buf + n, service.p, service.n);
+    n += put_str(buf + n, environment.p, environment.n);
+    n += put_str(buf + n, name.p, name.n);
     return n;
 }
-
-#define SERIES_VALUE_MAX                                                                           \
-    (SERIES_HEADER_LEN + 6 + AGG_MAX_SERVICE + AGG_MAX_ENVIRONMENT + AGG_MAX_NAME)
 
 static int get_str(const uint8_t *data, size_t len, size_t *pos, char *out, size_t max)
 {
@@ -157,8 +100,7 @@ static int get_str(const uint8_t *data, size_t len, size_t *pos, char *out, size
     }
     size_t n = ((size_t)data[*pos] << 8) | data[*pos + 1];
     *pos += 2;
-    if (n == 0 || n > max || len - *pos < n || memchr(data + *pos, '\0', n) ||
-        !tc_utf8_valid((const char *)data + *pos, n)) {
+    if (n > max || len - *pos < n || !agg_text_ok((const char *)data + *pos, n, max)) {
         return TC_EPARSE;
     }
     memcpy(out, data + *pos, n);
@@ -167,68 +109,131 @@ static int get_str(const uint8_t *data, size_t len, size_t *pos, char *out, size
     return 0;
 }
 
-/* Decodes a series value read from LMDB; nothing in it is trusted. */
-static int series_decode(const uint8_t *data, size_t len, series_rec_t *r)
+int agg_series_decode(const uint8_t *data, size_t len, agg_series_rec_t *r)
 {
     if (len < SERIES_HEADER_LEN || len > SERIES_VALUE_MAX || data[0] != SERIES_VALUE_VERSION ||
         data[1] < AGG_KIND_REQUESTS || data[1] > AGG_KIND_TIMING) {
         return TC_EPARSE;
     }
     r->kind = (agg_kind_t)data[1];
-    r->first_s = unbiased(tc_be64_get(data + 2));
-    r->last_s = unbiased(tc_be64_get(data + 10));
+    r->first_s = agg_unbiased(tc_be64_get(data + 2));
+    r->last_s = agg_unbiased(tc_be64_get(data + 10));
     size_t pos = SERIES_HEADER_LEN;
     if (get_str(data, len, &pos, r->service, AGG_MAX_SERVICE) != 0 ||
         get_str(data, len, &pos, r->environment, AGG_MAX_ENVIRONMENT) != 0 ||
-        get_str(data, len, &pos, r->name, AGG_MAX_NAME) != 0 || pos != len) {
+        get_str(data, len, &pos, r->name, AGG_MAX_NAME) != 0 || pos != len || !r->service[0] ||
+        !r->environment[0] || !r->name[0]) {
         return TC_EPARSE;
     }
     return 0;
 }
 
-/* ---- open / close ------------------------------------------------------------------ */
+size_t agg_status_encode(uint8_t *buf, const agg_issue_status_t *st, const char *service,
+                         const char *id)
+{
+    buf[0] = 1;
+    buf[1] = (uint8_t)st->status;
+    tc_be64_put(buf + 2, agg_biased(st->updated_us));
+    size_t n = 10;
+    n += put_str(buf + n, st->updated_by, strnlen(st->updated_by, sizeof(st->updated_by) - 1));
+    n += put_str(buf + n, service, strlen(service));
+    n += put_str(buf + n, id, strlen(id));
+    return n;
+}
+
+int agg_status_decode(const uint8_t *data, size_t len, agg_status_rec_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (len < 10 || len > STATUS_VALUE_MAX || data[0] != 1 || data[1] < AGG_STATUS_UNRESOLVED ||
+        data[1] > AGG_STATUS_IGNORED) {
+        return TC_EPARSE;
+    }
+    r->st.status = (agg_status_t)data[1];
+    r->st.updated_us = agg_unbiased(tc_be64_get(data + 2));
+    size_t pos = 10;
+    if (get_str(data, len, &pos, r->st.updated_by, sizeof(r->st.updated_by) - 1) != 0 ||
+        get_str(data, len, &pos, r->service, AGG_MAX_SERVICE) != 0 ||
+        get_str(data, len, &pos, r->id, AGG_ISSUE_ID_MAX) != 0 || pos != len) {
+        return TC_EPARSE;
+    }
+    return 0;
+}
+
+int agg_lmdb_result(int rc)
+{
+    if (rc == 0 || rc == MDB_MAP_FULL || (rc < 0 && rc >= TC_EUNKNOWNKEY)) {
+        return rc;
+    }
+    tc_log(TC_LOG_ERROR, "store.write", "%s", mdb_strerror(rc));
+    return TC_ELMDB;
+}
+
+/* ---- open / close ----------------------------------------------------------------------------- */
+
+static int meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    int mrc = mdb_get(txn, meta, &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        *out = 0;
+        return 0;
+    }
+    if (mrc != 0) {
+        return mrc;
+    }
+    *out = v.mv_size == 8 ? tc_be64_get(v.mv_data) : 0;
+    return 0;
+}
 
 static int open_dbis(MDB_txn *txn, void *ctx)
 {
     agg_store_t *self = ctx;
-    int rc = tc_lmdb_dbi(txn, "buckets", 0, &self->buckets);
-    if (rc == 0) {
-        rc = tc_lmdb_dbi(txn, "series", 0, &self->series);
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } dbs[] = {
+        {"buckets", &self->buckets},       {"series", &self->series},
+        {"issues", &self->issues},         {"issue_index", &self->issue_index},
+        {"status", &self->status},         {"parts", &self->parts},
+        {"checkpoints", &self->checkpoints}, {"owed", &self->owed},
+        {"changes", &self->changes},       {"logs", &self->logs},
+        {"logs_time", &self->logs_time},   {"meta", &self->meta},
+    };
+    for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+        int rc = tc_lmdb_dbi(txn, dbs[i].name, 0, dbs[i].dbi);
+        if (rc != 0) {
+            return rc;
+        }
     }
-    if (rc == 0) {
-        rc = tc_lmdb_dbi(txn, "offsets", 0, &self->offsets);
-    }
-    if (rc == 0) {
-        rc = tc_lmdb_dbi(txn, "dedupe", 0, &self->dedupe);
-    }
-    if (rc == 0) {
-        rc = tc_lmdb_dbi(txn, "dedupe_time", 0, &self->dedupe_time);
-    }
-    if (rc == 0) {
-        rc = tc_lmdb_dbi(txn, "unpublished", 0, &self->unpublished);
-    }
-    if (rc == 0) {
-        rc = tc_lmdb_dbi(txn, "meta", 0, &self->meta);
-    }
-    if (rc != 0) {
-        return rc;
-    }
-    MDB_val k = {6, (void *)"format"}, v;
+    MDB_val k = {6, "format"}, v;
     int mrc = mdb_get(txn, self->meta, &k, &v);
     if (mrc == MDB_NOTFOUND) {
-        uint8_t ver[4];
-        tc_be32_put(ver, FORMAT_VERSION);
+        uint8_t buf[4];
+        tc_be32_put(buf, FORMAT_VERSION);
         v.mv_size = 4;
-        v.mv_data = ver;
-        return lmdb_result(mdb_put(txn, self->meta, &k, &v, 0));
-    }
-    if (mrc != 0) {
-        return lmdb_result(mrc);
-    }
-    if (v.mv_size != 4 || tc_be32_get(v.mv_data) != FORMAT_VERSION) {
-        tc_log(TC_LOG_ERROR, "store.format", "the data directory holds an unknown format");
+        v.mv_data = buf;
+        mrc = mdb_put(txn, self->meta, &k, &v, 0);
+        if (mrc != 0) {
+            return agg_lmdb_result(mrc);
+        }
+    } else if (mrc != 0) {
+        return agg_lmdb_result(mrc);
+    } else if (v.mv_size != 4 || tc_be32_get(v.mv_data) != FORMAT_VERSION) {
+        tc_log(TC_LOG_ERROR, "store.format",
+               "the data directory holds another format (%u); move it away to start afresh",
+               v.mv_size == 4 ? tc_be32_get(v.mv_data) : 0);
         return TC_EINVAL;
     }
+    uint64_t bytes = 0, compacted = 0;
+    mrc = meta_u64(txn, self->meta, "logs_bytes", &bytes);
+    if (mrc == 0) {
+        mrc = meta_u64(txn, self->meta, "compacted", &compacted);
+    }
+    if (mrc != 0) {
+        return agg_lmdb_result(mrc);
+    }
+    atomic_store(&self->logs_bytes, bytes);
+    atomic_store(&self->compacted_s, compacted ? agg_unbiased(compacted) : INT64_MIN);
     return 0;
 }
 
@@ -241,12 +246,24 @@ agg_store_t *agg_store_open(const agg_store_opts_t *opts)
     self->max_map = opts->max_map;
     self->grace_us = opts->grace_ms * 1000;
     self->dedupe_window_us = opts->dedupe_window_ms * 1000;
-    if (pthread_rwlock_init(&self->remap, NULL) != 0) {
-        free(self);
+    self->raw_retention_us = opts->raw_retention_ms * 1000;
+    self->max_retention_us = opts->max_retention_ms * 1000;
+    self->logs_retention_us = opts->logs_retention_ms * 1000;
+    self->logs_max_bytes = opts->logs_max_bytes;
+    self->slo = opts->slo;
+    self->group = strdup(opts->group ? opts->group : "tocsin-aggregator");
+    self->events_topic = strdup(opts->events_topic ? opts->events_topic : "tocsin.events");
+    uint64_t seed = 0;
+    tc_random_bytes(&seed, sizeof(seed));
+    self->dedupe = agg_dedupe_new(opts->dedupe_window_ms / 1000,
+                                  opts->dedupe_max_ids ? opts->dedupe_max_ids : 4000000, seed);
+    if (!self->group || !self->events_topic || !self->dedupe ||
+        pthread_rwlock_init(&self->remap, NULL) != 0) {
+        agg_store_destroy(&self);
         return NULL;
     }
     self->remap_ok = true;
-    if (tc_lmdb_open(&self->env, opts->dir, opts->map_size, 8, 0) != 0) {
+    if (tc_lmdb_open(&self->env, opts->dir, opts->map_size, 16, 0) != 0) {
         agg_store_destroy(&self);
         return NULL;
     }
@@ -271,13 +288,18 @@ void agg_store_destroy(agg_store_t **self_p)
     if (self->remap_ok) {
         pthread_rwlock_destroy(&self->remap);
     }
+    agg_batch_free(self->batch);
+    agg_dedupe_destroy(&self->dedupe);
+    free(self->rings);
+    free(self->group);
+    free(self->events_topic);
     free(self);
     *self_p = NULL;
 }
 
-bool agg_store_bucket_closed(int64_t start_s, int64_t now_us, int64_t grace_us)
+bool agg_store_bucket_closed(int64_t start_s, uint32_t width_s, int64_t now_us, int64_t grace_us)
 {
-    int64_t end_s = start_s + AGG_BUCKET_WIDTH_S; /* start_s is at most |INT64_MIN| / 10^6 */
+    int64_t end_s = start_s + width_s; /* start_s is bounded by AGG_START_MAX */
     if (end_s > INT64_MAX / 1000000) {
         return false;
     }
@@ -291,9 +313,9 @@ bool agg_store_bucket_closed(int64_t start_s, int64_t now_us, int64_t grace_us)
     return now_us >= end_us + grace_us;
 }
 
-/* ---- reads --------------------------------------------------------------------------- */
+/* ---- transactions ---------------------------------------------------------------------------- */
 
-static int read_begin(agg_store_t *self, MDB_txn **txn)
+int agg_store_read_begin(agg_store_t *self, MDB_txn **txn)
 {
     pthread_rwlock_rdlock(&self->remap);
     int mrc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
@@ -305,60 +327,15 @@ static int read_begin(agg_store_t *self, MDB_txn **txn)
     return 0;
 }
 
-static void read_end(agg_store_t *self, MDB_txn *txn)
+void agg_store_read_end(agg_store_t *self, MDB_txn *txn)
 {
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&self->remap);
 }
 
-static int offset_read(agg_store_t *self, MDB_txn *txn, const char *topic, int32_t partition,
-                       int64_t *next)
-{
-    uint8_t k[OFFSET_KEY_MAX];
-    size_t klen = 0;
-    if (offset_key(k, topic, partition, &klen) != 0) {
-        return TC_EINVAL;
-    }
-    MDB_val key = {klen, k}, val;
-    int mrc = mdb_get(txn, self->offsets, &key, &val);
-    if (mrc == MDB_NOTFOUND) {
-        return TC_ENOTFOUND;
-    }
-    if (mrc != 0) {
-        return mrc;
-    }
-    int64_t v = val.mv_size == 8 ? (int64_t)tc_be64_get(val.mv_data) : -1;
-    if (v < 0) {
-        /* Not a value we wrote: start the partition over rather than trust it. */
-        tc_log(TC_LOG_ERROR, "store.corrupt", "offset of %s/%d is corrupt; ignored", topic,
-               (int)partition);
-        return TC_ENOTFOUND;
-    }
-    *next = v;
-    return 0;
-}
-
-int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition, int64_t *next)
-{
-    assert(self);
-    MDB_txn *txn = NULL;
-    int rc = read_begin(self, &txn);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = offset_read(self, txn, topic, partition, next);
-    read_end(self, txn);
-    if (rc != 0 && rc != TC_ENOTFOUND && rc != TC_EINVAL) {
-        tc_log(TC_LOG_ERROR, "store.read", "offset of %s/%d: %s", topic, (int)partition,
-               mdb_strerror(rc));
-        return TC_ELMDB;
-    }
-    return rc;
-}
-
 /* The write path: first without growing the map (readers may be running), and when the map
  * is full, again with every reader kept out so that LMDB may remap the file. */
-static int write_txn(agg_store_t *self, tc_lmdb_txn_fn fn, void *ctx)
+int agg_store_write(agg_store_t *self, int (*fn)(MDB_txn *, void *), void *ctx)
 {
     size_t current = tc_lmdb_map_size(self->env);
     int rc = tc_lmdb_write(self->env, current, fn, ctx);
@@ -371,24 +348,81 @@ static int write_txn(agg_store_t *self, tc_lmdb_txn_fn fn, void *ctx)
     return rc;
 }
 
+/* ---- partitions ---------------------------------------------------------------------------- */
+
+int agg_part_read(agg_store_t *self, MDB_txn *txn, MDB_dbi dbi, const char *topic,
+                  int32_t partition, int64_t *next, int64_t *dedupe_from)
+{
+    uint8_t k[PART_KEY_MAX];
+    size_t klen = 0;
+    if (agg_part_key(k, topic, partition, &klen) != 0) {
+        return TC_EINVAL;
+    }
+    MDB_val key = {klen, k}, val;
+    int mrc = mdb_get(txn, dbi, &key, &val);
+    if (mrc == MDB_NOTFOUND) {
+        return TC_ENOTFOUND;
+    }
+    if (mrc != 0) {
+        return mrc;
+    }
+    if (val.mv_size < 16 || (int64_t)tc_be64_get(val.mv_data) < 0 ||
+        (int64_t)tc_be64_get((const uint8_t *)val.mv_data + 8) < 0) {
+        tc_log(TC_LOG_ERROR, "store.corrupt", "offset of %s/%d is corrupt; ignored", topic,
+               (int)partition);
+        return TC_ENOTFOUND;
+    }
+    *next = (int64_t)tc_be64_get(val.mv_data);
+    if (dedupe_from) {
+        *dedupe_from = (int64_t)tc_be64_get((const uint8_t *)val.mv_data + 8);
+    }
+    return 0;
+}
+
+static int part_put(agg_store_t *self, MDB_txn *txn, const char *topic, int32_t partition,
+                    int64_t next, int64_t dedupe_from)
+{
+    uint8_t k[PART_KEY_MAX], v[16];
+    size_t klen = 0;
+    if (agg_part_key(k, topic, partition, &klen) != 0) {
+        return TC_EINVAL;
+    }
+    tc_be64_put(v, (uint64_t)next);
+    tc_be64_put(v + 8, (uint64_t)(dedupe_from < 0 ? 0 : dedupe_from));
+    MDB_val key = {klen, k}, val = {16, v};
+    return mdb_put(txn, self->parts, &key, &val, 0);
+}
+
+int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition, int64_t *next)
+{
+    assert(self);
+    MDB_txn *txn = NULL;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = agg_part_read(self, txn, self->parts, topic, partition, next, NULL);
+    agg_store_read_end(self, txn);
+    if (rc != 0 && rc != TC_ENOTFOUND && rc != TC_EINVAL) {
+        return TC_ELMDB;
+    }
+    return rc;
+}
+
 typedef struct {
     agg_store_t *self;
     const char *topic;
     int32_t partition;
     int64_t next;
-} offset_set_ctx_t;
+    int64_t read_from;
+    const char *source;
+    bool decide;
+} part_ctx_t;
 
 static int offset_set_txn(MDB_txn *txn, void *ctx)
 {
-    offset_set_ctx_t *c = ctx;
-    uint8_t k[OFFSET_KEY_MAX], v[8];
-    size_t klen = 0;
-    if (offset_key(k, c->topic, c->partition, &klen) != 0) {
-        return TC_EINVAL;
-    }
-    tc_be64_put(v, (uint64_t)c->next);
-    MDB_val key = {klen, k}, val = {8, v};
-    return lmdb_result(mdb_put(txn, c->self->offsets, &key, &val, 0));
+    part_ctx_t *c = ctx;
+    return agg_lmdb_result(part_put(c->self, txn, c->topic, c->partition, c->next, c->next));
 }
 
 int agg_store_offset_set(agg_store_t *self, const char *topic, int32_t partition, int64_t next)
@@ -397,610 +431,557 @@ int agg_store_offset_set(agg_store_t *self, const char *topic, int32_t partition
     if (next < 0) {
         return TC_EINVAL;
     }
-    offset_set_ctx_t c = {self, topic, partition, next};
-    return write_txn(self, offset_set_txn, &c);
+    part_ctx_t c = {self, topic, partition, next, next, NULL, false};
+    return agg_store_write(self, offset_set_txn, &c);
 }
 
-/* ---- apply ------------------------------------------------------------------------------ */
-
-typedef struct {
-    bool used;
-    bool dirty;
-    uint8_t key[AGG_STORE_KEY_LEN];
-    uint64_t revision; /* as stored; 0 for a new bucket */
-    agg_bucket_t b;
-} bucket_slot_t;
-
-typedef struct {
-    bool used;
-    bool dirty;
-    const char *conflict; /* NULL when the series may take samples */
-    uint8_t key[SERIES_KEY_LEN];
-    agg_kind_t kind;
-    int64_t first_s;
-    int64_t last_s;
-    const char *service; /* borrowed from a decoded event of this batch */
-    const char *environment;
-    const char *name;
-} series_slot_t;
-
-typedef struct {
-    const char *topic;
-    int32_t partition;
-    int64_t next; /* -1 while nothing is stored or applied */
-    bool dirty;
-} part_slot_t;
-
-typedef struct {
-    agg_store_t *self;
-    agg_msg_t *msgs;
-    size_t n;
-    Tocsin__V1__Event **events;
-    const char **decode_reason;
-    const agg_owed_ref_t *delivered;
-    size_t ndelivered;
-    int64_t now_us;
-    bucket_slot_t *bslots;
-    size_t bcap;
-    series_slot_t *sslots;
-    size_t scap;
-    part_slot_t *parts;
-    size_t nparts;
-    agg_batch_stats_t st;
-} apply_ctx_t;
-
-static size_t slot_index(const uint8_t *key, size_t len, size_t cap)
+part_ring_t *agg_ring_get(agg_store_t *self, int kind, int32_t partition)
 {
-    return (size_t)(XXH3_64bits(key, len) & (cap - 1));
-}
-
-static void reset_ctx(apply_ctx_t *c)
-{
-    for (size_t i = 0; i < c->bcap; i++) {
-        if (c->bslots[i].used) {
-            agg_bucket_fini(&c->bslots[i].b);
+    for (size_t i = 0; i < self->nrings; i++) {
+        if (self->rings[i].partition == partition && self->rings[i].kind == kind) {
+            return &self->rings[i];
         }
     }
-    memset(c->bslots, 0, c->bcap * sizeof(*c->bslots));
-    memset(c->sslots, 0, c->scap * sizeof(*c->sslots));
-    c->nparts = 0;
-    memset(&c->st, 0, sizeof(c->st));
-}
-
-static int part_get(apply_ctx_t *c, MDB_txn *txn, const char *topic, int32_t partition,
-                    part_slot_t **out)
-{
-    for (size_t i = 0; i < c->nparts; i++) {
-        if (c->parts[i].partition == partition && strcmp(c->parts[i].topic, topic) == 0) {
-            *out = &c->parts[i];
-            return 0;
-        }
+    part_ring_t *r = realloc(self->rings, (self->nrings + 1) * sizeof(*r));
+    if (!r) {
+        return NULL;
     }
-    part_slot_t *p = &c->parts[c->nparts++]; /* at most one per message: sized n */
-    p->topic = topic;
+    self->rings = r;
+    part_ring_t *p = &self->rings[self->nrings++];
+    memset(p, 0, sizeof(*p));
+    p->kind = kind;
     p->partition = partition;
-    p->next = -1;
-    p->dirty = false;
-    int64_t next = 0;
-    int rc = offset_read(c->self, txn, topic, partition, &next);
-    if (rc == 0) {
-        p->next = next;
-    } else if (rc != TC_ENOTFOUND) {
+    p->dedupe_from = -1;
+    return p;
+}
+
+static int partition_start_txn(MDB_txn *txn, void *ctx)
+{
+    part_ctx_t *c = ctx;
+    agg_store_t *self = c->self;
+    int64_t local = -1, local_from = -1, cp = -1, cp_from = -1;
+    int rc = agg_part_read(self, txn, self->parts, self->events_topic, c->partition, &local,
+                           &local_from);
+    if (rc != 0 && rc != TC_ENOTFOUND) {
+        return agg_lmdb_result(rc);
+    }
+    if (rc == TC_ENOTFOUND) {
+        local = local_from = -1;
+    }
+    rc = agg_part_read(self, txn, self->checkpoints, self->events_topic, c->partition, &cp,
+                       &cp_from);
+    if (rc != 0 && rc != TC_ENOTFOUND) {
+        return agg_lmdb_result(rc);
+    }
+    if (rc == TC_ENOTFOUND) {
+        cp = cp_from = -1;
+    }
+    if (local < 0 && cp < 0) {
+        c->next = c->read_from = -1;
+        c->source = "none";
+        return 0;
+    }
+    if (local >= cp) {
+        c->next = local;
+        c->read_from = local_from >= 0 && local_from <= local ? local_from : local;
+        c->source = "local";
+    } else {
+        c->next = cp;
+        c->read_from = cp_from >= 0 && cp_from <= cp ? cp_from : cp;
+        c->source = "checkpoint";
+    }
+    return agg_lmdb_result(
+        part_put(self, txn, self->events_topic, c->partition, c->next, c->read_from));
+}
+
+int agg_store_partition_start(agg_store_t *self, int32_t partition, int64_t *start,
+                              int64_t *read_from, const char **source)
+{
+    assert(self);
+    part_ctx_t c = {self, self->events_topic, partition, -1, -1, "none", true};
+    int rc = agg_store_write(self, partition_start_txn, &c);
+    if (rc != 0) {
         return rc;
     }
-    *out = p;
+    part_ring_t *ring = agg_ring_get(self, RING_EVENTS, partition);
+    if (ring) {
+        ring->n = 0;
+        ring->dedupe_from = c.read_from;
+    }
+    *start = c.next;
+    *read_from = c.read_from;
+    *source = c.source;
     return 0;
 }
 
-/*
- * Finds or creates the series of a sample. A new series is written at once (so that a
- * later sample of this batch sees it) after checking that its name is not used with
- * another kind in another environment. Sets slot->conflict when the sample must be
- * refused.
- */
-static int series_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s, series_slot_t **out)
+int agg_store_view_start(agg_store_t *self, const char *topic, int32_t partition, bool logs,
+                         int64_t *start, int64_t *read_from)
 {
-    uint8_t key[SERIES_KEY_LEN];
-    series_key(key, s->service, s->name, s->environment);
-    size_t i = slot_index(key, sizeof(key), c->scap);
-    while (c->sslots[i].used) {
-        if (memcmp(c->sslots[i].key, key, sizeof(key)) == 0) {
-            *out = &c->sslots[i];
-            return 0;
-        }
-        i = (i + 1) & (c->scap - 1);
+    assert(self);
+    MDB_txn *txn = NULL;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
+        return rc;
     }
-    series_slot_t *sl = &c->sslots[i];
-    sl->used = true;
-    memcpy(sl->key, key, sizeof(key));
-    sl->service = s->service;
-    sl->environment = s->environment;
-    sl->name = s->name;
-    sl->kind = s->kind;
-    sl->first_s = sl->last_s = s->start_s;
-    *out = sl;
-
-    series_rec_t rec;
-    MDB_val k = {sizeof(key), key}, v;
-    int mrc = mdb_get(txn, c->self->series, &k, &v);
-    if (mrc == 0) {
-        if (series_decode(v.mv_data, v.mv_size, &rec) != 0) {
-            tc_log(TC_LOG_ERROR, "store.corrupt", "series of %s/%s is corrupt; rewritten",
-                   s->service, s->name);
-            c->st.corrupt++;
-            sl->dirty = true;
-            return 0;
-        }
-        if (strcmp(rec.service, s->service) != 0 || strcmp(rec.name, s->name) != 0 ||
-            strcmp(rec.environment, s->environment) != 0) {
-            sl->conflict = "hash_collision";
-            return 0;
-        }
-        if (rec.kind != s->kind) {
-            sl->conflict = "kind";
-            return 0;
-        }
-        sl->first_s = rec.first_s;
-        sl->last_s = rec.last_s;
+    int64_t next = 0, from = 0;
+    rc = agg_part_read(self, txn, self->parts, topic, partition, &next, &from);
+    agg_store_read_end(self, txn);
+    if (rc == TC_ENOTFOUND) {
+        *start = *read_from = -1;
         return 0;
     }
-    if (mrc != MDB_NOTFOUND) {
-        return mrc;
+    if (rc != 0) {
+        return TC_ELMDB;
     }
-    /* New series: the same service and name in another environment must have this kind. */
+    *start = next;
+    *read_from = logs && from <= next ? from : next;
+    if (logs) {
+        part_ring_t *ring = agg_ring_get(self, RING_LOGS, partition);
+        if (ring) {
+            ring->n = 0;
+            ring->dedupe_from = *read_from;
+        }
+    }
+    return 0;
+}
+
+static int revoked_txn(MDB_txn *txn, void *ctx)
+{
+    part_ctx_t *c = ctx;
     MDB_cursor *cur = NULL;
-    mrc = mdb_cursor_open(txn, c->self->series, &cur);
+    int mrc = mdb_cursor_open(txn, c->self->owed, &cur);
+    if (mrc != 0) {
+        return agg_lmdb_result(mrc);
+    }
+    MDB_val k, v;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (mrc == 0) {
+        const uint8_t *kd = k.mv_data;
+        if (k.mv_size >= 5 && tc_be32_get(kd + k.mv_size - 4) == (uint32_t)c->partition) {
+            mrc = mdb_cursor_del(cur, 0);
+            if (mrc != 0) {
+                break;
+            }
+        }
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return agg_lmdb_result(mrc == MDB_NOTFOUND ? 0 : mrc);
+}
+
+int agg_store_partition_revoked(agg_store_t *self, int32_t partition)
+{
+    assert(self);
+    part_ctx_t c = {self, self->events_topic, partition, 0, 0, NULL, false};
+    return agg_store_write(self, revoked_txn, &c);
+}
+
+/* ---- publishing ------------------------------------------------------------------------------ */
+
+/* Builds the rollup of an owed bucket; *value NULL when the bucket or its series is gone. */
+static int owed_bucket(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, bool open,
+                       const char *producer, agg_bucket_t *b, uint8_t **key, size_t *klen,
+                       uint8_t **value, size_t *vlen, int64_t *source_offset)
+{
+    *value = NULL;
+    *key = NULL;
+    MDB_val k = {BUCKET_KEY_LEN, (void *)bk}, v;
+    if (mdb_get(txn, self->buckets, &k, &v) != 0 ||
+        agg_bucket_store_decode(v.mv_data, v.mv_size, b) != 0) {
+        return 0;
+    }
+    uint8_t sk[SERIES_KEY_LEN];
+    memcpy(sk, bk, 16);
+    memcpy(sk + 16, bk + 24, 8);
+    MDB_val sv, skv = {SERIES_KEY_LEN, sk};
+    agg_series_rec_t *rec = malloc(sizeof(*rec));
+    if (!rec) {
+        return TC_ENOMEM;
+    }
+    int rc = 0;
+    if (mdb_get(txn, self->series, &skv, &sv) == 0 &&
+        agg_series_decode(sv.mv_data, sv.mv_size, rec) == 0) {
+        agg_series_id_t id = {rec->service, rec->environment, rec->name};
+        size_t cap = strlen(rec->service) + strlen(rec->environment) + strlen(rec->name) + 3;
+        *key = malloc(cap);
+        if (!*key) {
+            rc = TC_ENOMEM;
+        } else {
+            *klen = agg_rollup_key(&id, (char *)*key, cap);
+            rc = agg_bucket_rollup_encode(&id, agg_unbiased(tc_be64_get(bk + 16)), b,
+                                          tc_be32_get(bk + 32), open, producer, value, vlen);
+            if (rc != 0) {
+                free(*key);
+                *key = NULL;
+            }
+        }
+    }
+    free(rec);
+    *source_offset = b->source_offset;
+    return rc;
+}
+
+static int owed_issue(agg_store_t *self, MDB_txn *txn, const uint8_t *ik, const char *producer,
+                      agg_issue_t *is, uint8_t **key, size_t *klen, uint8_t **value, size_t *vlen,
+                      int64_t *source_offset)
+{
+    *value = NULL;
+    *key = NULL;
+    MDB_val k = {ISSUE_KEY_LEN, (void *)ik}, v;
+    if (mdb_get(txn, self->issues, &k, &v) != 0 ||
+        agg_issue_decode(v.mv_data, v.mv_size, is) != 0) {
+        return 0;
+    }
+    size_t cap = strlen(is->service) + strlen(is->id) + 16;
+    *key = malloc(cap);
+    if (!*key) {
+        return TC_ENOMEM;
+    }
+    *klen = agg_issue_key(is->service, is->id, (char *)*key, cap);
+    int rc = agg_issue_rollup_encode(is, producer, value, vlen);
+    if (rc != 0) {
+        free(*key);
+        *key = NULL;
+    }
+    *source_offset = is->source_offset;
+    return rc;
+}
+
+int agg_store_owed(agg_store_t *self, int64_t now_us, const char *producer, agg_inflight_fn skip,
+                   agg_owed_fn fn, void *ctx, const int32_t *owned, size_t nowned,
+                   agg_checkpoint_t *cps)
+{
+    assert(self);
+    MDB_txn *txn = NULL;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    for (size_t i = 0; i < nowned; i++) {
+        cps[i].partition = owned[i];
+        cps[i].offset = -1;
+        cps[i].dedupe_from = 0;
+        int64_t next = 0, from = 0;
+        if (agg_part_read(self, txn, self->parts, self->events_topic, owned[i], &next, &from) ==
+            0) {
+            cps[i].offset = next;
+            cps[i].dedupe_from = from <= next ? from : next;
+        }
+    }
+    MDB_cursor *cur = NULL;
+    if (mdb_cursor_open(txn, self->owed, &cur) != 0) {
+        agg_store_read_end(self, txn);
+        return TC_ELMDB;
+    }
+    agg_bucket_t b;
+    agg_issue_t is;
+    agg_bucket_init(&b);
+    agg_issue_init(&is);
+    bool stopped = false;
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *kd = k.mv_data;
+        bool is_bucket = k.mv_size == 1 + BUCKET_KEY_LEN && kd[0] == OWED_BUCKET;
+        bool is_issue = k.mv_size == 1 + ISSUE_KEY_LEN && kd[0] == OWED_ISSUE;
+        if ((!is_bucket && !is_issue) || v.mv_size != OWED_VALUE_LEN) {
+            continue; /* not an entry we wrote */
+        }
+        agg_owed_ref_t ref;
+        memset(&ref, 0, sizeof(ref));
+        memcpy(ref.key, kd, k.mv_size);
+        ref.klen = (uint8_t)k.mv_size;
+        ref.partition = tc_be32_get(kd + k.mv_size - 4);
+        int64_t t = (int64_t)tc_be64_get(v.mv_data);
+        int64_t first_dirty = (int64_t)tc_be64_get((const uint8_t *)v.mv_data + 8);
+        for (size_t i = 0; i < nowned; i++) {
+            /* first_dirty is the offset of the first undelivered change, plus one. */
+            if ((uint32_t)owned[i] == ref.partition && first_dirty > 0 &&
+                first_dirty - 1 < cps[i].offset) {
+                cps[i].offset = first_dirty - 1;
+            }
+        }
+        bool open = true;
+        if (is_bucket) {
+            int64_t start = agg_unbiased(tc_be64_get(kd + 1 + 16));
+            open = !agg_store_bucket_closed(start, AGG_BUCKET_WIDTH_S, now_us, self->grace_us);
+        }
+        if (stopped || (first_dirty == 0 && open)) {
+            continue; /* published already; waits for its bucket to close */
+        }
+        ref.source_offset = t;
+        ref.closed = !open;
+        if (skip && skip(ctx, &ref)) {
+            continue;
+        }
+        agg_publish_item_t item;
+        memset(&item, 0, sizeof(item));
+        uint8_t *key = NULL, *value = NULL;
+        size_t klen = 0, vlen = 0;
+        int64_t so = t;
+        rc = is_bucket ? owed_bucket(self, txn, kd + 1, open, producer, &b, &key, &klen, &value,
+                                     &vlen, &so)
+                       : owed_issue(self, txn, kd + 1, producer, &is, &key, &klen, &value,
+                                    &vlen, &so);
+        if (rc != 0) {
+            break;
+        }
+        /* The state may be newer than the mark (the view took a later owner's state). */
+        ref.source_offset = so > t ? so : t;
+        item.ref = ref;
+        item.key = key;
+        item.klen = klen;
+        item.value = value;
+        item.vlen = vlen;
+        stopped = fn(ctx, &item) != 0;
+        free(key);
+        free(value);
+    }
+    agg_bucket_fini(&b);
+    agg_issue_fini(&is);
+    mdb_cursor_close(cur);
+    agg_store_read_end(self, txn);
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND) {
+        rc = TC_ELMDB;
+    }
+    return rc;
+}
+
+uint64_t agg_store_owed_count(agg_store_t *self)
+{
+    MDB_txn *txn = NULL;
+    if (agg_store_read_begin(self, &txn) != 0) {
+        return 0;
+    }
+    MDB_stat st;
+    uint64_t n = mdb_stat(txn, self->owed, &st) == 0 ? st.ms_entries : 0;
+    agg_store_read_end(self, txn);
+    return n;
+}
+
+/* ---- changes --------------------------------------------------------------------------------- */
+
+int agg_change_put(agg_store_t *self, MDB_txn *txn, const uint8_t *key, size_t klen,
+                   const uint8_t *value, size_t vlen)
+{
+    MDB_cursor *cur = NULL;
+    int mrc = mdb_cursor_open(txn, self->changes, &cur);
     if (mrc != 0) {
         return mrc;
     }
-    MDB_val ck = {16, key}, cv;
-    mrc = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE);
-    while (mrc == 0 && ck.mv_size == SERIES_KEY_LEN && memcmp(ck.mv_data, key, 16) == 0) {
-        if (series_decode(cv.mv_data, cv.mv_size, &rec) == 0 &&
-            strcmp(rec.service, s->service) == 0 && strcmp(rec.name, s->name) == 0 &&
-            rec.kind != s->kind) {
-            sl->conflict = "kind";
-            break;
-        }
-        mrc = mdb_cursor_get(cur, &ck, &cv, MDB_NEXT);
+    MDB_val k, v;
+    uint64_t seq = 1;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (mrc == 0 && k.mv_size == 8) {
+        seq = tc_be64_get(k.mv_data) + 1;
     }
     mdb_cursor_close(cur);
     if (mrc != 0 && mrc != MDB_NOTFOUND) {
         return mrc;
     }
-    if (sl->conflict) {
-        return 0;
-    }
-    uint8_t buf[SERIES_VALUE_MAX];
-    v.mv_size =
-        series_encode(buf, s->kind, s->start_s, s->start_s, s->service, s->environment, s->name);
-    v.mv_data = buf;
-    return mdb_put(txn, c->self->series, &k, &v, 0);
-}
-
-static int bucket_get(apply_ctx_t *c, MDB_txn *txn, const agg_sample_t *s, bucket_slot_t **out)
-{
-    uint8_t key[AGG_STORE_KEY_LEN];
-    bucket_key(key, s->service, s->name, s->start_s, s->environment);
-    size_t i = slot_index(key, sizeof(key), c->bcap);
-    while (c->bslots[i].used) {
-        if (memcmp(c->bslots[i].key, key, sizeof(key)) == 0) {
-            *out = &c->bslots[i];
-            return 0;
-        }
-        i = (i + 1) & (c->bcap - 1);
-    }
-    bucket_slot_t *sl = &c->bslots[i];
-    sl->used = true;
-    memcpy(sl->key, key, sizeof(key));
-    *out = sl;
-    MDB_val k = {sizeof(key), key}, v;
-    int mrc = mdb_get(txn, c->self->buckets, &k, &v);
-    if (mrc == MDB_NOTFOUND) {
-        agg_bucket_init(&sl->b);
-        return 0;
-    }
+    uint8_t kb[8];
+    tc_be64_put(kb, seq);
+    MDB_val nk = {8, kb}, nv = {4 + klen + vlen, NULL};
+    mrc = mdb_put(txn, self->changes, &nk, &nv, MDB_RESERVE);
     if (mrc != 0) {
-        agg_bucket_init(&sl->b);
         return mrc;
     }
-    int rc = agg_bucket_decode(v.mv_data, v.mv_size, &sl->b, &sl->revision);
-    if (rc == TC_ENOMEM) {
+    uint8_t *p = nv.mv_data;
+    tc_be32_put(p, (uint32_t)klen);
+    memcpy(p + 4, key, klen);
+    memcpy(p + 4 + klen, value, vlen);
+    return 0;
+}
+
+int agg_store_changes(agg_store_t *self, uint64_t after, agg_change_fn fn, void *ctx)
+{
+    MDB_txn *txn = NULL;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
         return rc;
     }
-    if (rc != 0) {
-        /* Keep the revision climbing so consumers of the rollups take the new content. */
-        sl->revision = v.mv_size >= 8 ? tc_be64_get(v.mv_data) : 0;
-        tc_log(TC_LOG_ERROR, "store.corrupt",
-               "bucket %s/%s at %lld is corrupt (%s); started afresh", s->service, s->name,
-               (long long)s->start_s, tc_strerror(rc));
-        c->st.corrupt++;
-        agg_bucket_fini(&sl->b);
-        agg_bucket_init(&sl->b);
-        return 0;
+    MDB_cursor *cur = NULL;
+    if (mdb_cursor_open(txn, self->changes, &cur) != 0) {
+        agg_store_read_end(self, txn);
+        return TC_ELMDB;
     }
-    if (sl->b.kind != s->kind || strcmp(sl->b.service, s->service) != 0 ||
-        strcmp(sl->b.name, s->name) != 0 || strcmp(sl->b.environment, s->environment) != 0) {
-        /* The series check passed, so this bucket was written for another series. */
-        tc_log(TC_LOG_ERROR, "store.corrupt",
-               "bucket %s/%s at %lld belongs to another series; started afresh", s->service,
-               s->name, (long long)s->start_s);
-        c->st.corrupt++;
-        agg_bucket_fini(&sl->b);
-        agg_bucket_init(&sl->b);
-    }
-    return 0;
-}
-
-static int clear_delivered(apply_ctx_t *c, MDB_txn *txn)
-{
-    for (size_t i = 0; i < c->ndelivered; i++) {
-        MDB_val k = {AGG_STORE_KEY_LEN, (void *)c->delivered[i].key}, v;
-        int mrc = mdb_get(txn, c->self->unpublished, &k, &v);
-        if (mrc == MDB_NOTFOUND) {
+    uint8_t kb[8];
+    tc_be64_put(kb, after + 1);
+    MDB_val k = {8, kb}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || v.mv_size < 4) {
             continue;
         }
-        if (mrc != 0) {
-            return mrc;
+        const uint8_t *p = v.mv_data;
+        uint32_t klen = tc_be32_get(p);
+        if (klen > v.mv_size - 4) {
+            continue;
         }
-        if (v.mv_size == 8 && tc_be64_get(v.mv_data) > c->delivered[i].revision) {
-            continue; /* changed since: the newer revision is still owed */
-        }
-        mrc = mdb_del(txn, c->self->unpublished, &k, NULL);
-        if (mrc != 0) {
-            return mrc;
-        }
-        c->st.owed_cleared++;
-    }
-    return 0;
-}
-
-/* Sets *dup when the event id was seen within the window; remembers it otherwise.
- * Returns 0 or an LMDB error. */
-static int dedupe(apply_ctx_t *c, MDB_txn *txn, const Tocsin__V1__Event *ev, int64_t t_us,
-                  bool *dup)
-{
-    MDB_val k = {AGG_EVENT_ID_LEN, ev->event_id.data}, v;
-    int mrc = mdb_get(txn, c->self->dedupe, &k, &v);
-    *dup = mrc == 0;
-    if (mrc != MDB_NOTFOUND) {
-        return mrc;
-    }
-    uint8_t tv[8], tk[DEDUPE_TIME_KEY_LEN];
-    tc_be64_put(tv, biased(t_us));
-    v.mv_size = 8;
-    v.mv_data = tv;
-    mrc = mdb_put(txn, c->self->dedupe, &k, &v, 0);
-    if (mrc != 0) {
-        return mrc;
-    }
-    memcpy(tk, tv, 8);
-    memcpy(tk + 8, ev->event_id.data, AGG_EVENT_ID_LEN);
-    MDB_val kk = {sizeof(tk), tk}, empty = {0, NULL};
-    return mdb_put(txn, c->self->dedupe_time, &kk, &empty, 0);
-}
-
-static int prune_dedupe(apply_ctx_t *c, MDB_txn *txn, int64_t cutoff_us, size_t limit)
-{
-    MDB_cursor *cur = NULL;
-    int mrc = mdb_cursor_open(txn, c->self->dedupe_time, &cur);
-    if (mrc != 0) {
-        return mrc;
-    }
-    MDB_val k, v;
-    size_t done = 0;
-    while (done < limit && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
-        if (k.mv_size == DEDUPE_TIME_KEY_LEN) {
-            if (unbiased(tc_be64_get(k.mv_data)) >= cutoff_us) {
-                break;
-            }
-            MDB_val id = {AGG_EVENT_ID_LEN, (uint8_t *)k.mv_data + 8};
-            mrc = mdb_del(txn, c->self->dedupe, &id, NULL);
-            if (mrc != 0 && mrc != MDB_NOTFOUND) {
-                break;
-            }
-        }
-        mrc = mdb_cursor_del(cur, 0);
-        if (mrc != 0) {
+        if (fn(ctx, tc_be64_get(k.mv_data), p + 4, klen, p + 4 + klen, v.mv_size - 4 - klen) !=
+            0) {
             break;
         }
-        done++;
     }
     mdb_cursor_close(cur);
-    c->st.dedupe_pruned += done;
-    return mrc == MDB_NOTFOUND ? 0 : mrc;
-}
-
-static int write_results(apply_ctx_t *c, MDB_txn *txn)
-{
-    for (size_t i = 0; i < c->bcap; i++) {
-        bucket_slot_t *sl = &c->bslots[i];
-        if (!sl->used || !sl->dirty) {
-            continue;
-        }
-        uint64_t rev = sl->revision + 1;
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        int rc = agg_bucket_encode(&sl->b, rev, &buf, &len);
-        if (rc != 0) {
-            return rc;
-        }
-        MDB_val k = {AGG_STORE_KEY_LEN, sl->key}, v = {len, buf};
-        int mrc = mdb_put(txn, c->self->buckets, &k, &v, 0);
-        free(buf);
-        if (mrc != 0) {
-            return mrc;
-        }
-        uint8_t ok[AGG_STORE_KEY_LEN], rv[8];
-        owed_key(ok, sl->key);
-        tc_be64_put(rv, rev);
-        MDB_val k2 = {sizeof(ok), ok}, v2 = {8, rv};
-        mrc = mdb_put(txn, c->self->unpublished, &k2, &v2, 0);
-        if (mrc != 0) {
-            return mrc;
-        }
-        c->st.buckets_written++;
-    }
-    for (size_t i = 0; i < c->scap; i++) {
-        series_slot_t *sl = &c->sslots[i];
-        if (!sl->used || !sl->dirty || sl->conflict) {
-            continue;
-        }
-        uint8_t buf[SERIES_VALUE_MAX];
-        MDB_val k = {SERIES_KEY_LEN, sl->key};
-        MDB_val v = {series_encode(buf, sl->kind, sl->first_s, sl->last_s, sl->service,
-                                   sl->environment, sl->name),
-                     buf};
-        int mrc = mdb_put(txn, c->self->series, &k, &v, 0);
-        if (mrc != 0) {
-            return mrc;
-        }
-    }
-    for (size_t i = 0; i < c->nparts; i++) {
-        part_slot_t *p = &c->parts[i];
-        if (!p->dirty) {
-            continue;
-        }
-        uint8_t k[OFFSET_KEY_MAX], v[8];
-        size_t klen = 0;
-        if (offset_key(k, p->topic, p->partition, &klen) != 0) {
-            return TC_EINVAL;
-        }
-        tc_be64_put(v, (uint64_t)p->next);
-        MDB_val key = {klen, k}, val = {8, v};
-        int mrc = mdb_put(txn, c->self->offsets, &key, &val, 0);
-        if (mrc != 0) {
-            return mrc;
-        }
-    }
+    agg_store_read_end(self, txn);
     return 0;
 }
 
-static int apply_one(apply_ctx_t *c, MDB_txn *txn, size_t i, int64_t *max_t)
+/* ---- statuses -------------------------------------------------------------------------------- */
+
+typedef struct {
+    agg_store_t *self;
+    const char *service;
+    const char *id;
+    agg_issue_status_t st;
+    bool found;
+} status_ctx_t;
+
+static int status_txn(MDB_txn *txn, void *ctx)
 {
-    agg_msg_t *m = &c->msgs[i];
-    m->late = false;
-    m->reason = NULL;
-    c->st.consumed++;
-    part_slot_t *p = NULL;
-    int rc = part_get(c, txn, m->topic, m->partition, &p);
+    status_ctx_t *c = ctx;
+    agg_store_t *self = c->self;
+    uint64_t hsvc = hs(c->service), hid = hs(c->id);
+    uint8_t prefix[16];
+    tc_be64_put(prefix, hsvc);
+    tc_be64_put(prefix + 8, hid);
+    MDB_cursor *cur = NULL;
+    int mrc = mdb_cursor_open(txn, self->issues, &cur);
+    if (mrc != 0) {
+        return agg_lmdb_result(mrc);
+    }
+    MDB_val k = {16, prefix}, v;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    c->found = mrc == 0 && k.mv_size == ISSUE_KEY_LEN && memcmp(k.mv_data, prefix, 16) == 0;
+    mdb_cursor_close(cur);
+    if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        return agg_lmdb_result(mrc);
+    }
+    if (!c->found) {
+        return TC_ENOTFOUND;
+    }
+    uint8_t val[STATUS_VALUE_MAX];
+    MDB_val sk = {STATUS_KEY_LEN, prefix}, sv = {agg_status_encode(val, &c->st, c->service, c->id),
+                                                 val};
+    mrc = mdb_put(txn, self->status, &sk, &sv, 0);
+    if (mrc != 0) {
+        return agg_lmdb_result(mrc);
+    }
+    uint8_t *value = NULL;
+    size_t vlen = 0;
+    int rc = agg_issue_status_rollup_encode(c->service, c->id, &c->st, NULL, &value, &vlen);
     if (rc != 0) {
         return rc;
     }
-    if (p->next >= 0 && m->offset < p->next) {
-        m->result = AGG_MSG_STALE;
-        c->st.stale++;
-        return 0;
-    }
-    p->next = m->offset + 1;
-    p->dirty = true;
-    const Tocsin__V1__Event *ev = c->events[i];
-    if (!ev) {
-        m->result = AGG_MSG_INVALID;
-        m->reason = c->decode_reason[i];
-        c->st.invalid++;
-        return 0;
-    }
-    agg_sample_t s;
-    if (agg_event_sample(ev, &s) != 0) {
-        m->result = AGG_MSG_INVALID;
-        m->reason = "event";
-        c->st.invalid++;
-        return 0;
-    }
-    if (s.kind == AGG_KIND_NONE) {
-        m->result = AGG_MSG_IGNORED;
-        c->st.ignored++;
-        return 0;
-    }
-    series_slot_t *ser = NULL;
-    rc = series_get(c, txn, &s, &ser);
-    if (rc != 0) {
-        return rc;
-    }
-    if (ser->conflict) {
-        m->result = AGG_MSG_CONFLICT;
-        m->reason = ser->conflict;
-        c->st.conflicts++;
-        return 0;
-    }
-    /* Dedupe time: when the collector received the event, never later than now. */
-    int64_t t = ev->received_us > 0 && ev->received_us < c->now_us ? ev->received_us : c->now_us;
-    bool dup = false;
-    rc = dedupe(c, txn, ev, t, &dup);
-    if (rc != 0) {
-        return rc;
-    }
-    if (dup) {
-        m->result = AGG_MSG_DUPLICATE;
-        c->st.duplicates++;
-        return 0;
-    }
-    if (t > *max_t) {
-        *max_t = t;
-    }
-    bucket_slot_t *bs = NULL;
-    rc = bucket_get(c, txn, &s, &bs);
-    if (rc != 0) {
-        return rc;
-    }
-    int64_t arrival = ev->received_us > 0 ? ev->received_us : c->now_us;
-    bool late = agg_store_bucket_closed(s.start_s, arrival, c->self->grace_us);
-    rc = agg_bucket_apply(&bs->b, &s, late);
-    if (rc != 0) {
-        return rc;
-    }
-    bs->dirty = true;
-    if (s.start_s < ser->first_s) {
-        ser->first_s = s.start_s;
-        ser->dirty = true;
-    }
-    if (s.start_s > ser->last_s) {
-        ser->last_s = s.start_s;
-        ser->dirty = true;
-    }
-    m->result = AGG_MSG_APPLIED;
-    m->late = late;
-    c->st.applied++;
-    if (late) {
-        c->st.late++;
-    }
-    return 0;
+    char key[AGG_MAX_SERVICE + AGG_ISSUE_ID_MAX + 16];
+    size_t klen = agg_issue_key(c->service, c->id, key, sizeof(key));
+    mrc = agg_change_put(self, txn, (const uint8_t *)key, klen, value, vlen);
+    free(value);
+    return agg_lmdb_result(mrc);
 }
 
-/* The body of the batch's write transaction; tc_lmdb_write may run it again after growing
- * the map, so everything it builds is reset first. */
-static int apply_txn(MDB_txn *txn, void *ctx)
-{
-    apply_ctx_t *c = ctx;
-    reset_ctx(c);
-    int rc = clear_delivered(c, txn);
-    int64_t max_t = INT64_MIN;
-    for (size_t i = 0; rc == 0 && i < c->n; i++) {
-        rc = apply_one(c, txn, i, &max_t);
-    }
-    if (rc == 0) {
-        rc = write_results(c, txn);
-    }
-    if (rc == 0 && max_t != INT64_MIN && c->self->dedupe_window_us > 0) {
-        rc = prune_dedupe(c, txn, max_t - c->self->dedupe_window_us, 2 * c->n + 1024);
-    }
-    return lmdb_result(rc);
-}
-
-static size_t pow2_at_least(size_t n)
-{
-    size_t cap = 16;
-    while (cap < n) {
-        cap *= 2;
-    }
-    return cap;
-}
-
-int agg_store_apply(agg_store_t *self, agg_msg_t *msgs, size_t n, const agg_owed_ref_t *delivered,
-                    size_t ndelivered, int64_t now_us, agg_batch_stats_t *stats)
+int agg_store_status_set(agg_store_t *self, const char *service, const char *id,
+                         agg_status_t status, const char *by, int64_t now_us)
 {
     assert(self);
-    apply_ctx_t c;
+    status_ctx_t c;
     memset(&c, 0, sizeof(c));
     c.self = self;
-    c.msgs = msgs;
-    c.n = n;
-    c.delivered = delivered;
-    c.ndelivered = ndelivered;
-    c.now_us = now_us;
-    c.bcap = pow2_at_least(2 * n);
-    c.scap = pow2_at_least(2 * n);
-    int rc = TC_ENOMEM;
-    c.events = calloc(n ? n : 1, sizeof(*c.events));
-    c.decode_reason = calloc(n ? n : 1, sizeof(*c.decode_reason));
-    c.bslots = calloc(c.bcap, sizeof(*c.bslots));
-    c.sslots = calloc(c.scap, sizeof(*c.sslots));
-    c.parts = calloc(n ? n : 1, sizeof(*c.parts));
-    if (!c.events || !c.decode_reason || !c.bslots || !c.sslots || !c.parts) {
-        goto out;
-    }
-    /* Decoding is pure, so it happens once, outside the transaction that may run twice. */
-    for (size_t i = 0; i < n; i++) {
-        const char *reason = NULL;
-        if (agg_event_decode(msgs[i].value, msgs[i].len, &c.events[i], &reason) != 0) {
-            c.events[i] = NULL;
-            c.decode_reason[i] = reason ? reason : "event";
-        }
-    }
-    rc = write_txn(self, apply_txn, &c);
-    if (rc == 0 && stats) {
-        *stats = c.st;
-    }
-out:
-    if (c.bslots) {
-        reset_ctx(&c);
-    }
-    for (size_t i = 0; c.events && i < n; i++) {
-        if (c.events[i]) {
-            tocsin__v1__event__free_unpacked(c.events[i], NULL);
-        }
-    }
-    free(c.events);
-    free(c.decode_reason);
-    free(c.bslots);
-    free(c.sslots);
-    free(c.parts);
-    return rc;
+    c.service = service;
+    c.id = id;
+    c.st.status = status;
+    c.st.updated_us = now_us;
+    tc_strlcpy(c.st.updated_by, by ? by : "api", sizeof(c.st.updated_by));
+    return agg_store_write(self, status_txn, &c);
 }
 
-/* ---- queries --------------------------------------------------------------------------- */
+/* ---- reads ----------------------------------------------------------------------------------- */
 
-/* Merges the buckets of one name hash in [from, to) into the accumulator. */
-static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p, uint64_t hname,
-                       bool check_name, agg_query_acc_t *acc, uint64_t *corrupt)
+/* Whether the series of a bucket key matches the query's strings; cached per environment. */
+typedef struct {
+    uint64_t henv;
+    bool ok;
+} env_check_t;
+
+static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
+                           const agg_query_params_t *p, bool check_name, env_check_t *cache,
+                           size_t *ncache, agg_series_rec_t *rec)
 {
-    uint8_t lo[AGG_STORE_KEY_LEN];
-    uint64_t hsvc = h64(p->service);
-    uint64_t henv = p->environment ? h64(p->environment) : 0;
-    tc_be64_put(lo, hsvc);
-    tc_be64_put(lo + 8, hname);
-    tc_be64_put(lo + 16, biased(p->from_s));
-    memset(lo + 24, 0, 8);
+    uint64_t henv = tc_be64_get(bk + 24);
+    for (size_t i = 0; i < *ncache; i++) {
+        if (cache[i].henv == henv) {
+            return cache[i].ok;
+        }
+    }
+    uint8_t sk[SERIES_KEY_LEN];
+    memcpy(sk, bk, 16);
+    memcpy(sk + 16, bk + 24, 8);
+    MDB_val k = {SERIES_KEY_LEN, sk}, v;
+    bool ok = mdb_get(txn, self->series, &k, &v) == 0 &&
+              agg_series_decode(v.mv_data, v.mv_size, rec) == 0 &&
+              strcmp(rec->service, p->service) == 0 &&
+              (!check_name || strcmp(rec->name, p->name) == 0) &&
+              (!p->environment || strcmp(rec->environment, p->environment) == 0) &&
+              agg_query_wants(p, rec->kind);
+    if (*ncache < 64) {
+        cache[*ncache].henv = henv;
+        cache[*ncache].ok = ok;
+        (*ncache)++;
+    }
+    return ok;
+}
+
+/* Merges the buckets of one name hash in [from, to) into the accumulators. */
+static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p,
+                       uint64_t hname, bool check_name, agg_query_acc_t *accs, uint64_t *corrupt,
+                       agg_bucket_t *b, agg_series_rec_t *rec)
+{
+    uint8_t lo[BUCKET_KEY_LEN];
+    uint64_t henv = p->environment ? hs(p->environment) : 0;
+    agg_bucket_key(lo, hs(p->service), hname, p->from_s, 0, 0);
     MDB_cursor *cur = NULL;
     int mrc = mdb_cursor_open(txn, self->buckets, &cur);
     if (mrc != 0) {
         return TC_ELMDB;
     }
+    env_check_t cache[64];
+    size_t ncache = 0;
     int rc = 0;
     MDB_val k = {sizeof(lo), lo}, v;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (mrc == 0) {
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const uint8_t *kd = k.mv_data;
-        if (k.mv_size != AGG_STORE_KEY_LEN || memcmp(kd, lo, 16) != 0 ||
-            unbiased(tc_be64_get(kd + 16)) >= p->to_s) {
+        if (k.mv_size != BUCKET_KEY_LEN || memcmp(kd, lo, 16) != 0) {
             break;
         }
-        if (!p->environment || tc_be64_get(kd + 24) == henv) {
-            agg_bucket_t b;
-            uint64_t rev = 0;
-            int drc = agg_bucket_decode(v.mv_data, v.mv_size, &b, &rev);
-            if (drc == TC_ENOMEM) {
-                agg_bucket_fini(&b);
-                rc = drc;
-                break;
-            }
-            if (drc != 0) {
-                if (corrupt) {
-                    (*corrupt)++;
-                }
-            } else if (strcmp(b.service, p->service) == 0 &&
-                       (!check_name || strcmp(b.name, p->name) == 0) &&
-                       (!p->environment || strcmp(b.environment, p->environment) == 0) &&
-                       agg_query_wants(p, b.kind)) {
-                rc = agg_query_add(acc, &b);
-            }
-            agg_bucket_fini(&b);
-            if (rc != 0) {
-                break;
-            }
+        int64_t start = agg_unbiased(tc_be64_get(kd + 16));
+        if (start >= p->to_s) {
+            break;
         }
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        if ((p->environment && tc_be64_get(kd + 24) != henv) ||
+            !series_matches(self, txn, kd, p, check_name, cache, &ncache, rec)) {
+            continue;
+        }
+        int drc = agg_bucket_store_decode(v.mv_data, v.mv_size, b);
+        if (drc == TC_ENOMEM) {
+            rc = drc;
+            break;
+        }
+        if (drc != 0) {
+            if (corrupt) {
+                (*corrupt)++;
+            }
+            continue;
+        }
+        size_t i = p->npoints > 1 ? (size_t)((start - p->from_s) / p->step_s) : 0;
+        if (i >= p->npoints) {
+            continue;
+        }
+        rc = agg_query_add(&accs[i], b);
+        if (rc != 0) {
+            break;
+        }
     }
     mdb_cursor_close(cur);
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND) {
@@ -1010,53 +991,60 @@ static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t
 }
 
 static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p,
-                     agg_query_acc_t *acc, uint64_t *corrupt)
+                     agg_query_acc_t *accs, uint64_t *corrupt)
 {
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    agg_series_rec_t *rec = malloc(sizeof(*rec));
+    if (!rec) {
+        return TC_ENOMEM;
+    }
+    int rc = 0;
     if (strcmp(p->name, AGG_QUERY_ALL) != 0) {
-        return scan_series(self, txn, p, h64(p->name), true, acc, corrupt);
+        rc = scan_series(self, txn, p, hs(p->name), true, accs, corrupt, &b, rec);
+        agg_bucket_fini(&b);
+        free(rec);
+        return rc;
     }
     /* "*": every request series of the service; each name hash is scanned once. */
     uint8_t prefix[8];
-    tc_be64_put(prefix, h64(p->service));
+    tc_be64_put(prefix, hs(p->service));
     uint64_t *names = NULL;
     size_t nnames = 0, cap = 0;
     MDB_cursor *cur = NULL;
     if (mdb_cursor_open(txn, self->series, &cur) != 0) {
+        agg_bucket_fini(&b);
+        free(rec);
         return TC_ELMDB;
     }
-    int rc = 0;
     MDB_val k = {sizeof(prefix), prefix}, v;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (mrc == 0 && k.mv_size == SERIES_KEY_LEN && memcmp(k.mv_data, prefix, 8) == 0) {
-        series_rec_t rec;
         uint64_t hname = tc_be64_get((const uint8_t *)k.mv_data + 8);
-        if (series_decode(v.mv_data, v.mv_size, &rec) == 0 && rec.kind == AGG_KIND_REQUESTS &&
-            strcmp(rec.service, p->service) == 0) {
-            bool seen = false;
-            for (size_t i = 0; i < nnames && !seen; i++) {
-                seen = names[i] == hname;
-            }
-            if (!seen) {
-                if (nnames == cap) {
-                    size_t ncap = cap ? cap * 2 : 16;
-                    uint64_t *nn = realloc(names, ncap * sizeof(*nn));
-                    if (!nn) {
-                        rc = TC_ENOMEM;
-                        break;
-                    }
-                    names = nn;
-                    cap = ncap;
+        if (agg_series_decode(v.mv_data, v.mv_size, rec) == 0 &&
+            rec->kind == AGG_KIND_REQUESTS && strcmp(rec->service, p->service) == 0 &&
+            (nnames == 0 || names[nnames - 1] != hname)) {
+            if (nnames == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                uint64_t *nn = realloc(names, ncap * sizeof(*nn));
+                if (!nn) {
+                    rc = TC_ENOMEM;
+                    break;
                 }
-                names[nnames++] = hname;
+                names = nn;
+                cap = ncap;
             }
+            names[nnames++] = hname; /* keys are ordered: equal hashes are adjacent */
         }
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(cur);
     for (size_t i = 0; rc == 0 && i < nnames; i++) {
-        rc = scan_series(self, txn, p, names[i], false, acc, corrupt);
+        rc = scan_series(self, txn, p, names[i], false, accs, corrupt, &b, rec);
     }
     free(names);
+    free(rec);
+    agg_bucket_fini(&b);
     return rc;
 }
 
@@ -1064,13 +1052,29 @@ int agg_store_query(agg_store_t *self, const agg_query_params_t *p, agg_query_ac
                     uint64_t *corrupt)
 {
     assert(self);
+    agg_query_params_t one = *p;
+    one.npoints = 1;
     MDB_txn *txn = NULL;
-    int rc = read_begin(self, &txn);
+    int rc = agg_store_read_begin(self, &txn);
     if (rc != 0) {
         return rc;
     }
-    rc = query_txn(self, txn, p, acc, corrupt);
-    read_end(self, txn);
+    rc = query_txn(self, txn, &one, acc, corrupt);
+    agg_store_read_end(self, txn);
+    return rc;
+}
+
+int agg_store_range(agg_store_t *self, const agg_query_params_t *p, agg_query_acc_t *accs,
+                    uint64_t *corrupt)
+{
+    assert(self);
+    MDB_txn *txn = NULL;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = query_txn(self, txn, p, accs, corrupt);
+    agg_store_read_end(self, txn);
     return rc;
 }
 
@@ -1078,27 +1082,27 @@ int agg_store_series(agg_store_t *self, const char *service, agg_series_fn fn, v
 {
     assert(self);
     MDB_txn *txn = NULL;
-    int rc = read_begin(self, &txn);
+    int rc = agg_store_read_begin(self, &txn);
     if (rc != 0) {
         return rc;
     }
     MDB_cursor *cur = NULL;
     if (mdb_cursor_open(txn, self->series, &cur) != 0) {
-        read_end(self, txn);
+        agg_store_read_end(self, txn);
         return TC_ELMDB;
     }
     uint8_t prefix[8];
     MDB_val k, v;
     int mrc;
     if (service) {
-        tc_be64_put(prefix, h64(service));
+        tc_be64_put(prefix, hs(service));
         k.mv_size = sizeof(prefix);
         k.mv_data = prefix;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     } else {
         mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     }
-    series_rec_t *rec = malloc(sizeof(*rec));
+    agg_series_rec_t *rec = malloc(sizeof(*rec));
     if (!rec) {
         mrc = MDB_NOTFOUND;
         rc = TC_ENOMEM;
@@ -1107,7 +1111,7 @@ int agg_store_series(agg_store_t *self, const char *service, agg_series_fn fn, v
         if (service && (k.mv_size != SERIES_KEY_LEN || memcmp(k.mv_data, prefix, 8) != 0)) {
             break;
         }
-        if (series_decode(v.mv_data, v.mv_size, rec) == 0 &&
+        if (agg_series_decode(v.mv_data, v.mv_size, rec) == 0 &&
             (!service || strcmp(rec->service, service) == 0)) {
             agg_series_info_t info = {rec->service, rec->environment, rec->name,
                                       rec->kind,    rec->first_s,     rec->last_s};
@@ -1119,100 +1123,254 @@ int agg_store_series(agg_store_t *self, const char *service, agg_series_fn fn, v
     }
     free(rec);
     mdb_cursor_close(cur);
-    read_end(self, txn);
+    agg_store_read_end(self, txn);
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND) {
         rc = TC_ELMDB;
     }
     return rc;
 }
 
-int agg_store_owed(agg_store_t *self, int64_t now_us, agg_owed_fn fn, void *ctx)
+static void status_read(agg_store_t *self, MDB_txn *txn, const uint8_t prefix[16],
+                        const char *service, const char *id, agg_issue_status_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    MDB_val k = {STATUS_KEY_LEN, (void *)prefix}, v;
+    agg_status_rec_t rec;
+    if (mdb_get(txn, self->status, &k, &v) == 0 &&
+        agg_status_decode(v.mv_data, v.mv_size, &rec) == 0 && strcmp(rec.service, service) == 0 &&
+        strcmp(rec.id, id) == 0) {
+        *st = rec.st;
+    }
+}
+
+/* Merges the states of every partition of the issue at `prefix` (h(service) h(id)), starting
+ * at the cursor's entry, and calls `fn` unless `service` or `id` (when given) differ. */
+static int issue_group(agg_store_t *self, MDB_txn *txn, MDB_cursor *cur, MDB_val *k, MDB_val *v,
+                       int *mrc, const char *service, const char *id, agg_issue_fn fn, void *ctx,
+                       bool *stop)
+{
+    uint8_t prefix[16];
+    memcpy(prefix, k->mv_data, 16);
+    agg_issue_t merged, one;
+    agg_issue_init(&merged);
+    agg_issue_init(&one);
+    int rc = 0;
+    while (*mrc == 0 && k->mv_size == ISSUE_KEY_LEN && memcmp(k->mv_data, prefix, 16) == 0) {
+        int drc = agg_issue_decode(v->mv_data, v->mv_size, &one);
+        if (drc == TC_ENOMEM) {
+            rc = drc;
+            break;
+        }
+        if (drc == 0) {
+            rc = agg_issue_merge(&merged, &one);
+            if (rc != 0) {
+                break;
+            }
+        }
+        *mrc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+    }
+    if (rc == 0 && merged.id && (!service || strcmp(merged.service, service) == 0) &&
+        (!id || strcmp(merged.id, id) == 0)) {
+        agg_issue_status_t st;
+        status_read(self, txn, prefix, merged.service, merged.id, &st);
+        *stop = fn(ctx, &merged, &st) != 0;
+    }
+    agg_issue_fini(&merged);
+    agg_issue_fini(&one);
+    return rc;
+}
+
+int agg_store_issues(agg_store_t *self, const char *service, agg_issue_fn fn, void *ctx)
 {
     assert(self);
     MDB_txn *txn = NULL;
-    int rc = read_begin(self, &txn);
+    int rc = agg_store_read_begin(self, &txn);
     if (rc != 0) {
         return rc;
     }
     MDB_cursor *cur = NULL;
-    if (mdb_cursor_open(txn, self->unpublished, &cur) != 0) {
-        read_end(self, txn);
+    if (mdb_cursor_open(txn, self->issues, &cur) != 0) {
+        agg_store_read_end(self, txn);
         return TC_ELMDB;
     }
+    uint8_t prefix[8];
     MDB_val k, v;
-    int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (mrc == 0) {
-        agg_owed_ref_t ref;
-        memset(&ref, 0, sizeof(ref));
-        if (k.mv_size != AGG_STORE_KEY_LEN || v.mv_size != 8) {
-            /* Not an entry we wrote; it cannot name a bucket, so it is passed over. */
-            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-            continue;
-        }
-        memcpy(ref.key, k.mv_data, AGG_STORE_KEY_LEN);
-        ref.revision = tc_be64_get(v.mv_data);
-        if (!agg_store_bucket_closed(unbiased(tc_be64_get(ref.key)), now_us, self->grace_us)) {
-            break; /* ordered by start: every later bucket is open too */
-        }
-        agg_bucket_t b;
-        agg_bucket_init(&b);
-        bool have = false;
-        uint8_t bk[AGG_STORE_KEY_LEN];
-        bucket_key_of_owed(bk, ref.key);
-        MDB_val key = {sizeof(bk), bk}, val;
-        if (mdb_get(txn, self->buckets, &key, &val) == 0) {
-            uint64_t rev = 0;
-            agg_bucket_fini(&b);
-            have = agg_bucket_decode(val.mv_data, val.mv_size, &b, &rev) == 0;
-            if (have) {
-                ref.revision = rev;
-            }
-        }
-        int stop = fn(ctx, &ref, have ? &b : NULL);
-        agg_bucket_fini(&b);
-        if (stop) {
+    int mrc;
+    if (service) {
+        tc_be64_put(prefix, hs(service));
+        k.mv_size = 8;
+        k.mv_data = prefix;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    bool stop = false;
+    while (rc == 0 && !stop && mrc == 0 && k.mv_size == ISSUE_KEY_LEN) {
+        if (service && memcmp(k.mv_data, prefix, 8) != 0) {
             break;
         }
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        rc = issue_group(self, txn, cur, &k, &v, &mrc, service, NULL, fn, ctx, &stop);
     }
     mdb_cursor_close(cur);
-    read_end(self, txn);
-    if (mrc != 0 && mrc != MDB_NOTFOUND) {
-        return TC_ELMDB;
+    agg_store_read_end(self, txn);
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND && !stop) {
+        rc = TC_ELMDB;
     }
-    return 0;
+    return rc;
 }
 
-uint64_t agg_store_owed_count(agg_store_t *self)
+typedef struct {
+    agg_issue_fn fn;
+    void *ctx;
+    size_t calls;
+} count_ctx_t;
+
+static int counting_fn(void *ctx, const agg_issue_t *is, const agg_issue_status_t *st)
 {
+    count_ctx_t *c = ctx;
+    c->calls++;
+    return c->fn(c->ctx, is, st);
+}
+
+int agg_store_issue_get(agg_store_t *self, const char *id, const char *service, agg_issue_fn fn,
+                        void *ctx)
+{
+    assert(self);
     MDB_txn *txn = NULL;
-    if (read_begin(self, &txn) != 0) {
-        return 0;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
+        return rc;
     }
-    MDB_stat st;
-    uint64_t n = mdb_stat(txn, self->unpublished, &st) == 0 ? st.ms_entries : 0;
-    read_end(self, txn);
-    return n;
+    MDB_cursor *icur = NULL, *cur = NULL;
+    if (mdb_cursor_open(txn, self->issue_index, &icur) != 0 ||
+        mdb_cursor_open(txn, self->issues, &cur) != 0) {
+        if (icur) {
+            mdb_cursor_close(icur);
+        }
+        agg_store_read_end(self, txn);
+        return TC_ELMDB;
+    }
+    count_ctx_t cc = {fn, ctx, 0};
+    uint64_t hid = hs(id);
+    uint8_t ip[8];
+    tc_be64_put(ip, hid);
+    MDB_val ik = {8, ip}, iv;
+    int imrc = mdb_cursor_get(icur, &ik, &iv, MDB_SET_RANGE);
+    bool stop = false;
+    for (; rc == 0 && !stop && imrc == 0; imrc = mdb_cursor_get(icur, &ik, &iv, MDB_NEXT)) {
+        if (ik.mv_size != INDEX_KEY_LEN || memcmp(ik.mv_data, ip, 8) != 0) {
+            break;
+        }
+        uint64_t hsvc = tc_be64_get((const uint8_t *)ik.mv_data + 8);
+        if (service && hsvc != hs(service)) {
+            continue;
+        }
+        uint8_t prefix[16];
+        tc_be64_put(prefix, hsvc);
+        tc_be64_put(prefix + 8, hid);
+        MDB_val k = {16, prefix}, v;
+        int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == ISSUE_KEY_LEN && memcmp(k.mv_data, prefix, 16) == 0) {
+            rc = issue_group(self, txn, cur, &k, &v, &mrc, service, id, counting_fn, &cc, &stop);
+        }
+    }
+    mdb_cursor_close(cur);
+    mdb_cursor_close(icur);
+    agg_store_read_end(self, txn);
+    if (rc == 0 && cc.calls == 0) {
+        rc = TC_ENOTFOUND;
+    }
+    return rc;
+}
+
+int agg_store_logs(agg_store_t *self, const char *service, int64_t since_us, int64_t until_us,
+                   agg_log_fn fn, void *ctx, uint64_t *corrupt)
+{
+    assert(self);
+    MDB_txn *txn = NULL;
+    int rc = agg_store_read_begin(self, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    MDB_cursor *cur = NULL;
+    if (mdb_cursor_open(txn, self->logs, &cur) != 0) {
+        agg_store_read_end(self, txn);
+        return TC_ELMDB;
+    }
+    uint64_t hsvc = hs(service);
+    uint8_t hi[LOG_KEY_LEN];
+    tc_be64_put(hi, hsvc);
+    tc_be64_put(hi + 8, agg_biased(until_us));
+    memset(hi + 16, 0, LOG_KEY_LEN - 16);
+    MDB_val k = {LOG_KEY_LEN, hi}, v;
+    /* The first key at or after `until` (excluded), then backwards. */
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (mrc == 0) {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    } else if (mrc == MDB_NOTFOUND) {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    }
+    agg_log_t *l = malloc(sizeof(*l));
+    if (!l) {
+        mrc = MDB_NOTFOUND;
+        rc = TC_ENOMEM;
+    }
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+        const uint8_t *kd = k.mv_data;
+        if (k.mv_size != LOG_KEY_LEN || tc_be64_get(kd) != hsvc) {
+            break;
+        }
+        int64_t t = agg_unbiased(tc_be64_get(kd + 8));
+        if (t < since_us) {
+            break;
+        }
+        if (t >= until_us) {
+            continue;
+        }
+        if (agg_log_decode(v.mv_data, v.mv_size, l) != 0) {
+            if (corrupt) {
+                (*corrupt)++;
+            }
+            continue;
+        }
+        if (fn(ctx, t, l) != 0) {
+            break;
+        }
+    }
+    free(l);
+    mdb_cursor_close(cur);
+    agg_store_read_end(self, txn);
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND) {
+        rc = TC_ELMDB;
+    }
+    return rc;
 }
 
 int agg_store_check(agg_store_t *self, char *detail, size_t len)
 {
     MDB_txn *txn = NULL;
-    if (read_begin(self, &txn) != 0) {
+    if (agg_store_read_begin(self, &txn) != 0) {
         snprintf(detail, len, "cannot begin a read transaction");
         return TC_ELMDB;
     }
-    MDB_stat sb, ss;
+    MDB_stat sb, ss, si, sl;
     int mrc = mdb_stat(txn, self->buckets, &sb);
     if (mrc == 0) {
         mrc = mdb_stat(txn, self->series, &ss);
     }
-    read_end(self, txn);
+    if (mrc == 0) {
+        mrc = mdb_stat(txn, self->issues, &si);
+    }
+    if (mrc == 0) {
+        mrc = mdb_stat(txn, self->logs, &sl);
+    }
+    agg_store_read_end(self, txn);
     if (mrc != 0) {
         snprintf(detail, len, "%s", mdb_strerror(mrc));
         return TC_ELMDB;
     }
-    snprintf(detail, len, "%zu buckets, %zu series", sb.ms_entries, ss.ms_entries);
+    snprintf(detail, len, "%zu buckets, %zu series, %zu issue states, %zu log records",
+             sb.ms_entries, ss.ms_entries, si.ms_entries, sl.ms_entries);
     return 0;
 }
 
@@ -1230,6 +1388,21 @@ size_t agg_store_used_bytes(agg_store_t *self)
     size_t n = tc_lmdb_used_bytes(self->env);
     pthread_rwlock_unlock(&self->remap);
     return n;
+}
+
+size_t agg_store_dedupe_size(agg_store_t *self)
+{
+    return agg_dedupe_size(self->dedupe);
+}
+
+uint64_t agg_store_dedupe_evicted(agg_store_t *self)
+{
+    return agg_dedupe_evicted(self->dedupe);
+}
+
+uint64_t agg_store_logs_bytes(agg_store_t *self)
+{
+    return atomic_load(&self->logs_bytes);
 }
 
 int agg_store_reader_check(agg_store_t *self)

@@ -1,6 +1,11 @@
-# Fuzz targets of the aggregator: the decoding of a Kafka record value (an Event, as
-# consumed from tocsin.events) and of a stored bucket value (as read back from LMDB).
+# Fuzz targets of the aggregator: the scanner of Kafka record values from tocsin.events, the
+# decoders of what comes back from LMDB (stored buckets, stored log records), and the view's
+# decoder of tocsin.rollups records (bucket and issue states, statuses, checkpoints).
 tocsin_fuzz_target(agg_event ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_event.c
                    tocsin_aggregator_core)
 tocsin_fuzz_target(agg_bucket ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_bucket.c
+                   tocsin_aggregator_core)
+tocsin_fuzz_target(agg_rollup ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_rollup.c
+                   tocsin_aggregator_core)
+tocsin_fuzz_target(agg_log ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_log.c
                    tocsin_aggregator_core)

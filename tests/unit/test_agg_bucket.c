@@ -1,7 +1,10 @@
 /*
- * Unit tests for aggregator/agg_bucket: bucket alignment (negative times too), decoding and
- * validating Kafka record values, the sample of each body type, applying and merging
- * buckets, and the stored encoding: round trip and refusal of corrupt bytes.
+ * Unit tests for aggregator/agg_bucket: bucket alignment (negative times too), SLO
+ * thresholds, the sample of each body, applying and merging buckets (slow counters, users,
+ * gauges by event time), the stored form (round trip, and refusal of every kind of corrupt
+ * value), the rollup form read back by agg_rollup, and the accuracy of quantiles: lognormal,
+ * Pareto and bimodal sets of 10^6 values, p50/p90/p99/p99.9 within 1 % of the exact values
+ * for one bucket and for a 1 h window merged from 360 stored buckets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,765 +19,494 @@
 #include <string.h>
 
 #include "agg_bucket.h"
+#include "agg_rollup.h"
 #include "tc_error.h"
 #include "tc_util.h"
-#include "tocsin/v1/rollup.pb-c.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define T0 1795000000000000LL /* an aligned event time, in us */
+#define T0_S 1795000000LL
 
-/* An event of each body type, built from stack structs and changed by each case. */
-typedef struct {
-    Tocsin__V1__Event ev;
-    uint8_t id[16];
-    Tocsin__V1__Request req;
-    Tocsin__V1__ErrorEvent err;
-    Tocsin__V1__Metric met;
-    Tocsin__V1__LogRecord log;
-} event_t;
-
-static void event_init(event_t *e, int body)
+static agg_str_t S(const char *s)
 {
-    memset(e, 0, sizeof(*e));
-    tocsin__v1__event__init(&e->ev);
-    memset(e->id, 0x5a, sizeof(e->id));
-    e->ev.event_id.data = e->id;
-    e->ev.event_id.len = 16;
-    e->ev.time_us = T0 + 1234;
-    e->ev.service = "checkout";
-    e->ev.environment = "production";
-    tocsin__v1__request__init(&e->req);
-    e->req.route = "/users/:id";
-    e->req.method = "GET";
-    e->req.status = 200;
-    e->req.duration_us = 12000;
-    tocsin__v1__error_event__init(&e->err);
-    e->err.type = "KeyError";
-    e->err.message = "boom";
-    tocsin__v1__metric__init(&e->met);
-    e->met.name = "queue.depth";
-    e->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE;
-    e->met.value = 7;
-    tocsin__v1__log_record__init(&e->log);
-    e->log.message = "hello";
-    switch (body) {
-    case TOCSIN__V1__EVENT__BODY_REQUEST:
-        e->ev.body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
-        e->ev.request = &e->req;
-        break;
-    case TOCSIN__V1__EVENT__BODY_ERROR:
-        e->ev.body_case = TOCSIN__V1__EVENT__BODY_ERROR;
-        e->ev.error = &e->err;
-        break;
-    case TOCSIN__V1__EVENT__BODY_METRIC:
-        e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-        e->ev.metric = &e->met;
-        break;
-    case TOCSIN__V1__EVENT__BODY_LOG:
-        e->ev.body_case = TOCSIN__V1__EVENT__BODY_LOG;
-        e->ev.log = &e->log;
-        break;
-    default:
-        break;
-    }
+    agg_str_t r = {s, (uint32_t)strlen(s)};
+    return r;
 }
 
-static uint8_t *event_pack(const event_t *e, size_t *len)
+static agg_sample_t sample(agg_kind_t kind, double value, bool error, int64_t time_us)
 {
-    *len = tocsin__v1__event__get_packed_size(&e->ev);
-    uint8_t *buf = malloc(*len ? *len : 1);
-    assert_non_null(buf);
-    tocsin__v1__event__pack(&e->ev, buf);
-    return buf;
-}
-
-/* Encodes, decodes and samples `e`; returns the decode result. */
-static int roundtrip(const event_t *e, Tocsin__V1__Event **out, agg_sample_t *s,
-                     const char **reason)
-{
-    size_t len = 0;
-    uint8_t *buf = event_pack(e, &len);
-    int rc = agg_event_decode(buf, len, out, reason);
-    free(buf);
-    if (rc == 0) {
-        assert_int_equal(agg_event_sample(*out, s), 0);
-    }
-    return rc;
-}
-
-/* Decodes `e` and applies it to `b`. */
-static void apply_event(agg_bucket_t *b, const event_t *e, bool late)
-{
-    Tocsin__V1__Event *ev = NULL;
     agg_sample_t s;
-    assert_int_equal(roundtrip(e, &ev, &s, NULL), 0);
-    assert_int_equal(agg_bucket_apply(b, &s, late), 0);
-    tocsin__v1__event__free_unpacked(ev, NULL);
+    memset(&s, 0, sizeof(s));
+    s.service = S("checkout");
+    s.environment = S("production");
+    s.name = S(kind == AGG_KIND_ERRORS ? "$errors" : "/pay");
+    s.kind = kind;
+    s.time_us = time_us;
+    s.start_s = agg_bucket_align(time_us, AGG_BUCKET_WIDTH_S);
+    s.error = error;
+    s.has_value = kind != AGG_KIND_ERRORS;
+    s.value = value;
+    return s;
 }
-
-/* ---- alignment ----------------------------------------------------------------------- */
 
 static void test_align(void **state)
 {
+    (void)state;
     static const struct {
-        int64_t time_us;
-        int64_t start_s;
+        int64_t us;
+        uint32_t width;
+        int64_t start;
     } cases[] = {
-        {0, 0},
-        {1, 0},
-        {9999999, 0},
-        {10000000, 10},
-        {10000001, 10},
-        {T0, 1795000000},
-        {T0 + 9999999, 1795000000},
-        {-1, -10},
-        {-9999999, -10},
-        {-10000000, -10},
-        {-10000001, -20},
-        {-25000000, -30},
-        {INT64_MAX, INT64_MAX / 10000000 * 10},
-        {INT64_MIN, (INT64_MIN / 10000000 - 1) * 10},
+        {0, 10, 0},
+        {9999999, 10, 0},
+        {10000000, 10, 10},
+        {-1, 10, -10},
+        {-10000000, 10, -10},
+        {-10000001, 10, -20},
+        {T0_S * 1000000 + 59999999, 60, 1795000020},
+        {125 * 1000000LL, 60, 120},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        int64_t got = agg_bucket_align(cases[i].time_us);
-        if (got != cases[i].start_s) {
-            fail_msg("align(%lld) = %lld, want %lld", (long long)cases[i].time_us, (long long)got,
-                     (long long)cases[i].start_s);
-        }
-        assert_true(got % 10 == 0);
-        /* The bucket holds the time: start <= t < start + 10 s (in seconds, no overflow). */
-        assert_true((double)got * 1e6 <= (double)cases[i].time_us);
+        assert_int_equal(agg_bucket_align(cases[i].us, cases[i].width), cases[i].start);
     }
 }
 
-/* ---- decode and sample ---------------------------------------------------------------- */
-
-static void test_sample_request(void **state)
+static void test_slo_parse(void **state)
 {
+    (void)state;
     static const struct {
-        uint32_t status;
-        bool failed;
-        bool error;
-    } cases[] = {
-        {200, false, false}, {404, false, false}, {499, false, false}, {500, false, true},
-        {503, false, true},  {200, true, true},   {0, false, false},
-    };
-    for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        event_t e;
-        event_init(&e, TOCSIN__V1__EVENT__BODY_REQUEST);
-        e.req.status = cases[i].status;
-        e.req.failed = cases[i].failed;
-        Tocsin__V1__Event *ev = NULL;
-        agg_sample_t s;
-        assert_int_equal(roundtrip(&e, &ev, &s, NULL), 0);
-        assert_int_equal(s.kind, AGG_KIND_REQUESTS);
-        assert_string_equal(s.service, "checkout");
-        assert_string_equal(s.environment, "production");
-        assert_string_equal(s.name, "/users/:id");
-        assert_int_equal(s.start_s, 1795000000);
-        assert_true(s.has_value);
-        assert_true(s.value == 12000.0);
-        assert_int_equal(s.error, cases[i].error);
-        tocsin__v1__event__free_unpacked(ev, NULL);
-    }
-}
-
-static void test_sample_other_bodies(void **state)
-{
-    event_t e;
-    Tocsin__V1__Event *ev = NULL;
-    agg_sample_t s;
-
-    event_init(&e, TOCSIN__V1__EVENT__BODY_ERROR);
-    e.ev.environment = ""; /* empty means "default" */
-    assert_int_equal(roundtrip(&e, &ev, &s, NULL), 0);
-    assert_int_equal(s.kind, AGG_KIND_ERRORS);
-    assert_string_equal(s.name, "$errors");
-    assert_string_equal(s.environment, "default");
-    assert_true(s.error);
-    assert_false(s.has_value);
-    tocsin__v1__event__free_unpacked(ev, NULL);
-
-    static const struct {
-        Tocsin__V1__MetricKind mk;
-        agg_kind_t kind;
-    } metrics[] = {
-        {TOCSIN__V1__METRIC_KIND__METRIC_KIND_COUNTER, AGG_KIND_COUNTER},
-        {TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE, AGG_KIND_GAUGE},
-        {TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING, AGG_KIND_TIMING},
-    };
-    for (size_t i = 0; i < N_ELEMS(metrics); i++) {
-        event_init(&e, TOCSIN__V1__EVENT__BODY_METRIC);
-        e.met.kind = metrics[i].mk;
-        assert_int_equal(roundtrip(&e, &ev, &s, NULL), 0);
-        assert_int_equal(s.kind, metrics[i].kind);
-        assert_string_equal(s.name, "queue.depth");
-        assert_true(s.value == 7.0);
-        assert_false(s.error);
-        tocsin__v1__event__free_unpacked(ev, NULL);
-    }
-
-    event_init(&e, TOCSIN__V1__EVENT__BODY_LOG);
-    assert_int_equal(roundtrip(&e, &ev, &s, NULL), 0);
-    assert_int_equal(s.kind, AGG_KIND_NONE);
-    tocsin__v1__event__free_unpacked(ev, NULL);
-}
-
-typedef void (*mutate_fn)(event_t *e);
-
-static void m_no_id(event_t *e)
-{
-    e->ev.event_id.len = 0;
-}
-static void m_short_id(event_t *e)
-{
-    e->ev.event_id.len = 15;
-}
-static void m_no_service(event_t *e)
-{
-    e->ev.service = "";
-}
-static void m_bad_utf8_service(event_t *e)
-{
-    e->ev.service = "caf\xc3";
-}
-static void m_long_service(event_t *e)
-{
-    static char s[AGG_MAX_SERVICE + 2];
-    memset(s, 's', sizeof(s) - 1);
-    s[sizeof(s) - 1] = '\0';
-    e->ev.service = s;
-}
-static void m_bad_utf8_env(event_t *e)
-{
-    e->ev.environment = "\xff";
-}
-static void m_no_body(event_t *e)
-{
-    e->ev.body_case = TOCSIN__V1__EVENT__BODY__NOT_SET;
-}
-static void m_empty_route(event_t *e)
-{
-    e->req.route = "";
-}
-static void m_dollar_route(event_t *e)
-{
-    e->req.route = "$errors";
-}
-static void m_bad_utf8_route(event_t *e)
-{
-    e->req.route = "/\xed\xa0\x80";
-}
-static void m_metric_to_bad_kind(event_t *e)
-{
-    e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-    e->ev.metric = &e->met;
-    e->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_UNSPECIFIED;
-}
-static void m_metric_nan(event_t *e)
-{
-    e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-    e->ev.metric = &e->met;
-    e->met.value = NAN;
-}
-static void m_metric_inf(event_t *e)
-{
-    e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-    e->ev.metric = &e->met;
-    e->met.value = INFINITY;
-}
-static void m_timing_negative(event_t *e)
-{
-    e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-    e->ev.metric = &e->met;
-    e->met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING;
-    e->met.value = -1;
-}
-static void m_metric_no_name(event_t *e)
-{
-    e->ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-    e->ev.metric = &e->met;
-    e->met.name = "";
-}
-
-static void test_decode_refusals(void **state)
-{
-    static const struct {
-        mutate_fn fn;
+        const char *text;
         int rc;
-        const char *reason;
+        uint32_t n;
+        uint64_t first_us;
     } cases[] = {
-        {m_no_id, TC_EINVAL, "event_id"},
-        {m_short_id, TC_EINVAL, "event_id"},
-        {m_no_service, TC_EINVAL, "service"},
-        {m_bad_utf8_service, TC_EUTF8, "service"},
-        {m_long_service, TC_EUTF8, "service"},
-        {m_bad_utf8_env, TC_EUTF8, "environment"},
-        {m_no_body, TC_EINVAL, "body"},
-        {m_empty_route, TC_EINVAL, "request.route"},
-        {m_dollar_route, TC_EINVAL, "request.route"},
-        {m_bad_utf8_route, TC_EINVAL, "request.route"},
-        {m_metric_to_bad_kind, TC_EINVAL, "metric.kind"},
-        {m_metric_nan, TC_EINVAL, "metric.value"},
-        {m_metric_inf, TC_EINVAL, "metric.value"},
-        {m_timing_negative, TC_EINVAL, "metric.value"},
-        {m_metric_no_name, TC_EINVAL, "metric.name"},
+        {"100ms,500ms,2s", 0, 3, 100000},
+        {"", 0, 0, 0},
+        {"  ", 0, 0, 0},
+        {"1s", 0, 1, 1000000},
+        {"500ms,100ms", TC_EINVAL, 0, 0},
+        {"100ms,100ms", TC_EINVAL, 0, 0},
+        {"0s", TC_EINVAL, 0, 0},
+        {"banana", TC_EINVAL, 0, 0},
+        {"1ms,2ms,3ms,4ms,5ms,6ms,7ms,8ms,9ms", TC_EINVAL, 0, 0},
+        {"100ms,", TC_EINVAL, 0, 0},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        event_t e;
-        event_init(&e, TOCSIN__V1__EVENT__BODY_REQUEST);
-        cases[i].fn(&e);
-        Tocsin__V1__Event *ev = (Tocsin__V1__Event *)&e; /* must be reset to NULL */
-        agg_sample_t s;
-        const char *reason = NULL;
-        int rc = roundtrip(&e, &ev, &s, &reason);
-        if (rc != cases[i].rc || !reason || strcmp(reason, cases[i].reason) != 0) {
-            fail_msg("case %zu: rc %d reason %s, want %d %s", i, rc, reason ? reason : "-",
-                     cases[i].rc, cases[i].reason);
+        agg_slo_t slo;
+        int rc = agg_slo_parse(cases[i].text, &slo);
+        if (rc != cases[i].rc || (rc == 0 && (slo.n != cases[i].n ||
+                                              (slo.n && slo.us[0] != cases[i].first_us)))) {
+            fail_msg("'%s': rc %d n %u", cases[i].text, rc, slo.n);
         }
-        assert_null(ev);
     }
 }
 
-static void test_decode_garbage(void **state)
+static void test_sample(void **state)
 {
-    Tocsin__V1__Event *ev = NULL;
-    const char *reason = NULL;
-    static const uint8_t junk[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
-    assert_int_equal(agg_event_decode(junk, sizeof(junk), &ev, &reason), TC_EPARSE);
-    assert_string_equal(reason, "protobuf");
-    assert_null(ev);
-    /* Too big is refused before parsing. */
-    assert_int_equal(agg_event_decode(junk, AGG_MAX_EVENT_BYTES + 1, &ev, &reason), TC_ETOOBIG);
-    assert_string_equal(reason, "size");
-    /* Every truncation of a valid event either parses into a valid event or is refused. */
-    event_t e;
-    event_init(&e, TOCSIN__V1__EVENT__BODY_REQUEST);
-    size_t len = 0;
-    uint8_t *buf = event_pack(&e, &len);
-    for (size_t n = 0; n < len; n++) {
-        uint8_t *cut = malloc(n ? n : 1);
-        memcpy(cut, buf, n);
-        if (agg_event_decode(cut, n, &ev, NULL) == 0) {
-            agg_sample_t s;
-            assert_int_equal(agg_event_sample(ev, &s), 0);
-            tocsin__v1__event__free_unpacked(ev, NULL);
-        }
-        free(cut);
+    (void)state;
+    agg_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.service = S("checkout");
+    ev.environment = S("production");
+    ev.time_us = T0_S * 1000000 + 4500000;
+    ev.user_id = S("user-1");
+    ev.body = AGG_BODY_REQUEST;
+    ev.route = S("/pay");
+    ev.status = 500;
+    ev.duration_us = 1234;
+    agg_sample_t s;
+    agg_event_sample(&ev, &s);
+    assert_int_equal(s.kind, AGG_KIND_REQUESTS);
+    assert_true(s.error && s.has_value && s.value == 1234.0 && s.has_user);
+    assert_int_equal(s.start_s, T0_S);
+    assert_true(s.user_hash == tc_hll_hash("user-1", 6));
+    ev.status = 200;
+    ev.failed = true;
+    agg_event_sample(&ev, &s);
+    assert_true(s.error);
+    ev.body = AGG_BODY_ERROR;
+    agg_event_sample(&ev, &s);
+    assert_int_equal(s.kind, AGG_KIND_ERRORS);
+    assert_true(agg_str_eq(s.name, AGG_ERRORS_NAME) && s.error && !s.has_value);
+    ev.body = AGG_BODY_METRIC;
+    ev.metric_name = S("queue.depth");
+    static const struct {
+        int kind;
+        agg_kind_t want;
+    } kinds[] = {{TOCSIN__V1__METRIC_KIND__METRIC_KIND_COUNTER, AGG_KIND_COUNTER},
+                 {TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE, AGG_KIND_GAUGE},
+                 {TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING, AGG_KIND_TIMING}};
+    for (size_t i = 0; i < N_ELEMS(kinds); i++) {
+        ev.metric_kind = kinds[i].kind;
+        agg_event_sample(&ev, &s);
+        assert_int_equal(s.kind, kinds[i].want);
+        assert_false(s.has_user); /* metrics carry no users */
     }
-    free(buf);
+    ev.body = AGG_BODY_LOG;
+    agg_event_sample(&ev, &s);
+    assert_int_equal(s.kind, AGG_KIND_NONE);
 }
 
-/* ---- apply ------------------------------------------------------------------------------- */
-
-static void test_apply_requests(void **state)
+static void test_apply(void **state)
 {
+    (void)state;
+    agg_slo_t slo;
+    assert_int_equal(agg_slo_parse("100ms,500ms", &slo), 0);
     agg_bucket_t b;
+    agg_bucket_init(&b);
+    int64_t t = T0_S * 1000000;
+    double durations[] = {50000, 150000, 600000, 99999, 100000, 100001};
+    for (size_t i = 0; i < N_ELEMS(durations); i++) {
+        agg_sample_t s = sample(AGG_KIND_REQUESTS, durations[i], i == 2, t);
+        s.has_user = true;
+        s.user_hash = tc_hll_hash(&i, sizeof(i)) % 3; /* three distinct users */
+        assert_int_equal(agg_bucket_apply(&b, &s, &slo), 0);
+    }
+    assert_int_equal(b.count, 6);
+    assert_int_equal(b.errors, 1);
+    assert_int_equal(b.nslo, 2);
+    assert_int_equal(b.slow[0], 3); /* > 100 ms: 150, 600, 100.001 */
+    assert_int_equal(b.slow[1], 1); /* > 500 ms */
+    assert_true(b.min == 50000 && b.max == 600000);
+    assert_int_equal(b.sketch.count, 6);
+    assert_true(tc_hll_count(&b.users) == 3);
+    agg_sample_t g = sample(AGG_KIND_GAUGE, 1, false, t);
+    assert_int_equal(agg_bucket_apply(&b, &g, &slo), TC_EINVAL); /* another kind */
+    agg_bucket_fini(&b);
+
+    /* Gauges: last by event time, whatever the arrival order; min and max. */
     agg_bucket_init(&b);
     static const struct {
-        uint32_t status;
-        uint64_t duration_us;
-    } reqs[] = {{200, 1000}, {500, 3000}, {200, 2000}, {502, 500}};
-    for (size_t i = 0; i < N_ELEMS(reqs); i++) {
-        event_t e;
-        event_init(&e, TOCSIN__V1__EVENT__BODY_REQUEST);
-        e.req.status = reqs[i].status;
-        e.req.duration_us = reqs[i].duration_us;
-        apply_event(&b, &e, i == 3);
+        double v;
+        int64_t dt;
+    } gauge[] = {{5, 3000}, {9, 1000}, {2, 3000}, {7, 2000}};
+    for (size_t i = 0; i < N_ELEMS(gauge); i++) {
+        agg_sample_t s = sample(AGG_KIND_GAUGE, gauge[i].v, false, t + gauge[i].dt);
+        assert_int_equal(agg_bucket_apply(&b, &s, NULL), 0);
     }
-    assert_int_equal(b.kind, AGG_KIND_REQUESTS);
-    assert_string_equal(b.service, "checkout");
-    assert_string_equal(b.name, "/users/:id");
-    assert_int_equal(b.start_s, 1795000000);
-    assert_int_equal(b.count, 4);
-    assert_int_equal(b.errors, 2);
-    assert_int_equal(b.late, 1);
-    assert_int_equal(b.sketch.count, 4);
-    assert_true(b.sum == 6500.0);
-    assert_true(b.min == 500.0);
-    assert_true(b.max == 3000.0);
-
-    /* A sample of another series or bucket is refused and changes nothing. */
-    event_t other;
-    event_init(&other, TOCSIN__V1__EVENT__BODY_REQUEST);
-    other.ev.time_us = T0 + 10000000;
-    Tocsin__V1__Event *ev = NULL;
-    agg_sample_t s;
-    assert_int_equal(roundtrip(&other, &ev, &s, NULL), 0);
-    assert_int_equal(agg_bucket_apply(&b, &s, false), TC_EINVAL);
-    tocsin__v1__event__free_unpacked(ev, NULL);
-    event_init(&other, TOCSIN__V1__EVENT__BODY_REQUEST);
-    other.req.route = "/other";
-    assert_int_equal(roundtrip(&other, &ev, &s, NULL), 0);
-    assert_int_equal(agg_bucket_apply(&b, &s, false), TC_EINVAL);
-    tocsin__v1__event__free_unpacked(ev, NULL);
-    assert_int_equal(b.count, 4);
-    agg_bucket_fini(&b);
-    agg_bucket_fini(&b); /* safe twice */
-}
-
-static void test_apply_errors_and_metrics(void **state)
-{
-    agg_bucket_t b;
-    event_t e;
-
-    agg_bucket_init(&b);
-    for (int i = 0; i < 3; i++) {
-        event_init(&e, TOCSIN__V1__EVENT__BODY_ERROR);
-        apply_event(&b, &e, false);
-    }
-    assert_int_equal(b.kind, AGG_KIND_ERRORS);
-    assert_string_equal(b.name, "$errors");
-    assert_int_equal(b.count, 3);
-    assert_int_equal(b.errors, 3);
+    assert_true(b.last == 2 && b.min == 2 && b.max == 9); /* a tie keeps the later arrival */
     assert_int_equal(b.sketch.count, 0);
     agg_bucket_fini(&b);
 
+    /* Counters sum; timings sketch. */
     agg_bucket_init(&b);
-    static const double incs[] = {1, 2.5, 10};
-    for (size_t i = 0; i < N_ELEMS(incs); i++) {
-        event_init(&e, TOCSIN__V1__EVENT__BODY_METRIC);
-        e.met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_COUNTER;
-        e.met.value = incs[i];
-        apply_event(&b, &e, false);
+    for (int i = 1; i <= 4; i++) {
+        agg_sample_t s = sample(AGG_KIND_COUNTER, i, false, t);
+        assert_int_equal(agg_bucket_apply(&b, &s, NULL), 0);
     }
-    assert_int_equal(b.kind, AGG_KIND_COUNTER);
-    assert_int_equal(b.count, 3);
-    assert_true(b.sum == 13.5);
-    assert_int_equal(b.errors, 0);
-    agg_bucket_fini(&b);
-
-    /* Gauge: last by event time, whatever the arrival order; min and max of all. */
-    agg_bucket_init(&b);
-    static const struct {
-        int64_t dt_us;
-        double v;
-    } levels[] = {{5000, 3}, {9000, 8}, {1000, -2}, {9000, 6}, {2000, 11}};
-    for (size_t i = 0; i < N_ELEMS(levels); i++) {
-        event_init(&e, TOCSIN__V1__EVENT__BODY_METRIC);
-        e.ev.time_us = T0 + levels[i].dt_us;
-        e.met.value = levels[i].v;
-        apply_event(&b, &e, false);
-    }
-    assert_int_equal(b.kind, AGG_KIND_GAUGE);
-    assert_int_equal(b.count, 5);
-    assert_true(b.last == 6); /* time 9000, the later of the two arrivals at 9000 */
-    assert_int_equal(b.last_time_us, T0 + 9000);
-    assert_true(b.min == -2);
-    assert_true(b.max == 11);
-    agg_bucket_fini(&b);
-
-    agg_bucket_init(&b);
-    for (int i = 1; i <= 100; i++) {
-        event_init(&e, TOCSIN__V1__EVENT__BODY_METRIC);
-        e.met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_TIMING;
-        e.met.value = i;
-        apply_event(&b, &e, false);
-    }
-    assert_int_equal(b.kind, AGG_KIND_TIMING);
-    assert_int_equal(b.sketch.count, 100);
-    assert_true(b.sum == 5050);
-    double p50 = tc_sketch_quantile(&b.sketch, 0.5);
-    assert_true(fabs(p50 - 50) / 50 <= tc_sketch_relative_accuracy(TC_SKETCH_SCHEMA) + 1e-9);
+    assert_true(b.sum == 10 && b.count == 4 && b.nslo == 0);
     agg_bucket_fini(&b);
 }
-
-static void test_apply_log_refused(void **state)
-{
-    event_t e;
-    event_init(&e, TOCSIN__V1__EVENT__BODY_LOG);
-    Tocsin__V1__Event *ev = NULL;
-    agg_sample_t s;
-    assert_int_equal(roundtrip(&e, &ev, &s, NULL), 0);
-    agg_bucket_t b;
-    agg_bucket_init(&b);
-    assert_int_equal(agg_bucket_apply(&b, &s, false), TC_EINVAL);
-    assert_int_equal(b.count, 0);
-    agg_bucket_fini(&b);
-    tocsin__v1__event__free_unpacked(ev, NULL);
-}
-
-/* ---- merge -------------------------------------------------------------------------------- */
 
 static void test_merge(void **state)
 {
-    agg_bucket_t a, b, all;
+    (void)state;
+    agg_slo_t a_slo = {2, {100000, 500000}}, b_slo = {2, {100000, 2000000}};
+    agg_bucket_t a, b, m;
     agg_bucket_init(&a);
     agg_bucket_init(&b);
-    agg_bucket_init(&all);
-    for (int i = 0; i < 200; i++) {
-        event_t e;
-        event_init(&e, TOCSIN__V1__EVENT__BODY_REQUEST);
-        e.req.duration_us = (uint64_t)(100 + i * 37);
-        e.req.status = i % 10 == 0 ? 500 : 200;
-        apply_event(i % 3 ? &a : &b, &e, i % 7 == 0);
-        apply_event(&all, &e, i % 7 == 0);
-    }
-    agg_bucket_t m;
     agg_bucket_init(&m);
+    int64_t t = T0_S * 1000000;
+    for (int i = 0; i < 100; i++) {
+        agg_sample_t s = sample(AGG_KIND_REQUESTS, 1000.0 * i * 10, i % 10 == 0, t);
+        s.has_user = true;
+        s.user_hash = tc_hll_hash(&i, sizeof(i));
+        assert_int_equal(agg_bucket_apply(&a, &s, &a_slo), 0);
+        s.value = 2000.0 * i * 10;
+        int j = i + 50; /* half the users overlap */
+        s.user_hash = tc_hll_hash(&j, sizeof(j));
+        assert_int_equal(agg_bucket_apply(&b, &s, &b_slo), 0);
+    }
+    a.source_offset = 10;
+    b.source_offset = 30;
     assert_int_equal(agg_bucket_merge(&m, &a), 0);
     assert_int_equal(agg_bucket_merge(&m, &b), 0);
-    assert_int_equal(m.kind, AGG_KIND_REQUESTS);
-    assert_int_equal(m.count, all.count);
-    assert_int_equal(m.errors, all.errors);
-    assert_int_equal(m.late, all.late);
-    assert_true(m.sum == all.sum);
-    assert_true(m.min == all.min);
-    assert_true(m.max == all.max);
-    /* Merging sketches is exact: every quantile equals the one of the union. */
-    for (double q = 0; q <= 1.0; q += 0.01) {
-        assert_true(tc_sketch_quantile(&m.sketch, q) == tc_sketch_quantile(&all.sketch, q));
-    }
-    /* An empty source changes nothing; a different kind is refused. */
-    agg_bucket_t empty;
-    agg_bucket_init(&empty);
-    assert_int_equal(agg_bucket_merge(&m, &empty), 0);
-    assert_int_equal(m.count, all.count);
-    agg_bucket_t g;
-    agg_bucket_init(&g);
-    event_t e;
-    event_init(&e, TOCSIN__V1__EVENT__BODY_METRIC);
-    apply_event(&g, &e, false);
-    assert_int_equal(agg_bucket_merge(&m, &g), TC_EINVAL);
-    assert_int_equal(m.count, all.count);
-
-    /* Gauges: the level with the later event time wins, in either order. */
-    agg_bucket_t g2, x, y;
-    agg_bucket_init(&g2);
-    event_init(&e, TOCSIN__V1__EVENT__BODY_METRIC);
-    e.ev.time_us = T0 + 5;
-    e.met.value = 42;
-    apply_event(&g2, &e, false);
-    agg_bucket_init(&x);
-    agg_bucket_init(&y);
-    assert_int_equal(agg_bucket_merge(&x, &g), 0);
-    assert_int_equal(agg_bucket_merge(&x, &g2), 0);
-    assert_int_equal(agg_bucket_merge(&y, &g2), 0);
-    assert_int_equal(agg_bucket_merge(&y, &g), 0);
-    assert_true(x.last == 7 && y.last == 7); /* g's time T0+1234 is later than T0+5 */
-    assert_true(x.min == 7 && x.max == 42 && y.min == 7 && y.max == 42);
-
-    agg_bucket_t *all_b[] = {&a, &b, &all, &m, &empty, &g, &g2, &x, &y};
-    for (size_t i = 0; i < N_ELEMS(all_b); i++) {
-        agg_bucket_fini(all_b[i]);
-    }
-}
-
-/* ---- stored encoding -------------------------------------------------------------------- */
-
-static void fill_requests(agg_bucket_t *b, int n)
-{
-    for (int i = 0; i < n; i++) {
-        event_t e;
-        event_init(&e, TOCSIN__V1__EVENT__BODY_REQUEST);
-        e.req.duration_us = (uint64_t)(50 + i * i);
-        e.req.status = i % 4 == 0 ? 500 : 200;
-        apply_event(b, &e, i == 1);
-    }
-}
-
-static void assert_same_bucket(const agg_bucket_t *a, const agg_bucket_t *b)
-{
-    assert_string_equal(a->service, b->service);
-    assert_string_equal(a->environment, b->environment);
-    assert_string_equal(a->name, b->name);
-    assert_int_equal(a->kind, b->kind);
-    assert_int_equal(a->start_s, b->start_s);
-    assert_int_equal(a->width_s, b->width_s);
-    assert_int_equal(a->count, b->count);
-    assert_int_equal(a->errors, b->errors);
-    assert_int_equal(a->late, b->late);
-    assert_true(a->sum == b->sum && a->min == b->min && a->max == b->max);
-    assert_true(a->last == b->last && a->last_time_us == b->last_time_us);
-    assert_int_equal(a->sketch.count, b->sketch.count);
-    assert_int_equal(a->sketch.zero_count, b->sketch.zero_count);
-    for (double q = 0; q <= 1.0; q += 0.05) {
-        double x = tc_sketch_quantile(&a->sketch, q), y = tc_sketch_quantile(&b->sketch, q);
-        assert_true(x == y || (isnan(x) && isnan(y)));
-    }
-}
-
-static void test_encode_roundtrip(void **state)
-{
-    agg_bucket_t b;
-    agg_bucket_init(&b);
-    fill_requests(&b, 300);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    assert_int_equal(agg_bucket_encode(&b, 77, &buf, &len), 0);
-    assert_int_equal(tc_be64_get(buf), 77);
-    agg_bucket_t d;
-    uint64_t rev = 0;
-    assert_int_equal(agg_bucket_decode(buf, len, &d, &rev), 0);
-    assert_int_equal(rev, 77);
-    assert_same_bucket(&b, &d);
-    agg_bucket_fini(&d);
-    free(buf);
-
-    /* Each kind survives the trip. */
-    static const int bodies[] = {TOCSIN__V1__EVENT__BODY_ERROR, TOCSIN__V1__EVENT__BODY_METRIC};
-    for (size_t i = 0; i < N_ELEMS(bodies); i++) {
-        agg_bucket_t k;
-        agg_bucket_init(&k);
-        event_t e;
-        event_init(&e, bodies[i]);
-        apply_event(&k, &e, false);
-        assert_int_equal(agg_bucket_encode(&k, 1, &buf, &len), 0);
-        assert_int_equal(agg_bucket_decode(buf, len, &d, &rev), 0);
-        assert_same_bucket(&k, &d);
-        agg_bucket_fini(&d);
-        agg_bucket_fini(&k);
-        free(buf);
-    }
-
-    /* The rollup carries the same bucket and the revision; the key is service\0env\0name. */
-    assert_int_equal(agg_rollup_encode(&b, 9, "agg-1", &buf, &len), 0);
-    Tocsin__V1__Rollup *r = tocsin__v1__rollup__unpack(NULL, len, buf);
-    assert_non_null(r);
-    assert_int_equal(r->revision, 9);
-    assert_string_equal(r->producer, "agg-1");
-    assert_int_equal(r->body_case, TOCSIN__V1__ROLLUP__BODY_BUCKET);
-    assert_int_equal(r->bucket->count, 300);
-    assert_int_equal(r->bucket->kind, TOCSIN__V1__SERIES_KIND__SERIES_KIND_REQUESTS);
-    assert_int_equal(r->bucket->sketch->schema, TC_SKETCH_SCHEMA);
-    tocsin__v1__rollup__free_unpacked(r, NULL);
-    free(buf);
-    char key[64];
-    size_t klen = agg_rollup_key(&b, key, sizeof(key));
-    static const char want[] = "checkout\0production\0/users/:id";
-    assert_int_equal(klen, sizeof(want) - 1);
-    assert_memory_equal(key, want, klen);
-    assert_int_equal(agg_rollup_key(&b, key, 10), 0);
+    assert_int_equal(m.count, 200);
+    assert_int_equal(m.errors, 20);
+    assert_int_equal(m.sketch.count, 200);
+    assert_int_equal(m.source_offset, 30);
+    /* Only the 100 ms threshold is common. */
+    assert_int_equal(m.nslo, 1);
+    assert_true(m.slo_us[0] == 100000);
+    assert_int_equal(m.slow[0], a.slow[0] + b.slow[0]);
+    double users = tc_hll_count(&m.users);
+    assert_true(fabs(users - 150) <= 3); /* a union, not a sum */
+    assert_true(m.min == 0 && m.max == 1980000);
+    agg_bucket_t wrong;
+    agg_bucket_init(&wrong);
+    agg_sample_t g = sample(AGG_KIND_GAUGE, 1, false, t);
+    assert_int_equal(agg_bucket_apply(&wrong, &g, NULL), 0);
+    assert_int_equal(agg_bucket_merge(&m, &wrong), TC_EINVAL);
+    agg_bucket_fini(&wrong);
+    agg_bucket_fini(&a);
     agg_bucket_fini(&b);
+    agg_bucket_fini(&m);
 }
 
-/* Encodes `pb` behind a revision, as the store would hold it. */
-static uint8_t *stored(const Tocsin__V1__Bucket *pb, size_t *len)
+static uint8_t *store(const agg_bucket_t *b, size_t *n)
 {
-    size_t n = tocsin__v1__bucket__get_packed_size(pb);
-    uint8_t *buf = malloc(8 + n);
+    *n = agg_bucket_store_size(b);
+    uint8_t *buf = malloc(*n + 16);
     assert_non_null(buf);
-    tc_be64_put(buf, 5);
-    tocsin__v1__bucket__pack(pb, buf + 8);
-    *len = 8 + n;
+    assert_int_equal(agg_bucket_store_encode(b, buf), *n);
     return buf;
 }
 
-static void test_decode_corrupt(void **state)
+static void test_store_roundtrip(void **state)
 {
-    agg_bucket_t b, d;
-    uint64_t rev = 0;
-    agg_bucket_init(&b);
-    fill_requests(&b, 50);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    assert_int_equal(agg_bucket_encode(&b, 3, &buf, &len), 0);
-
-    /* Truncations and single-bit flips: refused or decoded into a valid bucket; never a
-     * crash (ASan/UBSan watch this in the sanitizer build). */
-    for (size_t n = 0; n < len; n++) {
-        int rc = agg_bucket_decode(buf, n, &d, &rev);
-        assert_true(rc != 0 || d.count > 0);
-        agg_bucket_fini(&d);
-    }
-    for (size_t i = 8; i < len; i++) {
-        for (int bit = 0; bit < 8; bit++) {
-            buf[i] ^= (uint8_t)(1u << bit);
-            if (agg_bucket_decode(buf, len, &d, &rev) == 0) {
-                assert_true(d.errors <= d.count);
-                assert_true(d.start_s % 10 == 0);
-            }
-            agg_bucket_fini(&d);
-            buf[i] ^= (uint8_t)(1u << bit);
+    (void)state;
+    agg_kind_t kinds[] = {AGG_KIND_REQUESTS, AGG_KIND_ERRORS, AGG_KIND_COUNTER, AGG_KIND_GAUGE,
+                          AGG_KIND_TIMING};
+    agg_slo_t slo = {3, {100000, 500000, 2000000}};
+    for (size_t k = 0; k < N_ELEMS(kinds); k++) {
+        agg_bucket_t b, d;
+        agg_bucket_init(&b);
+        agg_bucket_init(&d);
+        for (int i = 0; i < 5000; i++) {
+            agg_sample_t s = sample(kinds[k], 10.0 * i + 0.25, i % 3 == 0, T0_S * 1000000 + i);
+            s.has_user = kinds[k] == AGG_KIND_REQUESTS || kinds[k] == AGG_KIND_ERRORS;
+            s.user_hash = tc_hll_hash(&i, sizeof(i));
+            assert_int_equal(agg_bucket_apply(&b, &s, &slo), 0);
         }
-    }
-    assert_int_equal(agg_bucket_decode(buf, AGG_MAX_STORED_BYTES + 1, &d, &rev), TC_ETOOBIG);
-    agg_bucket_fini(&d);
-    free(buf);
-
-    /* Values that parse but break an invariant. */
-    uint64_t counts[4] = {1, 2, 3, 4};
-    for (int c = 0; c < 12; c++) {
-        Tocsin__V1__Bucket pb = TOCSIN__V1__BUCKET__INIT;
-        Tocsin__V1__Sketch sk = TOCSIN__V1__SKETCH__INIT;
-        pb.service = "checkout";
-        pb.environment = "production";
-        pb.name = "/x";
-        pb.kind = TOCSIN__V1__SERIES_KIND__SERIES_KIND_REQUESTS;
-        pb.start_s = 1795000000;
-        pb.width_s = 10;
-        pb.count = 10;
-        pb.errors = 1;
-        sk.schema = TC_SKETCH_SCHEMA;
-        sk.offset = 100;
-        sk.n_counts = 4;
-        sk.counts = counts;
-        pb.sketch = &sk;
-        int want = TC_EINVAL;
-        switch (c) {
-        case 0:
-            want = 0; /* the valid baseline */
-            break;
-        case 1:
-            pb.errors = 11;
-            break;
-        case 2:
-            pb.late = 11;
-            break;
-        case 3:
-            pb.start_s = 1795000005;
-            break;
-        case 4:
-            pb.width_s = 60;
-            break;
-        case 5:
-            pb.kind = (Tocsin__V1__SeriesKind)9;
-            break;
-        case 6:
-            sk.schema = 5;
-            break;
-        case 7:
-            pb.count = 11; /* the sketch holds 10 */
-            break;
-        case 8:
-            pb.sum = NAN;
-            break;
-        case 9:
-            sk.offset = INT32_MAX - 1;
-            break;
-        case 10:
-            pb.service = "";
-            want = TC_EUTF8;
-            break;
-        case 11:
-            pb.kind = TOCSIN__V1__SERIES_KIND__SERIES_KIND_COUNTER; /* sketch must be empty */
-            break;
+        b.late = 7;
+        b.source_offset = 123456789;
+        size_t n;
+        uint8_t *buf = store(&b, &n);
+        assert_int_equal(agg_bucket_store_decode(buf, n, &d), 0);
+        assert_int_equal(d.kind, b.kind);
+        assert_int_equal(d.count, b.count);
+        assert_int_equal(d.errors, b.errors);
+        assert_int_equal(d.late, 7);
+        assert_int_equal(d.source_offset, 123456789);
+        assert_int_equal(d.nslo, b.nslo);
+        assert_memory_equal(d.slow, b.slow, sizeof(b.slow[0]) * b.nslo);
+        assert_true(d.sum == b.sum && d.min == b.min && d.max == b.max && d.last == b.last);
+        assert_true(d.last_time_us == b.last_time_us);
+        assert_int_equal(d.sketch.count, b.sketch.count);
+        if (b.sketch.count > 0) {
+            assert_true(tc_sketch_quantile(&d.sketch, 0.9) ==
+                        tc_sketch_quantile(&b.sketch, 0.9));
         }
-        buf = stored(&pb, &len);
-        int rc = agg_bucket_decode(buf, len, &d, &rev);
-        if (rc != want) {
-            fail_msg("case %d: got %d want %d", c, rc, want);
-        }
-        agg_bucket_fini(&d);
+        assert_true(tc_hll_count(&d.users) == tc_hll_count(&b.users));
         free(buf);
+        agg_bucket_fini(&b);
+        agg_bucket_fini(&d);
     }
+}
+
+/* Builds a stored request bucket, corrupts it with `fn`, expects refusal. */
+static void test_store_refusals(void **state)
+{
+    (void)state;
+    agg_bucket_t b, d;
+    agg_bucket_init(&b);
+    agg_bucket_init(&d);
+    agg_slo_t slo = {1, {100000}};
+    for (int i = 0; i < 10; i++) {
+        agg_sample_t s = sample(AGG_KIND_REQUESTS, 200000.0, i == 0, T0_S * 1000000);
+        assert_int_equal(agg_bucket_apply(&b, &s, &slo), 0);
+    }
+    size_t n;
+    uint8_t *good = store(&b, &n);
+    assert_int_equal(agg_bucket_store_decode(good, n, &d), 0);
+    /* Layout: format, kind, width, flags, source_offset(1), count, errors, late, nslo,
+     * threshold(3), slow, then values. */
+    static const struct {
+        const char *name;
+        size_t at;
+        uint8_t value;
+    } bytes[] = {
+        {"format", 0, 9},        {"kind 0", 1, 0},           {"kind 9", 1, 9},
+        {"width 30", 2, 30},     {"unknown flag", 3, 0x80},  {"errors above count", 6, 11},
+        {"nslo 9", 8, 9},        {"slow above count", 12, 11}, {"count 0", 5, 0},
+    };
+    for (size_t i = 0; i < N_ELEMS(bytes); i++) {
+        uint8_t *bad = malloc(n);
+        memcpy(bad, good, n);
+        bad[bytes[i].at] = bytes[i].value;
+        if (agg_bucket_store_decode(bad, n, &d) == 0) {
+            fail_msg("%s: accepted", bytes[i].name);
+        }
+        assert_int_equal(d.count, 0);
+        free(bad);
+    }
+    /* Every cut, and a trailing byte. */
+    for (size_t cut = 0; cut < n; cut++) {
+        assert_int_not_equal(agg_bucket_store_decode(good, cut, &d), 0);
+    }
+    uint8_t *longer = malloc(n + 1);
+    memcpy(longer, good, n);
+    longer[n] = 0;
+    assert_int_not_equal(agg_bucket_store_decode(longer, n + 1, &d), 0);
+    free(longer);
+    /* A NaN sum. */
+    b.sum = NAN;
+    size_t n2;
+    uint8_t *nan = store(&b, &n2);
+    assert_int_not_equal(agg_bucket_store_decode(nan, n2, &d), 0);
+    free(nan);
+    /* A sketch total that disagrees with count. */
+    b.sum = 0;
+    b.count = 11;
+    uint8_t *mismatch = store(&b, &n2);
+    assert_int_not_equal(agg_bucket_store_decode(mismatch, n2, &d), 0);
+    free(mismatch);
+    assert_int_equal(agg_bucket_store_decode(good, AGG_MAX_STORED_BYTES + 1, &d), TC_ETOOBIG);
+    free(good);
     agg_bucket_fini(&b);
+    agg_bucket_fini(&d);
+}
+
+static void test_rollup_roundtrip(void **state)
+{
+    (void)state;
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    agg_slo_t slo = {2, {100000, 2000000}};
+    for (int i = 0; i < 300; i++) {
+        agg_sample_t s = sample(AGG_KIND_REQUESTS, 1000.0 * i, i % 5 == 0, T0_S * 1000000);
+        s.has_user = true;
+        s.user_hash = tc_hll_hash(&i, sizeof(i));
+        assert_int_equal(agg_bucket_apply(&b, &s, &slo), 0);
+    }
+    b.source_offset = 4242;
+    agg_series_id_t id = {"checkout", "production", "/pay"};
+    uint8_t *out = NULL;
+    size_t len = 0;
+    assert_int_equal(agg_bucket_rollup_encode(&id, T0_S, &b, 7, false, "test", &out, &len), 0);
+    char key[64];
+    size_t klen = agg_rollup_key(&id, key, sizeof(key));
+    assert_int_equal(klen, strlen("checkout") + strlen("production") + strlen("/pay") + 2);
+    assert_int_equal(agg_rollup_key(&id, key, 5), 0);
+    agg_rollup_t *r = malloc(sizeof(*r));
+    agg_rollup_init(r);
+    assert_int_equal(agg_rollup_decode(out, len, r, NULL), 0);
+    assert_int_equal(r->body, AGG_ROLLUP_BUCKET);
+    assert_true(r->revision == 2 * 4242 + 1);
+    assert_string_equal(r->service, "checkout");
+    assert_string_equal(r->name, "/pay");
+    assert_int_equal(r->start_s, T0_S);
+    assert_int_equal(r->partition, 7);
+    assert_false(r->open);
+    assert_int_equal(r->bucket.count, 300);
+    assert_int_equal(r->bucket.source_offset, 4242);
+    assert_int_equal(r->bucket.slow[0], b.slow[0]);
+    assert_true(tc_hll_count(&r->bucket.users) == tc_hll_count(&b.users));
+    assert_true(tc_sketch_quantile(&r->bucket.sketch, 0.5) == tc_sketch_quantile(&b.sketch, 0.5));
+    free(out);
+    agg_rollup_fini(r);
+    free(r);
+    agg_bucket_fini(&b);
+}
+
+/* ---- accuracy ------------------------------------------------------------------------------ */
+
+#define N_VALUES 1000000
+#define N_BUCKETS 360
+
+static uint64_t rng = 0x1234567;
+
+static double uniform(void)
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double normal(void)
+{
+    return sqrt(-2.0 * log(uniform())) * cos(2.0 * M_PI * uniform());
+}
+
+/* Latencies in microseconds. */
+static double draw(int dist)
+{
+    switch (dist) {
+    case 0: /* lognormal: median 20 ms */
+        return 20000.0 * exp(1.0 * normal());
+    case 1: /* Pareto: scale 1 ms, shape 1.5 (heavy tail) */
+        return 1000.0 / pow(uniform(), 1.0 / 1.5);
+    default: { /* bimodal: fast cache hits around 5 ms, slow misses around 200 ms */
+        double v = uniform() < 0.7 ? 5000.0 + 1000.0 * normal() : 200000.0 + 30000.0 * normal();
+        return v > 1.0 ? v : 1.0;
+    }
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void check_quantiles(const char *what, const char *dist, const tc_sketch_t *sk,
+                            const double *sorted)
+{
+    static const double qs[] = {0.5, 0.9, 0.99, 0.999};
+    for (size_t i = 0; i < N_ELEMS(qs); i++) {
+        double exact = sorted[(size_t)floor(qs[i] * (N_VALUES - 1))];
+        double got = tc_sketch_quantile(sk, qs[i]);
+        double rel = fabs(got - exact) / exact;
+        if (rel > 0.01) {
+            fail_msg("%s %s p%g: %.3f vs exact %.3f (%.3f %%)", what, dist, qs[i] * 100, got,
+                     exact, rel * 100);
+        }
+    }
+}
+
+static void test_accuracy(void **state)
+{
+    (void)state;
+    static const char *names[] = {"lognormal", "pareto", "bimodal"};
+    double *values = malloc(N_VALUES * sizeof(double));
+    agg_bucket_t *buckets = calloc(N_BUCKETS, sizeof(*buckets));
+    assert_non_null(values);
+    assert_non_null(buckets);
+    for (int dist = 0; dist < 3; dist++) {
+        agg_bucket_t one, merged, d;
+        agg_bucket_init(&one);
+        agg_bucket_init(&merged);
+        agg_bucket_init(&d);
+        for (int k = 0; k < N_BUCKETS; k++) {
+            agg_bucket_init(&buckets[k]);
+        }
+        for (size_t i = 0; i < N_VALUES; i++) {
+            values[i] = draw(dist);
+            agg_sample_t s = sample(AGG_KIND_REQUESTS, values[i], false, T0_S * 1000000);
+            assert_int_equal(agg_bucket_apply(&one, &s, NULL), 0);
+            /* The same values spread over an hour of 10 s buckets. */
+            assert_int_equal(agg_bucket_apply(&buckets[i * N_BUCKETS / N_VALUES], &s, NULL), 0);
+        }
+        /* Each bucket goes through the stored form, as a window query reads it. */
+        for (int k = 0; k < N_BUCKETS; k++) {
+            size_t n;
+            uint8_t *buf = store(&buckets[k], &n);
+            assert_int_equal(agg_bucket_store_decode(buf, n, &d), 0);
+            assert_int_equal(agg_bucket_merge(&merged, &d), 0);
+            free(buf);
+            agg_bucket_fini(&buckets[k]);
+        }
+        assert_int_equal(merged.count, N_VALUES);
+        qsort(values, N_VALUES, sizeof(double), cmp_double);
+        check_quantiles("one bucket", names[dist], &one.sketch, values);
+        check_quantiles("1 h window", names[dist], &merged.sketch, values);
+        agg_bucket_fini(&one);
+        agg_bucket_fini(&merged);
+        agg_bucket_fini(&d);
+    }
+    free(buckets);
+    free(values);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_align),
-        cmocka_unit_test(test_sample_request),
-        cmocka_unit_test(test_sample_other_bodies),
-        cmocka_unit_test(test_decode_refusals),
-        cmocka_unit_test(test_decode_garbage),
-        cmocka_unit_test(test_apply_requests),
-        cmocka_unit_test(test_apply_errors_and_metrics),
-        cmocka_unit_test(test_apply_log_refused),
-        cmocka_unit_test(test_merge),
-        cmocka_unit_test(test_encode_roundtrip),
-        cmocka_unit_test(test_decode_corrupt),
+        cmocka_unit_test(test_align),           cmocka_unit_test(test_slo_parse),
+        cmocka_unit_test(test_sample),          cmocka_unit_test(test_apply),
+        cmocka_unit_test(test_merge),           cmocka_unit_test(test_store_roundtrip),
+        cmocka_unit_test(test_store_refusals),  cmocka_unit_test(test_rollup_roundtrip),
+        cmocka_unit_test(test_accuracy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
- * Unit tests for aggregator/agg_query: parameter checks (one case per refusal), the window's
- * bucket range, the merged figures, the JSON answer, and quantile accuracy within 1 % of the
- * exact values on a lognormal latency set spread over many buckets.
+ * Unit tests for aggregator/agg_query: parameter checks of query and range (one case per
+ * refusal), the window's bucket range and a range's steps, the merged figures (users, late,
+ * slow counters, metrics), the JSON answers of queries, ranges, issues and log records, and
+ * quantile accuracy within 1 % of the exact values on a lognormal set over many buckets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,7 +42,7 @@ static void test_params_refused(void **state)
         {"checkout", "*", "5x", NULL, NULL, "window"},
         {"checkout", "*", "-5m", NULL, NULL, "window"},
         {"checkout", "*", "0s", NULL, NULL, "window"},
-        {"checkout", "*", "31d", NULL, NULL, "window"},
+        {"checkout", "*", "32d", NULL, NULL, "window"},
         {"checkout", "*", "5m", "\xc0\x80", NULL, "environment"},
         {"checkout", "*", "5m", NULL, "", "q"},
         {"checkout", "*", "5m", NULL, "0.5,,0.9", "q"},
@@ -118,17 +119,20 @@ static void make_bucket(agg_bucket_t *b, int64_t start_s, const double *values, 
                         size_t errors)
 {
     agg_bucket_init(b);
+    agg_slo_t slo = {2, {50000, 90000}};
     for (size_t i = 0; i < n; i++) {
-        agg_sample_t s = {.service = "checkout",
-                          .environment = "production",
-                          .name = "/pay",
+        agg_sample_t s = {.service = {"checkout", 8},
+                          .environment = {"production", 10},
+                          .name = {"/pay", 4},
                           .kind = AGG_KIND_REQUESTS,
                           .start_s = start_s,
                           .time_us = start_s * 1000000,
                           .error = i < errors,
                           .has_value = true,
-                          .value = values[i]};
-        assert_int_equal(agg_bucket_apply(b, &s, false), 0);
+                          .value = values[i],
+                          .has_user = true,
+                          .user_hash = i % 10};
+        assert_int_equal(agg_bucket_apply(b, &s, &slo), 0);
     }
 }
 
@@ -172,6 +176,11 @@ static void test_query_math(void **state)
     assert_int_equal(json_integer_value(json_object_get(doc, "buckets")), 3);
     assert_string_equal(json_string_value(json_object_get(doc, "kind")), "requests");
     assert_true(json_is_null(json_object_get(doc, "environment")));
+    assert_int_equal(json_integer_value(json_object_get(doc, "users")), 10);
+    assert_int_equal(json_integer_value(json_object_get(doc, "late")), 0);
+    json_t *slow = json_object_get(doc, "slow");
+    assert_int_equal(json_integer_value(json_object_get(slow, "50ms")), 150);
+    assert_int_equal(json_integer_value(json_object_get(slow, "90ms")), 30);
     json_t *qs = json_object_get(doc, "quantiles");
     /* Exact p50 at rank floor(0.5 * 299) = 149 of 300 values (each value thrice): 50 ms. */
     double p50 = json_real_value(json_object_get(qs, "0.5"));
@@ -196,14 +205,14 @@ static void test_query_math(void **state)
     /* A bucket of another kind is left out, not mixed in. */
     agg_bucket_t g;
     agg_bucket_init(&g);
-    agg_sample_t s = {.service = "checkout",
-                      .environment = "production",
-                      .name = "/pay",
+    agg_sample_t s = {.service = {"checkout", 8},
+                      .environment = {"production", 10},
+                      .name = {"/pay", 4},
                       .kind = AGG_KIND_GAUGE,
                       .start_s = 1795000120,
                       .has_value = true,
                       .value = 3};
-    assert_int_equal(agg_bucket_apply(&g, &s, false), 0);
+    assert_int_equal(agg_bucket_apply(&g, &s, NULL), 0);
     agg_query_acc_init(&acc);
     assert_int_equal(agg_query_add(&acc, &b[0]), 0);
     assert_int_equal(agg_query_add(&acc, &g), 0);
@@ -225,6 +234,7 @@ static void test_query_math(void **state)
     assert_true(json_real_value(json_object_get(doc, "last")) == 3.0);
     assert_true(json_real_value(json_object_get(doc, "min")) == 3.0);
     assert_null(json_object_get(doc, "sum"));
+    assert_true(json_is_null(json_object_get(doc, "users"))); /* gauges carry no users */
     json_decref(doc);
     agg_query_acc_fini(&acc);
 
@@ -296,6 +306,144 @@ static void test_quantile_accuracy(void **state)
     free(all);
 }
 
+static void test_range_params(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *from, *to, *step;
+        const char *param;
+    } bad[] = {
+        {NULL, "now", "10s", "from"},       {"yesterday", "now", "10s", "from"},
+        {"1h", NULL, "10s", "to"},          {"1h", "soon", "10s", "to"},
+        {"1h", "now", NULL, "step"},        {"1h", "now", "15s", "step"},
+        {"1h", "now", "0s", "step"},        {"now", "1h", "10s", "to"},
+        {"40d", "now", "1h", "from"},       {"1795000000", "1795000000", "10s", "to"},
+        {"1d", "now", "10s", "step"}, /* 8,640 points is fine, 31d at 10s is not */
+    };
+    for (size_t i = 0; i < N_ELEMS(bad); i++) {
+        agg_query_params_t p;
+        const char *param = NULL;
+        char err[256] = "";
+        int rc = agg_range_params_parse(&p, "checkout", "*", bad[i].from, bad[i].to, bad[i].step,
+                                        NULL, NULL, NOW_US, &param, err, sizeof(err));
+        if (i == N_ELEMS(bad) - 1) {
+            assert_int_equal(rc, 0); /* one day at 10 s: 8,640 points */
+            assert_int_equal(p.npoints, 8641);
+            continue;
+        }
+        if (rc != TC_EINVAL || !param || strcmp(param, bad[i].param) != 0) {
+            fail_msg("case %zu: rc %d param %s, want %s", i, rc, param ? param : "-",
+                     bad[i].param);
+        }
+    }
+    agg_query_params_t p;
+    const char *param = NULL;
+    char err[256];
+    assert_int_equal(agg_range_params_parse(&p, "checkout", "*", "1795000003", "1795000125", "1m",
+                                            "", "0.5", NOW_US, &param, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.from_s, 1795000000);
+    assert_int_equal(p.step_s, 60);
+    assert_int_equal(p.npoints, 3);
+    assert_int_equal(p.to_s, 1795000180);
+    int64_t us = 0;
+    assert_int_equal(agg_time_parse("5m", NOW_US, &us), 0);
+    assert_true(us == NOW_US - 300000000LL);
+    assert_int_equal(agg_time_parse("now", NOW_US, &us), 0);
+    assert_true(us == NOW_US);
+    assert_int_equal(agg_time_parse("1795000000.5", NOW_US, &us), 0);
+    assert_true(us == 1795000000500000LL);
+    assert_int_equal(agg_time_parse("", NOW_US, &us), TC_EINVAL);
+    assert_int_equal(agg_time_parse("1e300", NOW_US, &us), TC_EINVAL);
+}
+
+static void test_range_json(void **state)
+{
+    (void)state;
+    double v[10];
+    for (int i = 0; i < 10; i++) {
+        v[i] = 1000.0 * (i + 1);
+    }
+    agg_query_params_t p;
+    const char *param = NULL;
+    char err[256];
+    assert_int_equal(agg_range_params_parse(&p, "checkout", "*", "1795000000", "1795000060", "20s",
+                                            NULL, "0.5", NOW_US, &param, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.npoints, 3);
+    agg_query_acc_t accs[3];
+    agg_bucket_t b;
+    for (int i = 0; i < 3; i++) {
+        agg_query_acc_init(&accs[i]);
+    }
+    make_bucket(&b, 1795000020, v, 10, 1);
+    assert_int_equal(agg_query_add(&accs[1], &b), 0);
+    json_t *doc = agg_range_json(&p, accs);
+    assert_non_null(doc);
+    json_t *pts = json_object_get(doc, "points");
+    assert_int_equal(json_array_size(pts), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 1), "t")),
+                     1795000020);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 1), "count")), 10);
+    assert_true(fabs(json_real_value(json_object_get(json_array_get(pts, 1), "rate_per_s")) -
+                     0.5) < 1e-12);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 0), "count")), 0);
+    assert_int_equal(json_integer_value(json_object_get(doc, "step")), 20);
+    json_decref(doc);
+    for (int i = 0; i < 3; i++) {
+        agg_query_acc_fini(&accs[i]);
+    }
+    agg_bucket_fini(&b);
+}
+
+static void test_issue_and_log_json(void **state)
+{
+    (void)state;
+    agg_issue_t is;
+    agg_issue_init(&is);
+    is.service = strdup("checkout");
+    is.id = strdup("abc");
+    is.type = strdup("KeyError");
+    is.message = strdup("missing");
+    is.culprit = strdup("app in f");
+    is.count = 3;
+    is.level = 5;
+    is.first_seen_us = 1795000000000000LL;
+    is.last_seen_us = 1795000001000000LL;
+    is.releases[0] = strdup("1.0");
+    is.nreleases = 1;
+    agg_issue_status_t st = {AGG_STATUS_RESOLVED, 1795000002000000LL, "api:x"};
+    json_t *doc = agg_issue_json(&is, &st, true);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "status")), "resolved");
+    assert_string_equal(json_string_value(json_object_get(doc, "level")), "error");
+    assert_string_equal(json_string_value(json_object_get(doc, "first_seen")),
+                        "2026-11-18T11:06:40.000Z");
+    assert_int_equal(json_integer_value(json_object_get(doc, "count")), 3);
+    assert_true(json_is_null(json_object_get(doc, "sample")));
+    json_decref(doc);
+    agg_issue_status_t none = {AGG_STATUS_NONE, 0, ""};
+    doc = agg_issue_json(&is, &none, false);
+    assert_string_equal(json_string_value(json_object_get(doc, "status")), "unresolved");
+    assert_null(json_object_get(doc, "sample"));
+    json_decref(doc);
+    agg_issue_fini(&is);
+
+    agg_log_t l;
+    memset(&l, 0, sizeof(l));
+    l.level = 4;
+    l.message = (agg_str_t){"payment retried", 15};
+    l.logger = (agg_str_t){"pay", 3};
+    l.nfields = 1;
+    l.keys[0] = (agg_str_t){"order", 5};
+    l.values[0] = (agg_str_t){"42", 2};
+    doc = agg_log_json(1795000000000000LL, &l);
+    assert_string_equal(json_string_value(json_object_get(doc, "level")), "warning");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "fields"), "order")),
+                        "42");
+    json_decref(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +451,9 @@ int main(void)
         cmocka_unit_test(test_params_window),
         cmocka_unit_test(test_query_math),
         cmocka_unit_test(test_quantile_accuracy),
+        cmocka_unit_test(test_range_params),
+        cmocka_unit_test(test_range_json),
+        cmocka_unit_test(test_issue_and_log_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

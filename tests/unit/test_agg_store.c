@@ -1,10 +1,16 @@
 /*
- * Unit tests for aggregator/agg_store against real LMDB files in a temporary directory:
- * a batch applied and queried, the same records applied again (skipped by offset), a
- * duplicated event_id counted once, offsets kept across close and reopen, the map grown from
- * a tiny start (and a full map rolling the batch back), owed rollups and their revisions,
- * late events, series listing and "*" queries, kind conflicts, corrupt stored values, and
- * pruning of the dedupe set.
+ * Unit tests for aggregator/agg_store against real LMDB files in temporary directories:
+ * batches applied, queried and given again (stale, not counted twice); duplicated event ids
+ * counted once, also across a reopen (the dedupe set refills from the records the partition
+ * start says to read again); late and out-of-order events in the right buckets and too-late
+ * ones counted as late; owed states, their publication and the checkpoint they allow; a
+ * takeover: a second store seeded from the first one's published states and checkpoint ends
+ * with exactly the totals of one store that saw everything, duplicates across the boundary
+ * included, and a stale owner's older states never overwrite newer ones; issues (new,
+ * regressed after a resolve, statuses, lists); logs (query by level, time and text, dedupe,
+ * retention by age and size); retention rolling 10 s buckets into 1 min ones and deleting old
+ * ones, and the view refusing states below the rolled-up horizon; kind conflicts; corrupt
+ * stored values; the map grown from a tiny start.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,630 +29,962 @@
 #include "agg_store.h"
 #include "tc_error.h"
 #include "tc_util.h"
+#include "tocsin/v1/rollup.pb-c.h"
 
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#define SEC 1000000LL
 #define T0_S 1795000000LL
-#define T0 (T0_S * 1000000)
-#define TOPIC "tocsin.events"
+#define T0 (T0_S * SEC)
+#define EVENTS "tocsin.events"
+#define ROLLUPS "tocsin.rollups"
+#define LOGS "tocsin.logs"
+
+/* ---- fixtures ---------------------------------------------------------------------------- */
 
 typedef struct {
     char dir[64];
     agg_store_t *store;
     agg_store_opts_t opts;
-} fixture_t;
+} db_t;
 
-static int setup(void **state)
+static void db_open(db_t *d, size_t map)
 {
-    fixture_t *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/test_agg_store.XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    f->opts.dir = f->dir;
-    f->opts.map_size = 16u << 20;
-    f->opts.max_map = 256u << 20;
-    f->opts.grace_ms = 2000;
-    f->opts.dedupe_window_ms = 600000;
-    f->store = agg_store_open(&f->opts);
-    *state = f;
-    return f->store ? 0 : -1;
+    snprintf(d->dir, sizeof(d->dir), "/tmp/test_agg_store.XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    memset(&d->opts, 0, sizeof(d->opts));
+    d->opts.dir = d->dir;
+    d->opts.map_size = map;
+    d->opts.max_map = 512u << 20;
+    d->opts.grace_ms = 2000;
+    d->opts.dedupe_window_ms = 600000;
+    d->opts.dedupe_max_ids = 100000;
+    assert_int_equal(agg_slo_parse("100ms,1s", &d->opts.slo), 0);
+    d->opts.raw_retention_ms = 86400000LL;
+    d->opts.max_retention_ms = 30 * 86400000LL;
+    d->opts.logs_retention_ms = 7 * 86400000LL;
+    d->opts.logs_max_bytes = 0;
+    d->opts.group = "tocsin-aggregator";
+    d->opts.events_topic = EVENTS;
+    d->store = agg_store_open(&d->opts);
+    assert_non_null(d->store);
 }
 
-static int teardown(void **state)
+static void db_reopen(db_t *d)
 {
-    fixture_t *f = *state;
-    agg_store_destroy(&f->store);
+    agg_store_destroy(&d->store);
+    agg_store_destroy(&d->store); /* safe twice */
+    d->store = agg_store_open(&d->opts);
+    assert_non_null(d->store);
+}
+
+static void db_close(db_t *d)
+{
+    agg_store_destroy(&d->store);
     char path[128];
-    snprintf(path, sizeof(path), "%s/data.mdb", f->dir);
+    snprintf(path, sizeof(path), "%s/data.mdb", d->dir);
     unlink(path);
-    snprintf(path, sizeof(path), "%s/lock.mdb", f->dir);
+    snprintf(path, sizeof(path), "%s/lock.mdb", d->dir);
     unlink(path);
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    rmdir(d->dir);
 }
 
-static void reopen(fixture_t *f)
-{
-    agg_store_destroy(&f->store);
-    agg_store_destroy(&f->store); /* safe twice */
-    f->store = agg_store_open(&f->opts);
-    assert_non_null(f->store);
-}
+/* ---- events ------------------------------------------------------------------------------ */
 
-/* What one test event is made of. */
+typedef enum { REQ, ERR, GAUGE, LOG } body_t;
+
 typedef struct {
-    uint32_t id; /* becomes the 16-byte event_id */
+    uint32_t id; /* becomes the 16-byte event id */
     const char *service;
-    const char *env;
-    const char *route;  /* a request unless metric is set */
-    const char *metric; /* a gauge with this name */
+    body_t body;
     int64_t time_us;
-    int64_t received_us; /* 0: unset */
-    uint32_t status;
-    uint64_t duration_us;
-} ev_spec_t;
+    int64_t received_us; /* 0: received at the event time */
+    double value;
+    bool error;
+    const char *type; /* errors */
+    const char *message;
+    int level;
+    const char *user;
+} ev_t;
 
-static uint8_t *pack_event(const ev_spec_t *s, size_t *len)
+typedef struct {
+    uint8_t *bytes;
+    size_t len;
+} rec_t;
+
+static rec_t encode(const ev_t *e)
 {
     Tocsin__V1__Event ev = TOCSIN__V1__EVENT__INIT;
     Tocsin__V1__Request req = TOCSIN__V1__REQUEST__INIT;
+    Tocsin__V1__ErrorEvent er = TOCSIN__V1__ERROR_EVENT__INIT;
     Tocsin__V1__Metric met = TOCSIN__V1__METRIC__INIT;
-    uint8_t id[16];
-    memset(id, 0, sizeof(id));
-    tc_be32_put(id, s->id);
-    memcpy(id + 8, "tocsin!!", 8);
+    Tocsin__V1__LogRecord lr = TOCSIN__V1__LOG_RECORD__INIT;
+    Tocsin__V1__Frame fr = TOCSIN__V1__FRAME__INIT;
+    Tocsin__V1__Frame *frames[1] = {&fr};
+    uint8_t id[16] = {0};
+    memcpy(id, &e->id, sizeof(e->id));
+    id[15] = 0x42;
     ev.event_id.data = id;
     ev.event_id.len = 16;
-    ev.service = (char *)(s->service ? s->service : "checkout");
-    ev.environment = (char *)(s->env ? s->env : "production");
-    ev.time_us = s->time_us ? s->time_us : T0 + 1000;
-    ev.received_us = s->received_us;
-    if (s->metric) {
-        met.name = (char *)s->metric;
-        met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE;
-        met.value = 1;
-        ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
-        ev.metric = &met;
-    } else {
-        req.route = (char *)(s->route ? s->route : "/pay");
-        req.status = s->status ? s->status : 200;
-        req.duration_us = s->duration_us ? s->duration_us : 1000;
+    ev.time_us = e->time_us;
+    ev.received_us = e->received_us ? e->received_us : e->time_us;
+    ev.service = (char *)(e->service ? e->service : "checkout");
+    ev.environment = "production";
+    ev.release = "1.0";
+    ev.user_id = (char *)(e->user ? e->user : "");
+    switch (e->body) {
+    case REQ:
+        req.route = "/pay";
+        req.status = e->error ? 500 : 200;
+        req.duration_us = (uint64_t)(e->value > 0 ? e->value : 1000);
         ev.body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
         ev.request = &req;
+        break;
+    case ERR:
+        er.type = (char *)(e->type ? e->type : "KeyError");
+        er.message = (char *)(e->message ? e->message : "boom");
+        er.level = (Tocsin__V1__Level)(e->level ? e->level : 5);
+        fr.function = "charge";
+        fr.module = "app";
+        fr.in_app = true;
+        fr.line = e->id; /* another line each time: still one issue */
+        er.n_frames = 1;
+        er.frames = frames;
+        ev.body_case = TOCSIN__V1__EVENT__BODY_ERROR;
+        ev.error = &er;
+        break;
+    case GAUGE:
+        met.name = "/pay"; /* the request series' name with another kind */
+        met.kind = TOCSIN__V1__METRIC_KIND__METRIC_KIND_GAUGE;
+        met.value = e->value;
+        ev.body_case = TOCSIN__V1__EVENT__BODY_METRIC;
+        ev.metric = &met;
+        break;
+    case LOG:
+        lr.level = (Tocsin__V1__Level)(e->level ? e->level : 3);
+        lr.message = (char *)(e->message ? e->message : "hello");
+        lr.logger = "app";
+        ev.body_case = TOCSIN__V1__EVENT__BODY_LOG;
+        ev.log = &lr;
+        break;
     }
-    *len = tocsin__v1__event__get_packed_size(&ev);
-    uint8_t *buf = malloc(*len);
-    assert_non_null(buf);
-    tocsin__v1__event__pack(&ev, buf);
-    return buf;
+    rec_t r;
+    r.len = tocsin__v1__event__get_packed_size(&ev);
+    r.bytes = malloc(r.len);
+    assert_non_null(r.bytes);
+    tocsin__v1__event__pack(&ev, r.bytes);
+    return r;
 }
 
-/* A batch of records built from specs; frees its values on batch_free. */
-typedef struct {
-    agg_msg_t *m;
-    size_t n;
-} batch_t;
-
-static batch_t batch_make(const ev_spec_t *specs, size_t n, int32_t partition, int64_t first_offset)
+/* Commits `n` owned records of `partition` at offsets first.. (records[i] at first + i). */
+static agg_batch_stats_t commit_events(agg_store_t *s, int32_t partition, int64_t first,
+                                       const ev_t *evs, size_t n, agg_msg_result_t *results)
 {
-    batch_t b = {calloc(n ? n : 1, sizeof(agg_msg_t)), n};
+    rec_t *recs = calloc(n ? n : 1, sizeof(*recs));
+    agg_msg_t *msgs = calloc(n ? n : 1, sizeof(*msgs));
     for (size_t i = 0; i < n; i++) {
-        b.m[i].topic = TOPIC;
-        b.m[i].partition = partition;
-        b.m[i].offset = first_offset + (int64_t)i;
-        b.m[i].value = pack_event(&specs[i], &b.m[i].len);
+        recs[i] = encode(&evs[i]);
+        msgs[i].partition = partition;
+        msgs[i].offset = first + (int64_t)i;
+        msgs[i].value = recs[i].bytes;
+        msgs[i].len = recs[i].len;
+        msgs[i].dedupe = AGG_DEDUPE_UNKNOWN;
     }
-    return b;
+    agg_commit_t c = {.events_topic = EVENTS, .events = msgs, .nevents = n,
+                      .rollups_topic = ROLLUPS, .logs_topic = LOGS, .now_us = T0 + 3600 * SEC};
+    agg_batch_stats_t st;
+    assert_int_equal(agg_store_commit(s, &c, &st), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (results) {
+            results[i] = msgs[i].result;
+        }
+        free(recs[i].bytes);
+    }
+    free(recs);
+    free(msgs);
+    return st;
 }
 
-static void batch_free(batch_t *b)
-{
-    for (size_t i = 0; i < b->n; i++) {
-        free((void *)b->m[i].value);
-    }
-    free(b->m);
-}
-
-/* Query result for service/name over a window ending at T0 + 1 h. */
-static uint64_t count_of(agg_store_t *s, const char *service, const char *name, const char *env,
-                         uint64_t *errors)
+static uint64_t query_count(agg_store_t *s, const char *service, const char *name, int64_t from_s,
+                            int64_t to_s, agg_bucket_t *out)
 {
     agg_query_params_t p;
     const char *param = NULL;
     char err[128];
-    assert_int_equal(agg_query_params_parse(&p, service, name, "2h", env, NULL, T0 + 3600000000LL,
-                                            &param, err, sizeof(err)),
+    assert_int_equal(agg_query_params_parse(&p, service, name, "1h", NULL, NULL, T0, &param, err,
+                                            sizeof(err)),
                      0);
+    p.from_s = from_s;
+    p.to_s = to_s;
     agg_query_acc_t acc;
     agg_query_acc_init(&acc);
-    assert_int_equal(agg_store_query(s, &p, &acc, NULL), 0);
+    uint64_t corrupt = 0;
+    assert_int_equal(agg_store_query(s, &p, &acc, &corrupt), 0);
     uint64_t n = acc.total.count;
-    if (errors) {
-        *errors = acc.total.errors;
+    if (out) {
+        agg_bucket_copy(out, &acc.total);
     }
     agg_query_acc_fini(&acc);
     return n;
 }
 
-static void test_apply_and_reapply(void **state)
+static uint64_t total(agg_store_t *s, const char *name)
 {
-    fixture_t *f = *state;
-    enum { N = 1000 };
-    ev_spec_t specs[N];
-    memset(specs, 0, sizeof(specs));
-    for (int i = 0; i < N; i++) {
-        specs[i].id = (uint32_t)i + 1;
-        specs[i].time_us = T0 + (int64_t)i * 37000; /* spread over 4 buckets */
-        specs[i].status = i % 50 == 0 ? 500 : 200;
-        specs[i].duration_us = 1000 + (uint64_t)i;
-    }
-    batch_t b = batch_make(specs, N, 0, 100);
-    agg_batch_stats_t st;
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0 + 5000000, &st), 0);
-    assert_int_equal(st.consumed, N);
-    assert_int_equal(st.applied, N);
-    assert_int_equal(st.buckets_written, 4);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(b.m[i].result, AGG_MSG_APPLIED);
-    }
-    uint64_t errors = 0;
-    assert_int_equal(count_of(f->store, "checkout", "/pay", NULL, &errors), N);
-    assert_int_equal(errors, N / 50);
-    int64_t next = 0;
-    assert_int_equal(agg_store_offset_get(f->store, TOPIC, 0, &next), 0);
-    assert_int_equal(next, 100 + N);
-    assert_int_equal(agg_store_offset_get(f->store, TOPIC, 1, &next), TC_ENOTFOUND);
-
-    /* The same records again, as after a crash between the LMDB commit and the consumer's
-     * progress: all skipped by offset, nothing counted twice. */
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0 + 6000000, &st), 0);
-    assert_int_equal(st.stale, N);
-    assert_int_equal(st.applied, 0);
-    assert_int_equal(b.m[0].result, AGG_MSG_STALE);
-    assert_int_equal(count_of(f->store, "checkout", "/pay", NULL, NULL), N);
-
-    /* The offsets outlive the process. */
-    reopen(f);
-    assert_int_equal(agg_store_offset_get(f->store, TOPIC, 0, &next), 0);
-    assert_int_equal(next, 100 + N);
-    assert_int_equal(count_of(f->store, "checkout", "/pay", NULL, NULL), N);
-    batch_free(&b);
+    return query_count(s, "checkout", name, T0_S - 86400, T0_S + 86400, NULL);
 }
 
-static void test_duplicates(void **state)
-{
-    fixture_t *f = *state;
-    /* Ids 1..10 once, then ids 5..14: 5..10 are client resends at new offsets. */
-    ev_spec_t specs[20];
-    memset(specs, 0, sizeof(specs));
-    for (int i = 0; i < 10; i++) {
-        specs[i].id = (uint32_t)i + 1;
-        specs[10 + i].id = (uint32_t)i + 5;
-    }
-    batch_t a = batch_make(specs, 10, 3, 0);
-    batch_t b = batch_make(specs + 10, 10, 3, 10);
-    agg_batch_stats_t st;
-    assert_int_equal(agg_store_apply(f->store, a.m, a.n, NULL, 0, T0 + 5000000, &st), 0);
-    assert_int_equal(st.applied, 10);
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0 + 5000000, &st), 0);
-    assert_int_equal(st.applied, 4);
-    assert_int_equal(st.duplicates, 6);
-    assert_int_equal(b.m[0].result, AGG_MSG_DUPLICATE);
-    assert_int_equal(b.m[9].result, AGG_MSG_APPLIED);
-    assert_int_equal(count_of(f->store, "checkout", "/pay", NULL, NULL), 14);
-
-    /* Duplicates inside one batch count once too. */
-    ev_spec_t same[3] = {{.id = 99}, {.id = 99}, {.id = 99}};
-    batch_t c = batch_make(same, 3, 3, 20);
-    assert_int_equal(agg_store_apply(f->store, c.m, c.n, NULL, 0, T0 + 5000000, &st), 0);
-    assert_int_equal(st.applied, 1);
-    assert_int_equal(st.duplicates, 2);
-    assert_int_equal(count_of(f->store, "checkout", "/pay", NULL, NULL), 15);
-    batch_free(&a);
-    batch_free(&b);
-    batch_free(&c);
-}
-
-static void test_dedupe_window(void **state)
-{
-    fixture_t *f = *state;
-    agg_batch_stats_t st;
-    /* id 1 received at T0; id 2 received 11 minutes later prunes it (window 10 min). */
-    ev_spec_t s1[1] = {{.id = 1, .received_us = T0}};
-    ev_spec_t s2[1] = {{.id = 2, .received_us = T0 + 660000000LL}};
-    ev_spec_t s3[1] = {{.id = 1, .received_us = T0 + 661000000LL}};
-    batch_t a = batch_make(s1, 1, 0, 0), b = batch_make(s2, 1, 0, 1), c = batch_make(s3, 1, 0, 2);
-    int64_t now = T0 + 700000000LL;
-    assert_int_equal(agg_store_apply(f->store, a.m, 1, NULL, 0, now, &st), 0);
-    assert_int_equal(st.applied, 1);
-    assert_int_equal(agg_store_apply(f->store, b.m, 1, NULL, 0, now, &st), 0);
-    assert_int_equal(st.dedupe_pruned, 1);
-    /* id 1 again, long after the window: counted as a new event. */
-    assert_int_equal(agg_store_apply(f->store, c.m, 1, NULL, 0, now, &st), 0);
-    assert_int_equal(st.applied, 1);
-    assert_int_equal(st.duplicates, 0);
-    batch_free(&a);
-    batch_free(&b);
-    batch_free(&c);
-}
-
-static void test_invalid_and_ignored(void **state)
-{
-    fixture_t *f = *state;
-    static const uint8_t junk[] = {0xde, 0xad, 0xbe, 0xef};
-    Tocsin__V1__Event ev = TOCSIN__V1__EVENT__INIT;
-    Tocsin__V1__LogRecord log = TOCSIN__V1__LOG_RECORD__INIT;
-    uint8_t id[16] = {1};
-    ev.event_id.data = id;
-    ev.event_id.len = 16;
-    ev.service = "checkout";
-    ev.body_case = TOCSIN__V1__EVENT__BODY_LOG;
-    ev.log = &log;
-    uint8_t logbuf[128];
-    size_t loglen = tocsin__v1__event__pack(&ev, logbuf);
-    agg_msg_t m[2] = {
-        {.topic = TOPIC, .partition = 1, .offset = 7, .value = junk, .len = sizeof(junk)},
-        {.topic = TOPIC, .partition = 1, .offset = 8, .value = logbuf, .len = loglen}};
-    agg_batch_stats_t st;
-    assert_int_equal(agg_store_apply(f->store, m, 2, NULL, 0, T0, &st), 0);
-    assert_int_equal(m[0].result, AGG_MSG_INVALID);
-    assert_string_equal(m[0].reason, "protobuf");
-    assert_int_equal(m[1].result, AGG_MSG_IGNORED);
-    assert_int_equal(st.invalid, 1);
-    assert_int_equal(st.ignored, 1);
-    /* The offset moves past bad records too: they are not read again. */
-    int64_t next = 0;
-    assert_int_equal(agg_store_offset_get(f->store, TOPIC, 1, &next), 0);
-    assert_int_equal(next, 9);
-}
-
-static void test_map_growth(void **state)
-{
-    fixture_t *f = *state;
-    agg_store_destroy(&f->store);
-    f->opts.map_size = 64 * 1024; /* 16 pages */
-    f->opts.max_map = 256u << 20;
-    char dir[96];
-    snprintf(dir, sizeof(dir), "%s/grow", f->dir);
-    f->opts.dir = dir;
-    f->store = agg_store_open(&f->opts);
-    assert_non_null(f->store);
-    size_t before = agg_store_map_bytes(f->store);
-    /* 20,000 events over 2,000 buckets: megabytes, far beyond the first map. */
-    enum { N = 20000 };
-    ev_spec_t *specs = calloc(N, sizeof(*specs));
-    for (int i = 0; i < N; i++) {
-        specs[i].id = (uint32_t)i + 1;
-        specs[i].time_us = T0 + (int64_t)(i % 2000) * 10000000;
-        specs[i].duration_us = 100 + (uint64_t)i * 7;
-    }
-    for (int k = 0; k < 4; k++) {
-        batch_t b = batch_make(specs + k * (N / 4), N / 4, 0, k * (N / 4));
-        agg_batch_stats_t st;
-        assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0, &st), 0);
-        assert_int_equal(st.applied, N / 4);
-        batch_free(&b);
-    }
-    size_t after = agg_store_map_bytes(f->store);
-    assert_true(after > before);
-    assert_true(agg_store_used_bytes(f->store) <= after);
-    agg_query_params_t p;
-    const char *param = NULL;
-    char err[128];
-    assert_int_equal(agg_query_params_parse(&p, "checkout", "/pay", "30d", NULL, NULL,
-                                            T0 + 20000000000LL, &param, err, sizeof(err)),
-                     0);
-    agg_query_acc_t acc;
-    agg_query_acc_init(&acc);
-    assert_int_equal(agg_store_query(f->store, &p, &acc, NULL), 0);
-    assert_int_equal(acc.total.count, N);
-    assert_int_equal(acc.buckets, 2000);
-    agg_query_acc_fini(&acc);
-
-    /* A map that may not grow any further: the batch is refused whole and can be retried. */
-    agg_store_destroy(&f->store);
-    snprintf(dir, sizeof(dir), "%s/full", f->dir);
-    f->opts.map_size = 64 * 1024;
-    f->opts.max_map = 128 * 1024;
-    f->store = agg_store_open(&f->opts);
-    assert_non_null(f->store);
-    batch_t b = batch_make(specs, N, 1, 0);
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0, NULL), TC_EFULL);
-    int64_t next = 0;
-    assert_int_equal(agg_store_offset_get(f->store, TOPIC, 1, &next), TC_ENOTFOUND);
-    batch_free(&b);
-    free(specs);
-
-    agg_store_destroy(&f->store);
-    const char *subs[] = {"grow", "full"};
-    for (int i = 0; i < 2; i++) {
-        char path[160];
-        snprintf(path, sizeof(path), "%s/%s/data.mdb", f->dir, subs[i]);
-        unlink(path);
-        snprintf(path, sizeof(path), "%s/%s/lock.mdb", f->dir, subs[i]);
-        unlink(path);
-        snprintf(path, sizeof(path), "%s/%s", f->dir, subs[i]);
-        rmdir(path);
-    }
-    f->opts.dir = f->dir;
-    f->store = agg_store_open(&f->opts);
-}
+/* ---- publishing, as the daemon does it -------------------------------------------------------- */
 
 typedef struct {
-    agg_owed_ref_t refs[16];
-    uint64_t counts[16];
-    bool have[16];
+    rec_t recs[4096];
+    agg_owed_ref_t refs[4096];
     size_t n;
-} owed_t;
+} published_t;
 
-static int collect_owed(void *ctx, const agg_owed_ref_t *ref, const agg_bucket_t *b)
+static int collect(void *ctx, const agg_publish_item_t *item)
 {
-    owed_t *o = ctx;
-    if (o->n < 16) {
-        o->refs[o->n] = *ref;
-        o->have[o->n] = b != NULL;
-        o->counts[o->n] = b ? b->count : 0;
-        o->n++;
+    published_t *p = ctx;
+    assert_true(p->n < N_ELEMS(p->recs));
+    p->refs[p->n] = item->ref;
+    if (item->value) {
+        p->recs[p->n].bytes = malloc(item->vlen);
+        memcpy(p->recs[p->n].bytes, item->value, item->vlen);
+        p->recs[p->n].len = item->vlen;
+    } else {
+        p->recs[p->n].bytes = NULL;
+        p->recs[p->n].len = 0;
     }
+    p->n++;
     return 0;
 }
 
-static void test_owed_rollups_and_late(void **state)
+static void published_free(published_t *p)
 {
-    fixture_t *f = *state;
-    ev_spec_t specs[3] = {{.id = 1, .received_us = T0 + 2000000},
-                          {.id = 2, .received_us = T0 + 3000000},
-                          {.id = 3, .time_us = T0 + 10000000, .received_us = T0 + 11000000}};
-    batch_t b = batch_make(specs, 3, 0, 0);
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0 + 11000000, NULL), 0);
-    owed_t o = {0};
-    /* At T0 + 11 s nothing is closed yet (end 10 s + grace 2 s). */
-    assert_int_equal(agg_store_owed(f->store, T0 + 11000000, collect_owed, &o), 0);
-    assert_int_equal(o.n, 0);
-    assert_int_equal(agg_store_owed_count(f->store), 2);
-    /* At T0 + 12 s the first bucket is, and only it. */
-    assert_int_equal(agg_store_owed(f->store, T0 + 12000000, collect_owed, &o), 0);
-    assert_int_equal(o.n, 1);
-    assert_true(o.have[0]);
-    assert_int_equal(o.counts[0], 2);
-    assert_int_equal(o.refs[0].revision, 1);
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->recs[i].bytes);
+    }
+    p->n = 0;
+}
 
-    /* Delivered: no longer owed. A second clear of the same ref is harmless. */
+/* Walks the owed states at `now`, returns the checkpoint of partition 0. */
+static agg_checkpoint_t publish(agg_store_t *s, int64_t now, published_t *out)
+{
+    int32_t owned[1] = {0};
+    agg_checkpoint_t cps[1];
+    assert_int_equal(agg_store_owed(s, now, "test", NULL, collect, out, owned, 1, cps), 0);
+    return cps[0];
+}
+
+/* Confirms the delivery of everything in `p` (the next commit clears it). */
+static void deliver(agg_store_t *s, const published_t *p)
+{
+    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .logs_topic = LOGS,
+                      .delivered = p->refs, .ndelivered = p->n, .now_us = T0};
+    assert_int_equal(agg_store_commit(s, &c, NULL), 0);
+}
+
+/* Gives records of tocsin.rollups to a store's view, at offsets first.. of partition 0. */
+static agg_batch_stats_t view_apply(agg_store_t *s, int64_t first, rec_t *recs, size_t n)
+{
+    agg_msg_t *msgs = calloc(n ? n : 1, sizeof(*msgs));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!recs[i].bytes) {
+            continue;
+        }
+        msgs[k].partition = 0;
+        msgs[k].offset = first + (int64_t)k;
+        msgs[k].value = recs[i].bytes;
+        msgs[k].len = recs[i].len;
+        msgs[k].dedupe = AGG_DEDUPE_UNKNOWN;
+        k++;
+    }
+    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .rollups = msgs,
+                      .nrollups = k, .logs_topic = LOGS, .now_us = T0};
     agg_batch_stats_t st;
-    assert_int_equal(agg_store_apply(f->store, NULL, 0, o.refs, 1, T0 + 12000000, &st), 0);
-    assert_int_equal(st.owed_cleared, 1);
-    assert_int_equal(agg_store_apply(f->store, NULL, 0, o.refs, 1, T0 + 12000000, &st), 0);
-    assert_int_equal(st.owed_cleared, 0);
-    memset(&o, 0, sizeof(o));
-    assert_int_equal(agg_store_owed(f->store, T0 + 13000000, collect_owed, &o), 0);
-    assert_int_equal(o.n, 0);
+    assert_int_equal(agg_store_commit(s, &c, &st), 0);
+    free(msgs);
+    return st;
+}
 
-    /* A late event (received after end + grace) still counts, is marked late, and makes
-     * the bucket owed again with a higher revision. */
-    ev_spec_t late[1] = {{.id = 4, .received_us = T0 + 30000000}};
-    batch_t l = batch_make(late, 1, 0, 3);
-    assert_int_equal(agg_store_apply(f->store, l.m, 1, NULL, 0, T0 + 30000000, &st), 0);
+static rec_t checkpoint_rec(const agg_checkpoint_t *cp)
+{
+    Tocsin__V1__Checkpoint pb = TOCSIN__V1__CHECKPOINT__INIT;
+    pb.group = "tocsin-aggregator";
+    pb.topic = EVENTS;
+    pb.partition = (uint32_t)cp->partition;
+    pb.offset = cp->offset;
+    pb.dedupe_from = cp->dedupe_from;
+    pb.time_us = T0;
+    Tocsin__V1__Rollup r = TOCSIN__V1__ROLLUP__INIT;
+    r.producer = "a";
+    r.body_case = TOCSIN__V1__ROLLUP__BODY_CHECKPOINT;
+    r.checkpoint = &pb;
+    rec_t out;
+    out.len = tocsin__v1__rollup__get_packed_size(&r);
+    out.bytes = malloc(out.len);
+    tocsin__v1__rollup__pack(&r, out.bytes);
+    return out;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static ev_t req(uint32_t id, int64_t t, double us, bool error)
+{
+    ev_t e = {.id = id, .body = REQ, .time_us = t, .value = us, .error = error};
+    return e;
+}
+
+static void test_apply_and_reapply(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[100];
+    for (uint32_t i = 0; i < 100; i++) {
+        evs[i] = req(i, T0 + i * 100000, 1000.0 * (i + 1), i % 10 == 0);
+    }
+    agg_batch_stats_t st = commit_events(d.store, 0, 0, evs, 100, NULL);
+    assert_int_equal(st.applied, 100);
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S, T0_S + 10, &b), 100);
+    assert_int_equal(b.errors, 10);
+    assert_int_equal(b.slow[0], 0); /* nothing above 100 ms */
+    /* The same records again: below the stored offset, not counted. */
+    st = commit_events(d.store, 0, 0, evs, 100, NULL);
+    assert_int_equal(st.stale, 100);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(total(d.store, "/pay"), 100);
+    int64_t next = 0;
+    assert_int_equal(agg_store_offset_get(d.store, EVENTS, 0, &next), 0);
+    assert_int_equal(next, 100);
+    assert_int_equal(agg_store_offset_get(d.store, EVENTS, 1, &next), TC_ENOTFOUND);
+    /* Kept across a reopen. */
+    db_reopen(&d);
+    assert_int_equal(total(d.store, "/pay"), 100);
+    assert_int_equal(agg_store_offset_get(d.store, EVENTS, 0, &next), 0);
+    assert_int_equal(next, 100);
+    agg_bucket_fini(&b);
+    db_close(&d);
+}
+
+static void test_duplicates_and_restart(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[60];
+    for (uint32_t i = 0; i < 60; i++) {
+        evs[i] = req(i % 50, T0 + i * 1000, 1000, false); /* ids 0..9 come twice */
+    }
+    agg_msg_result_t res[60];
+    agg_batch_stats_t st = commit_events(d.store, 0, 0, evs, 60, res);
+    assert_int_equal(st.applied, 50);
+    assert_int_equal(st.duplicates, 10);
+    assert_int_equal(res[55], AGG_MSG_DUPLICATE);
+    assert_int_equal(total(d.store, "/pay"), 50);
+    /* A restart: the dedupe set is empty until the partition's records are read again from
+     * where the partition start says. */
+    db_reopen(&d);
+    int64_t start = 0, from = 0;
+    const char *source = NULL;
+    assert_int_equal(agg_store_partition_start(d.store, 0, &start, &from, &source), 0);
+    assert_int_equal(start, 60);
+    assert_string_equal(source, "local");
+    assert_true(from >= 0 && from <= 0); /* everything is inside the 10 min window */
+    commit_events(d.store, 0, from, evs + from, (size_t)(60 - from), NULL); /* all stale */
+    ev_t more[10];
+    for (uint32_t i = 0; i < 10; i++) {
+        more[i] = req(i < 5 ? 20 + i : 100 + i, T0 + 100000, 1000, false);
+    }
+    st = commit_events(d.store, 0, 60, more, 10, NULL);
+    assert_int_equal(st.duplicates, 5);
+    assert_int_equal(st.applied, 5);
+    assert_int_equal(total(d.store, "/pay"), 55);
+    db_close(&d);
+}
+
+static void test_late_and_out_of_order(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    /* Buckets [T0, T0+10) and [T0+10, T0+20); grace 2 s. */
+    ev_t evs[] = {
+        req(1, T0 + 15 * SEC, 1000, false),               /* second bucket first */
+        req(2, T0 + 3 * SEC, 1000, false),                /* out of order: first bucket */
+        {.id = 3, .body = REQ, .time_us = T0 + 9 * SEC, .value = 1000,
+         .received_us = T0 + 11 * SEC},                   /* within grace: its bucket */
+        {.id = 4, .body = REQ, .time_us = T0 + 1 * SEC, .value = 1000,
+         .received_us = T0 + 25 * SEC},                   /* too late: counted as late */
+        req(5, T0 + 19 * SEC, 1000, false),
+    };
+    agg_msg_result_t res[N_ELEMS(evs)];
+    agg_batch_stats_t st = commit_events(d.store, 0, 0, evs, N_ELEMS(evs), res);
+    assert_int_equal(st.applied, 4);
     assert_int_equal(st.late, 1);
-    assert_true(l.m[0].late);
-    memset(&o, 0, sizeof(o));
-    assert_int_equal(agg_store_owed(f->store, T0 + 30000000, collect_owed, &o), 0);
-    assert_int_equal(o.n, 2); /* both buckets are closed now */
-    assert_int_equal(o.counts[0], 3);
-    assert_int_equal(o.refs[0].revision, 2);
+    assert_int_equal(res[3], AGG_MSG_LATE);
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S, T0_S + 10, &b), 2);
+    assert_int_equal(b.late, 0);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S + 10, T0_S + 20, &b), 2);
+    /* The late one is counted in the bucket it arrived in, [T0+20, T0+30). */
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S + 20, T0_S + 30, &b), 0);
+    assert_int_equal(b.late, 1);
+    /* A range query sees each bucket at its own step. */
+    agg_query_params_t p;
+    const char *param = NULL;
+    char err[128];
+    assert_int_equal(agg_range_params_parse(&p, "checkout", "*", "1795000000", "1795000030", "10s",
+                                            NULL, NULL, T0 + 60 * SEC, &param, err, sizeof(err)),
+                     0);
+    agg_query_acc_t accs[3];
+    for (int i = 0; i < 3; i++) {
+        agg_query_acc_init(&accs[i]);
+    }
+    assert_int_equal(agg_store_range(d.store, &p, accs, NULL), 0);
+    assert_int_equal(accs[0].total.count, 2);
+    assert_int_equal(accs[1].total.count, 2);
+    assert_int_equal(accs[2].total.late, 1);
+    for (int i = 0; i < 3; i++) {
+        agg_query_acc_fini(&accs[i]);
+    }
+    agg_bucket_fini(&b);
+    db_close(&d);
+}
 
-    /* A delivery report for an older revision does not clear the newer one. */
-    agg_owed_ref_t old = o.refs[0];
-    old.revision = 1;
-    assert_int_equal(agg_store_apply(f->store, NULL, 0, &old, 1, T0 + 30000000, &st), 0);
-    assert_int_equal(st.owed_cleared, 0);
-    assert_int_equal(agg_store_owed_count(f->store), 2);
+/* Owed states: every change is published; a mark stays until its bucket's closed revision is
+ * delivered; the checkpoint never passes an undelivered change. */
+static void test_owed_and_checkpoint(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[20];
+    for (uint32_t i = 0; i < 20; i++) {
+        evs[i] = req(i, T0 + i * SEC, 1000, false); /* buckets T0 and T0+10 */
+    }
+    commit_events(d.store, 0, 0, evs, 20, NULL);
+    static published_t p;
+    agg_checkpoint_t cp = publish(d.store, T0 + 5 * SEC, &p);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(cp.offset, 0); /* nothing delivered yet */
+    assert_false(p.refs[0].closed || p.refs[1].closed);
+    deliver(d.store, &p);
+    published_free(&p);
+    cp = publish(d.store, T0 + 5 * SEC, &p);
+    assert_int_equal(p.n, 0); /* delivered; the buckets are still open */
+    assert_int_equal(cp.offset, 20);
+    /* The first bucket closes at T0 + 12 s: published once more, closed. */
+    cp = publish(d.store, T0 + 13 * SEC, &p);
+    assert_int_equal(p.n, 1);
+    assert_true(p.refs[0].closed);
+    deliver(d.store, &p);
+    published_free(&p);
+    cp = publish(d.store, T0 + 13 * SEC, &p);
+    assert_int_equal(p.n, 0);
+    /* A new change: the checkpoint stays below it until it is delivered. */
+    ev_t one = req(100, T0 + 15 * SEC, 1000, false);
+    commit_events(d.store, 0, 20, &one, 1, NULL);
+    cp = publish(d.store, T0 + 16 * SEC, &p);
+    assert_int_equal(p.n, 1);
+    assert_int_equal(cp.offset, 20);
+    deliver(d.store, &p);
+    published_free(&p);
+    cp = publish(d.store, T0 + 16 * SEC, &p);
+    assert_int_equal(cp.offset, 21);
+    assert_int_equal(agg_store_owed_count(d.store), 1); /* the open second bucket */
+    /* A revoked partition's marks go. */
+    assert_int_equal(agg_store_partition_revoked(d.store, 0), 0);
+    assert_int_equal(agg_store_owed_count(d.store), 0);
+    db_close(&d);
+}
 
-    /* A late event arriving without received_us is judged by `now`. */
-    ev_spec_t late2[1] = {{.id = 5}};
-    batch_t l2 = batch_make(late2, 1, 0, 4);
-    assert_int_equal(agg_store_apply(f->store, l2.m, 1, NULL, 0, T0 + 30000000, &st), 0);
-    assert_int_equal(st.late, 1);
-    batch_free(&b);
-    batch_free(&l);
-    batch_free(&l2);
+/* A takes partition 0, publishes and checkpoints part of it, applies more and dies. B starts
+ * from A's checkpoint with A's published states in its view, reads on, and ends with the
+ * totals of one store that saw everything. */
+static void test_takeover(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    static ev_t evs[N];
+    for (uint32_t i = 0; i < N; i++) {
+        /* ids repeat: record 120 + k resends record 90 + k (k < 10), across the boundary. */
+        uint32_t id = i >= 120 && i < 130 ? i - 30 : i;
+        evs[i] = req(id, T0 + (int64_t)i * 100000, 1000.0 * (1 + i % 50), i % 7 == 0);
+        if (i % 3 == 0) {
+            evs[i].body = ERR;
+            evs[i].type = i % 2 ? "KeyError" : "ValueError";
+        }
+        evs[i].user = i % 2 ? "u1" : "u2";
+    }
+    db_t ref, a, b;
+    db_open(&ref, 16u << 20);
+    db_open(&a, 16u << 20);
+    db_open(&b, 16u << 20);
+    commit_events(ref.store, 0, 0, evs, N, NULL);
+
+    /* A: 0..99, published and delivered, checkpoint 100; then 100..149 never published. */
+    static published_t pa;
+    commit_events(a.store, 0, 0, evs, 100, NULL);
+    publish(a.store, T0, &pa);
+    deliver(a.store, &pa);
+    static published_t pa2;
+    agg_checkpoint_t cp = publish(a.store, T0, &pa2);
+    assert_int_equal(cp.offset, 100);
+    assert_int_equal(pa2.n, 0);
+    commit_events(a.store, 0, 100, evs + 100, 50, NULL);
+
+    /* B's view reads A's states and checkpoint. */
+    rec_t cpr = checkpoint_rec(&cp);
+    view_apply(b.store, 0, pa.recs, pa.n);
+    view_apply(b.store, (int64_t)pa.n, &cpr, 1);
+    int64_t start = 0, from = 0;
+    const char *source = NULL;
+    assert_int_equal(agg_store_partition_start(b.store, 0, &start, &from, &source), 0);
+    assert_int_equal(start, 100);
+    assert_string_equal(source, "checkpoint");
+    assert_true(from <= 90); /* the dedupe window reaches back before the resends' originals */
+    agg_batch_stats_t st = commit_events(b.store, 0, from, evs + from, (size_t)(N - from), NULL);
+    assert_int_equal(st.stale, (uint64_t)(100 - from));
+    assert_int_equal(st.duplicates, 10);
+    assert_int_equal(total(b.store, "/pay"), total(ref.store, "/pay"));
+    assert_int_equal(total(b.store, "$errors"), total(ref.store, "$errors"));
+    agg_bucket_t x, y;
+    agg_bucket_init(&x);
+    agg_bucket_init(&y);
+    query_count(b.store, "checkout", "/pay", T0_S - 60, T0_S + 60, &x);
+    query_count(ref.store, "checkout", "/pay", T0_S - 60, T0_S + 60, &y);
+    assert_int_equal(x.errors, y.errors);
+    assert_int_equal(x.sketch.count, y.sketch.count);
+    assert_true(tc_sketch_quantile(&x.sketch, 0.99) == tc_sketch_quantile(&y.sketch, 0.99));
+    assert_true(tc_hll_count(&x.users) == tc_hll_count(&y.users));
+
+    /* A's stale states (from before B took over) reach B's view late: B keeps its own. */
+    static published_t pa3;
+    publish(a.store, T0, &pa3);
+    assert_true(pa3.n > 0);
+    st = view_apply(b.store, (int64_t)pa.n + 1, pa3.recs, pa3.n);
+    assert_int_equal(st.view_applied, 0);
+    assert_int_equal(total(b.store, "/pay"), total(ref.store, "/pay"));
+    /* And B's newer states replace A's in A's view. */
+    static published_t pb;
+    int32_t owned[1] = {0};
+    agg_checkpoint_t cps[1];
+    assert_int_equal(agg_store_owed(b.store, T0, "b", NULL, collect, &pb, owned, 1, cps), 0);
+    st = view_apply(a.store, 0, pb.recs, pb.n);
+    assert_true(st.view_applied > 0);
+    assert_int_equal(total(a.store, "/pay"), total(ref.store, "/pay"));
+
+    /* The issues too: B's merged issues equal the reference's. */
+    uint64_t counts[3] = {0};
+    (void)counts;
+    agg_bucket_fini(&x);
+    agg_bucket_fini(&y);
+    free(cpr.bytes);
+    published_free(&pa);
+    published_free(&pa2);
+    published_free(&pa3);
+    published_free(&pb);
+    db_close(&ref);
+    db_close(&a);
+    db_close(&b);
 }
 
 typedef struct {
-    int n;
-    char names[8][32];
-    agg_kind_t kinds[8];
-} series_list_t;
+    char ids[8][40];
+    uint64_t counts[8];
+    agg_status_t status[8];
+    size_t n;
+} issues_t;
 
-static int collect_series(void *ctx, const agg_series_info_t *s)
+static int take_issue(void *ctx, const agg_issue_t *is, const agg_issue_status_t *st)
 {
-    series_list_t *l = ctx;
+    issues_t *l = ctx;
     if (l->n < 8) {
-        snprintf(l->names[l->n], sizeof(l->names[0]), "%s@%s", s->name, s->environment);
-        l->kinds[l->n] = s->kind;
+        snprintf(l->ids[l->n], sizeof(l->ids[l->n]), "%s", is->id);
+        l->counts[l->n] = is->count;
+        l->status[l->n] = st->status;
         l->n++;
     }
     return 0;
 }
 
-static void test_series_star_and_conflicts(void **state)
+typedef struct {
+    int kinds[16];
+    size_t n;
+    uint64_t last;
+} changes_t;
+
+static int take_change(void *ctx, uint64_t seq, const uint8_t *key, size_t klen,
+                       const uint8_t *value, size_t vlen)
 {
-    fixture_t *f = *state;
-    ev_spec_t specs[] = {
-        {.id = 1, .route = "/a"},
-        {.id = 2, .route = "/a"},
-        {.id = 3, .route = "/b", .status = 503},
-        {.id = 4, .route = "/b", .env = "staging"},
-        {.id = 5, .metric = "queue.depth"},
-        {.id = 6, .route = "/a", .service = "search"},
-        {.id = 7, .route = "queue.depth", .env = "staging"}, /* a gauge's name as a route */
-    };
-    size_t n = sizeof(specs) / sizeof(specs[0]);
-    batch_t b = batch_make(specs, n, 2, 0);
-    agg_batch_stats_t st;
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0, &st), 0);
-    assert_int_equal(st.applied, 6);
-    assert_int_equal(st.conflicts, 1);
-    assert_int_equal(b.m[6].result, AGG_MSG_CONFLICT);
-    assert_string_equal(b.m[6].reason, "kind");
-
-    uint64_t errors = 0;
-    assert_int_equal(count_of(f->store, "checkout", "*", NULL, &errors), 4);
-    assert_int_equal(errors, 1);
-    assert_int_equal(count_of(f->store, "checkout", "*", "production", NULL), 3);
-    assert_int_equal(count_of(f->store, "checkout", "*", "staging", NULL), 1);
-    assert_int_equal(count_of(f->store, "checkout", "/a", NULL, NULL), 2);
-    assert_int_equal(count_of(f->store, "checkout", "queue.depth", NULL, NULL), 1);
-    assert_int_equal(count_of(f->store, "search", "*", NULL, NULL), 1);
-    assert_int_equal(count_of(f->store, "nobody", "*", NULL, NULL), 0);
-
-    series_list_t l = {0};
-    assert_int_equal(agg_store_series(f->store, "checkout", collect_series, &l), 0);
-    assert_int_equal(l.n, 4);
-    int seen = 0;
-    for (int i = 0; i < l.n; i++) {
-        if (strcmp(l.names[i], "queue.depth@production") == 0) {
-            assert_int_equal(l.kinds[i], AGG_KIND_GAUGE);
-            seen++;
-        }
-        if (strcmp(l.names[i], "/b@staging") == 0) {
-            assert_int_equal(l.kinds[i], AGG_KIND_REQUESTS);
-            seen++;
-        }
+    changes_t *c = ctx;
+    Tocsin__V1__Rollup *r = tocsin__v1__rollup__unpack(NULL, vlen, value);
+    assert_non_null(r);
+    if (c->n < 16) {
+        c->kinds[c->n++] = r->body_case == TOCSIN__V1__ROLLUP__BODY_ISSUE ? (int)r->issue->kind
+                                                                           : 100 + (int)r->body_case;
     }
-    assert_int_equal(seen, 2);
-    memset(&l, 0, sizeof(l));
-    assert_int_equal(agg_store_series(f->store, NULL, collect_series, &l), 0);
-    assert_int_equal(l.n, 5);
-    batch_free(&b);
+    c->last = seq;
+    tocsin__v1__rollup__free_unpacked(r, NULL);
+    return 0;
 }
 
-/* Overwrites every value of a named database of the store's files with `junk`. */
-static void corrupt_db(const char *dir, const char *name, const void *junk, size_t len)
+static void test_issues(void **state)
 {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi;
-    MDB_cursor *cur = NULL;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-    assert_int_equal(mdb_env_set_mapsize(env, 16u << 20), 0);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, name, 0, &dbi), 0);
-    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
-    MDB_val k, v;
-    int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        MDB_val nv = {len, (void *)junk};
-        assert_int_equal(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), 0);
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[] = {
+        {.id = 1, .body = ERR, .time_us = T0, .type = "KeyError", .message = "missing 1"},
+        {.id = 2, .body = ERR, .time_us = T0 + SEC, .type = "KeyError", .message = "missing 2"},
+        {.id = 3, .body = ERR, .time_us = T0 + SEC, .type = "ValueError", .message = "bad"},
+    };
+    commit_events(d.store, 0, 0, evs, 3, NULL);
+    changes_t ch = {{0}, 0, 0};
+    assert_int_equal(agg_store_changes(d.store, 0, take_change, &ch), 0);
+    assert_int_equal(ch.n, 2); /* two new issues: KeyError (lines differ) and ValueError */
+    assert_int_equal(ch.kinds[0], 1);
+    assert_int_equal(ch.kinds[1], 1);
+    issues_t l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(agg_store_issues(d.store, "checkout", take_issue, &l), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.counts[0] + l.counts[1], 3);
+    assert_int_equal(total(d.store, "$errors"), 3);
+    /* The published changes are forgotten after their delivery. */
+    uint64_t done[2] = {1, 2};
+    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .logs_topic = LOGS,
+                      .changes_done = done, .nchanges_done = 2, .now_us = T0};
+    assert_int_equal(agg_store_commit(d.store, &c, NULL), 0);
+    memset(&ch, 0, sizeof(ch));
+    assert_int_equal(agg_store_changes(d.store, 0, take_change, &ch), 0);
+    assert_int_equal(ch.n, 0);
+
+    /* Resolve the KeyError issue at T0 + 10 s. */
+    char key_id[40];
+    snprintf(key_id, sizeof(key_id), "%s", l.counts[0] == 2 ? l.ids[0] : l.ids[1]);
+    assert_int_equal(agg_store_status_set(d.store, "checkout", key_id, AGG_STATUS_RESOLVED,
+                                          "api:test", T0 + 10 * SEC),
+                     0);
+    assert_int_equal(agg_store_status_set(d.store, "checkout", "nope", AGG_STATUS_RESOLVED,
+                                          "api:test", T0 + 10 * SEC),
+                     TC_ENOTFOUND);
+    memset(&ch, 0, sizeof(ch));
+    agg_store_changes(d.store, 0, take_change, &ch);
+    assert_int_equal(ch.n, 1); /* the status, to publish */
+    assert_int_equal(ch.kinds[0], 100 + TOCSIN__V1__ROLLUP__BODY_ISSUE_STATUS);
+    /* An event received before the resolve: no regression. One after: regressed. */
+    ev_t later[] = {
+        {.id = 4, .body = ERR, .time_us = T0 + 5 * SEC, .received_us = T0 + 9 * SEC,
+         .type = "KeyError", .message = "missing 4"},
+        {.id = 5, .body = ERR, .time_us = T0 + 20 * SEC, .type = "KeyError",
+         .message = "missing 5"},
+        {.id = 6, .body = ERR, .time_us = T0 + 21 * SEC, .type = "KeyError",
+         .message = "missing 6"},
+    };
+    agg_batch_stats_t st = commit_events(d.store, 0, 3, later, 3, NULL);
+    assert_int_equal(st.issues_regressed, 1);
+    assert_int_equal(st.issues_new, 0);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(agg_store_issues(d.store, "checkout", take_issue, &l), 0);
+    for (size_t i = 0; i < l.n; i++) {
+        if (strcmp(l.ids[i], key_id) == 0) {
+            assert_int_equal(l.counts[i], 5);
+            assert_int_equal(l.status[i], AGG_STATUS_UNRESOLVED); /* reset by the regression */
+        }
     }
-    mdb_cursor_close(cur);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    memset(&ch, 0, sizeof(ch));
+    agg_store_changes(d.store, 0, take_change, &ch);
+    assert_int_equal(ch.n, 3); /* the resolve, the regressed status, the REGRESSED change */
+    assert_int_equal(ch.kinds[2], 2);
+    /* Finding an issue by id. */
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(agg_store_issue_get(d.store, key_id, NULL, take_issue, &l), 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(agg_store_issue_get(d.store, "nope", NULL, take_issue, &l), TC_ENOTFOUND);
+    db_close(&d);
+}
+
+typedef struct {
+    char messages[16][32];
+    size_t n;
+    int min_level;
+    const char *q;
+} logs_t;
+
+static int take_log(void *ctx, int64_t t, const agg_log_t *lg)
+{
+    logs_t *l = ctx;
+    if (agg_log_match(lg, l->min_level, l->q) && l->n < 16) {
+        snprintf(l->messages[l->n++], 32, "%.*s", (int)lg->message.n, lg->message.p);
+    }
+    return 0;
+}
+
+static void view_logs(agg_store_t *s, int32_t partition, int64_t first, const ev_t *evs, size_t n)
+{
+    rec_t recs[16];
+    agg_msg_t msgs[16];
+    for (size_t i = 0; i < n; i++) {
+        recs[i] = encode(&evs[i]);
+        memset(&msgs[i], 0, sizeof(msgs[i]));
+        msgs[i].partition = partition;
+        msgs[i].offset = first + (int64_t)i;
+        msgs[i].value = recs[i].bytes;
+        msgs[i].len = recs[i].len;
+        msgs[i].dedupe = AGG_DEDUPE_UNKNOWN;
+    }
+    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .logs_topic = LOGS,
+                      .logs = msgs, .nlogs = n, .now_us = T0 + 100 * SEC};
+    assert_int_equal(agg_store_commit(s, &c, NULL), 0);
+    for (size_t i = 0; i < n; i++) {
+        free(recs[i].bytes);
+    }
+}
+
+static void test_logs(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[] = {
+        {.id = 1, .body = LOG, .time_us = T0, .level = 3, .message = "started"},
+        {.id = 2, .body = LOG, .time_us = T0 + SEC, .level = 4, .message = "payment retried"},
+        {.id = 3, .body = LOG, .time_us = T0 + 2 * SEC, .level = 5, .message = "payment failed"},
+        {.id = 2, .body = LOG, .time_us = T0 + SEC, .level = 4, .message = "payment retried"},
+        {.id = 4, .body = LOG, .time_us = T0 + 3 * SEC, .level = 3, .service = "other",
+         .message = "elsewhere"},
+    };
+    view_logs(d.store, 0, 0, evs, N_ELEMS(evs));
+    logs_t l = {{{0}}, 0, 0, NULL};
+    assert_int_equal(agg_store_logs(d.store, "checkout", T0 - SEC, T0 + 60 * SEC, take_log, &l,
+                                    NULL),
+                     0);
+    assert_int_equal(l.n, 3); /* the duplicate dropped, the other service not shown */
+    assert_string_equal(l.messages[0], "payment failed"); /* newest first */
+    l = (logs_t){{{0}}, 0, 4, "payment"};
+    agg_store_logs(d.store, "checkout", T0 - SEC, T0 + 60 * SEC, take_log, &l, NULL);
+    assert_int_equal(l.n, 2);
+    l = (logs_t){{{0}}, 0, 0, NULL};
+    agg_store_logs(d.store, "checkout", T0 + SEC, T0 + 2 * SEC, take_log, &l, NULL);
+    assert_int_equal(l.n, 1); /* [since, until) */
+    assert_true(agg_store_logs_bytes(d.store) > 0);
+    /* Retention by age: 7 days later everything goes. */
+    int work = agg_store_maintain(d.store, T0 + 8 * 86400 * SEC, T0 + 8 * 86400 * SEC, 1000);
+    assert_true(work >= 4);
+    l = (logs_t){{{0}}, 0, 0, NULL};
+    agg_store_logs(d.store, "checkout", T0 - SEC, T0 + 60 * SEC, take_log, &l, NULL);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(agg_store_logs_bytes(d.store), 0);
+    db_close(&d);
+
+    /* Retention by size: the oldest go first. */
+    db_t s;
+    snprintf(s.dir, sizeof(s.dir), "x");
+    db_open(&s, 16u << 20);
+    agg_store_destroy(&s.store);
+    s.opts.logs_max_bytes = 300;
+    s.store = agg_store_open(&s.opts);
+    ev_t many[10];
+    for (uint32_t i = 0; i < 10; i++) {
+        many[i] = (ev_t){.id = 10 + i, .body = LOG, .time_us = T0 + i * SEC, .level = 3,
+                         .message = "a log line of some length"};
+    }
+    view_logs(s.store, 1, 0, many, 10);
+    assert_true(agg_store_logs_bytes(s.store) > 300);
+    agg_store_maintain(s.store, T0 + 20 * SEC, T0 + 20 * SEC, 1000);
+    assert_true(agg_store_logs_bytes(s.store) <= 300);
+    l = (logs_t){{{0}}, 0, 0, NULL};
+    agg_store_logs(s.store, "checkout", T0 - SEC, T0 + 60 * SEC, take_log, &l, NULL);
+    assert_true(l.n > 0 && l.n < 10);
+    db_close(&s);
+}
+
+static void test_retention(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[120];
+    for (uint32_t i = 0; i < 120; i++) {
+        evs[i] = req(i, T0 + i * SEC, 1000.0 * (1 + i % 10), i % 4 == 0); /* two minutes */
+    }
+    commit_events(d.store, 0, 0, evs, 120, NULL);
+    agg_bucket_t before, after;
+    agg_bucket_init(&before);
+    agg_bucket_init(&after);
+    query_count(d.store, "checkout", "/pay", T0_S - 600, T0_S + 600, &before);
+    assert_int_equal(before.count, 120);
+    /* Two days later the 10 s buckets are merged into 1 min buckets, counts unchanged. */
+    int64_t now = T0 + 2 * 86400 * SEC;
+    int work = 0;
+    for (int i = 0; i < 10; i++) {
+        work += agg_store_maintain(d.store, now, now, 5); /* small slices */
+    }
+    assert_true(work >= 12);
+    query_count(d.store, "checkout", "/pay", T0_S - 600, T0_S + 600, &after);
+    assert_int_equal(after.count, 120);
+    assert_int_equal(after.errors, before.errors);
+    assert_int_equal(after.sketch.count, 120);
+    assert_true(tc_sketch_quantile(&after.sketch, 0.5) == tc_sketch_quantile(&before.sketch, 0.5));
+    /* A rollup of one of those 10 s buckets arriving now is refused as too old. */
+    static published_t p;
+    db_t o;
+    db_open(&o, 16u << 20);
+    ev_t one = req(999, T0 + 5 * SEC, 1000, false);
+    commit_events(o.store, 0, 0, &one, 1, NULL);
+    publish(o.store, T0, &p);
+    assert_int_equal(p.n, 1);
+    agg_batch_stats_t st = view_apply(d.store, 0, p.recs, p.n);
+    assert_int_equal(st.old, 1);
+    assert_int_equal(total(d.store, "/pay"), 120);
+    published_free(&p);
+    db_close(&o);
+    /* Forty days later everything is deleted. */
+    now = T0 + 40 * 86400 * SEC;
+    for (int i = 0; i < 10; i++) {
+        agg_store_maintain(d.store, now, now, 100);
+    }
+    assert_int_equal(total(d.store, "/pay"), 0);
+    agg_bucket_fini(&before);
+    agg_bucket_fini(&after);
+    db_close(&d);
+}
+
+static void test_conflicts(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[] = {req(1, T0, 1000, false),
+                  {.id = 2, .body = GAUGE, .time_us = T0, .value = 3},
+                  req(3, T0, 1000, false)};
+    agg_msg_result_t res[3];
+    agg_batch_stats_t st = commit_events(d.store, 0, 0, evs, 3, res);
+    assert_int_equal(st.conflicts, 1);
+    assert_int_equal(res[1], AGG_MSG_CONFLICT);
+    assert_int_equal(total(d.store, "/pay"), 2);
+    /* Garbage records are refused and counted, the rest goes on. */
+    rec_t good = encode(&evs[2]);
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff};
+    agg_msg_t msgs[2] = {{.partition = 0, .offset = 3, .value = junk, .len = sizeof(junk),
+                          .dedupe = AGG_DEDUPE_UNKNOWN},
+                         {.partition = 0, .offset = 4, .value = good.bytes, .len = good.len,
+                          .dedupe = AGG_DEDUPE_UNKNOWN}};
+    /* id 3 is a duplicate by now; make it another id. */
+    good.bytes[4] ^= 1;
+    agg_commit_t c = {.events_topic = EVENTS, .events = msgs, .nevents = 2,
+                      .rollups_topic = ROLLUPS, .logs_topic = LOGS, .now_us = T0};
+    assert_int_equal(agg_store_commit(d.store, &c, &st), 0);
+    assert_int_equal(msgs[0].result, AGG_MSG_INVALID);
+    assert_non_null(msgs[0].reason);
+    assert_int_equal(st.invalid, 1);
+    free(good.bytes);
+    db_close(&d);
 }
 
 static void test_corrupt_values(void **state)
 {
-    fixture_t *f = *state;
-    ev_spec_t specs[2] = {{.id = 1}, {.id = 2}};
-    batch_t b = batch_make(specs, 2, 0, 0);
-    assert_int_equal(agg_store_apply(f->store, b.m, b.n, NULL, 0, T0, NULL), 0);
-    agg_store_destroy(&f->store);
-    /* Garbage of the right revision width, then a bucket value that does not parse. */
-    static const uint8_t junk[] = {0, 0, 0, 0, 0, 0, 0, 4, 0x0a, 0xff, 0xff};
-    corrupt_db(f->dir, "buckets", junk, sizeof(junk));
-    f->store = agg_store_open(&f->opts);
-    assert_non_null(f->store);
-
-    /* Queries skip it and say so. */
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t e = req(1, T0, 1000, false);
+    commit_events(d.store, 0, 0, &e, 1, NULL);
+    agg_store_destroy(&d.store);
+    /* Overwrite every stored bucket with garbage, behind the store's back. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, 16u << 20);
+    assert_int_equal(mdb_env_open(env, d.dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "buckets", 0, &dbi), 0);
+    MDB_cursor *cur;
+    mdb_cursor_open(txn, dbi, &cur);
+    MDB_val k, v;
+    int n = 0;
+    while (mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
+        MDB_val junk = {3, "xyz"};
+        mdb_cursor_put(cur, &k, &junk, MDB_CURRENT);
+        n++;
+    }
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(n, 1);
+    d.store = agg_store_open(&d.opts);
+    assert_non_null(d.store);
+    /* A query skips and counts it; a new event starts the bucket afresh. */
     agg_query_params_t p;
     const char *param = NULL;
-    char err[128];
-    assert_int_equal(agg_query_params_parse(&p, "checkout", "/pay", "1h", NULL, NULL, T0 + 60000000,
-                                            &param, err, sizeof(err)),
-                     0);
+    char err[64];
+    agg_query_params_parse(&p, "checkout", "/pay", "1h", NULL, NULL, T0 + 60 * SEC, &param, err,
+                           sizeof(err));
     agg_query_acc_t acc;
     agg_query_acc_init(&acc);
     uint64_t corrupt = 0;
-    assert_int_equal(agg_store_query(f->store, &p, &acc, &corrupt), 0);
-    assert_int_equal(acc.total.count, 0);
+    assert_int_equal(agg_store_query(d.store, &p, &acc, &corrupt), 0);
     assert_int_equal(corrupt, 1);
+    assert_int_equal(acc.total.count, 0);
     agg_query_acc_fini(&acc);
-
-    /* The owed rollup of a corrupt bucket is handed back without a bucket. */
-    owed_t o = {0};
-    assert_int_equal(agg_store_owed(f->store, T0 + 60000000, collect_owed, &o), 0);
-    assert_int_equal(o.n, 1);
-    assert_false(o.have[0]);
-
-    /* New events start the bucket afresh; the revision keeps climbing past the stored 4. */
-    ev_spec_t more[1] = {{.id = 3}};
-    batch_t m = batch_make(more, 1, 0, 2);
-    agg_batch_stats_t st;
-    assert_int_equal(agg_store_apply(f->store, m.m, 1, NULL, 0, T0, &st), 0);
+    ev_t e2 = req(2, T0, 1000, false);
+    agg_batch_stats_t st = commit_events(d.store, 0, 1, &e2, 1, NULL);
     assert_int_equal(st.corrupt, 1);
-    assert_int_equal(count_of(f->store, "checkout", "/pay", NULL, NULL), 1);
-    memset(&o, 0, sizeof(o));
-    assert_int_equal(agg_store_owed(f->store, T0 + 60000000, collect_owed, &o), 0);
-    assert_int_equal(o.n, 1);
-    assert_true(o.have[0]);
-    assert_int_equal(o.refs[0].revision, 5);
+    assert_int_equal(total(d.store, "/pay"), 1);
+    db_close(&d);
+}
 
-    /* A corrupt series value is rewritten, and a corrupt offset starts the partition over. */
-    agg_store_destroy(&f->store);
-    corrupt_db(f->dir, "series", "x", 1);
-    corrupt_db(f->dir, "offsets", "y", 1);
-    f->store = agg_store_open(&f->opts);
-    int64_t next = 0;
-    assert_int_equal(agg_store_offset_get(f->store, TOPIC, 0, &next), TC_ENOTFOUND);
-    ev_spec_t again[1] = {{.id = 4}};
-    batch_t a = batch_make(again, 1, 0, 3);
-    assert_int_equal(agg_store_apply(f->store, a.m, 1, NULL, 0, T0, &st), 0);
-    assert_int_equal(st.applied, 1);
-    assert_int_equal(st.corrupt, 1);
-    series_list_t l = {0};
-    assert_int_equal(agg_store_series(f->store, "checkout", collect_series, &l), 0);
-    assert_int_equal(l.n, 1);
-    batch_free(&b);
-    batch_free(&m);
-    batch_free(&a);
+static void test_map_growth(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 1u << 20); /* 1 MiB: grows while the batches come */
+    size_t before = agg_store_map_bytes(d.store);
+    static ev_t evs[2000];
+    for (int round = 0; round < 10; round++) {
+        for (uint32_t i = 0; i < 2000; i++) {
+            uint32_t n = (uint32_t)round * 2000 + i;
+            evs[i] = req(n, T0 + (int64_t)n * 10 * SEC, 1000.0 + n, false);
+            evs[i].user = "u";
+        }
+        commit_events(d.store, 0, round * 2000, evs, 2000, NULL);
+    }
+    assert_true(agg_store_map_bytes(d.store) > before);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S, T0_S + 300000, NULL), 20000);
+    char detail[200];
+    assert_int_equal(agg_store_check(d.store, detail, sizeof(detail)), 0);
+    assert_non_null(strstr(detail, "buckets"));
+    db_close(&d);
 }
 
 static void test_closed(void **state)
 {
-    static const struct {
-        int64_t start_s, now_us, grace_us;
-        bool closed;
-    } cases[] = {
-        {T0_S, T0 + 11999999, 2000000, false},
-        {T0_S, T0 + 12000000, 2000000, true},
-        {T0_S, T0 + 10000000, 0, true},
-        {-10, -1, 0, false},
-        {-10, 0, 0, true},
-        {INT64_MAX / 1000000, INT64_MAX, 0, false},
-        {(INT64_MIN / 10000000 - 1) * 10, 0, 0, true},
-        {(INT64_MIN / 10000000 - 1) * 10, INT64_MIN, 0, false},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        assert_int_equal(
-            agg_store_bucket_closed(cases[i].start_s, cases[i].now_us, cases[i].grace_us),
-            cases[i].closed);
-    }
+    (void)state;
+    assert_false(agg_store_bucket_closed(T0_S, 10, T0 + 11 * SEC, 2 * SEC));
+    assert_true(agg_store_bucket_closed(T0_S, 10, T0 + 12 * SEC, 2 * SEC));
+    assert_true(agg_store_bucket_closed(-10, 10, 0, 0));
+    assert_false(agg_store_bucket_closed(INT64_MAX / 2, 10, 0, 0));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_apply_and_reapply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dedupe_window, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_and_ignored, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_map_growth, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_owed_rollups_and_late, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_series_star_and_conflicts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupt_values, setup, teardown),
+        cmocka_unit_test(test_apply_and_reapply),
+        cmocka_unit_test(test_duplicates_and_restart),
+        cmocka_unit_test(test_late_and_out_of_order),
+        cmocka_unit_test(test_owed_and_checkpoint),
+        cmocka_unit_test(test_takeover),
+        cmocka_unit_test(test_issues),
+        cmocka_unit_test(test_logs),
+        cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_conflicts),
+        cmocka_unit_test(test_corrupt_values),
+        cmocka_unit_test(test_map_growth),
         cmocka_unit_test(test_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

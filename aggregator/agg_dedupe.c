@@ -1,0 +1,184 @@
+#include "agg_dedupe.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "tc_error.h"
+
+#define ID_LEN 16
+#define MIN_CAP 1024
+#define HISTO_BINS 64
+
+typedef struct {
+    uint8_t id[ID_LEN];
+    uint32_t t; /* receive time in seconds; 0 marks an empty slot */
+} entry_t;
+
+struct agg_dedupe {
+    entry_t *slots;
+    size_t cap; /* a power of two */
+    size_t n;
+    size_t max_ids;
+    uint32_t window_s;
+    uint32_t latest;
+    uint64_t seed;
+    uint64_t evicted;
+};
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = MIN_CAP;
+    while (c < n) {
+        c *= 2;
+    }
+    return c;
+}
+
+agg_dedupe_t *agg_dedupe_new(int64_t window_s, size_t max_ids, uint64_t seed)
+{
+    agg_dedupe_t *self = calloc(1, sizeof(*self));
+    if (!self) {
+        return NULL;
+    }
+    self->cap = MIN_CAP;
+    self->slots = calloc(self->cap, sizeof(*self->slots));
+    if (!self->slots) {
+        free(self);
+        return NULL;
+    }
+    self->window_s = window_s < 1 ? 1 : (window_s > UINT32_MAX / 2 ? UINT32_MAX / 2
+                                                                    : (uint32_t)window_s);
+    self->max_ids = max_ids < MIN_CAP ? MIN_CAP : max_ids;
+    self->seed = seed;
+    return self;
+}
+
+void agg_dedupe_destroy(agg_dedupe_t **self_p)
+{
+    if (self_p && *self_p) {
+        free((*self_p)->slots);
+        free(*self_p);
+        *self_p = NULL;
+    }
+}
+
+static size_t home(const agg_dedupe_t *self, const uint8_t *id)
+{
+    return (size_t)XXH3_64bits_withSeed(id, ID_LEN, self->seed) & (self->cap - 1);
+}
+
+static uint32_t cutoff(const agg_dedupe_t *self)
+{
+    return self->latest > self->window_s ? self->latest - self->window_s : 0;
+}
+
+/*
+ * Rebuilds the table without the expired ids. When more than max_ids * 3/4 would stay,
+ * the cutoff moves forward (by a histogram of the kept times) so that the oldest go first.
+ */
+static int rebuild(agg_dedupe_t *self)
+{
+    uint32_t cut = cutoff(self);
+    size_t keep = 0;
+    size_t histo[HISTO_BINS] = {0};
+    uint32_t span = self->latest - cut + 1;
+    for (size_t i = 0; i < self->cap; i++) {
+        uint32_t t = self->slots[i].t;
+        if (t && t >= cut) {
+            keep++;
+            histo[(uint64_t)(t - cut) * HISTO_BINS / span]++;
+        }
+    }
+    size_t limit = self->max_ids * 3 / 4;
+    if (keep > limit) {
+        size_t dropped = 0;
+        int bin = 0;
+        while (bin < HISTO_BINS - 1 && keep - dropped > limit) {
+            dropped += histo[bin++];
+        }
+        cut += (uint32_t)((uint64_t)bin * span / HISTO_BINS);
+        keep -= dropped;
+    }
+    size_t cap = pow2_at_least(keep * 2 + 2);
+    entry_t *slots = calloc(cap, sizeof(*slots));
+    if (!slots) {
+        return TC_ENOMEM;
+    }
+    size_t evicted = 0, n = 0;
+    for (size_t i = 0; i < self->cap; i++) {
+        const entry_t *e = &self->slots[i];
+        if (!e->t) {
+            continue;
+        }
+        if (e->t < cut) {
+            if (e->t >= cutoff(self)) {
+                evicted++;
+            }
+            continue;
+        }
+        size_t j = (size_t)XXH3_64bits_withSeed(e->id, ID_LEN, self->seed) & (cap - 1);
+        while (slots[j].t) {
+            j = (j + 1) & (cap - 1);
+        }
+        slots[j] = *e;
+        n++;
+    }
+    free(self->slots);
+    self->slots = slots;
+    self->cap = cap;
+    self->n = n;
+    self->evicted += evicted;
+    return 0;
+}
+
+int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us)
+{
+    int64_t s = t_us / 1000000;
+    uint32_t t = s < 1 ? 1 : (s > UINT32_MAX ? UINT32_MAX : (uint32_t)s);
+    if (t > self->latest) {
+        self->latest = t;
+    }
+    uint32_t cut = cutoff(self);
+    size_t i = home(self, id);
+    while (self->slots[i].t) {
+        entry_t *e = &self->slots[i];
+        if (memcmp(e->id, id, ID_LEN) == 0) {
+            if (e->t >= cut) {
+                return 1;
+            }
+            e->t = t; /* seen long ago: counts as new */
+            return 0;
+        }
+        i = (i + 1) & (self->cap - 1);
+    }
+    if ((self->n + 1) * 10 > self->cap * 7) {
+        int rc = rebuild(self);
+        if (rc != 0) {
+            return rc;
+        }
+        i = home(self, id);
+        while (self->slots[i].t) {
+            i = (i + 1) & (self->cap - 1);
+        }
+    }
+    memcpy(self->slots[i].id, id, ID_LEN);
+    self->slots[i].t = t;
+    self->n++;
+    return 0;
+}
+
+size_t agg_dedupe_size(const agg_dedupe_t *self)
+{
+    return self->n;
+}
+
+uint64_t agg_dedupe_evicted(const agg_dedupe_t *self)
+{
+    return self->evicted;
+}
+
+size_t agg_dedupe_bytes(const agg_dedupe_t *self)
+{
+    return self->cap * sizeof(entry_t);
+}

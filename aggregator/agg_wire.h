@@ -1,0 +1,106 @@
+/*
+ * agg_wire.h — reading a Kafka record value (a tocsin.v1.Event) without copying it.
+ *
+ * The hot path of the aggregator looks at every event once: protobuf-c's unpack would
+ * allocate every string and sub-message. This scanner walks the protobuf wire format in
+ * place, keeps pointers into the record for the fields the aggregator uses, skips the
+ * others (unknown fields included), and validates what it keeps: lengths within bounds,
+ * UTF-8, the body's own rules. Error and log bodies, which need their frames and fields,
+ * are decoded in full with protobuf-c by the caller when needed (agg_wire_unpack).
+ *
+ * Strings are slices (pointer and length, not NUL-terminated) into the record; they live
+ * as long as the record does.
+ *
+ * A pure module: no I/O, no clock, no global state.
+ */
+#ifndef AGG_WIRE_H
+#define AGG_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tocsin/v1/event.pb-c.h"
+
+#define AGG_EVENT_ID_LEN 16
+#define AGG_MAX_SERVICE 256 /* bytes */
+#define AGG_MAX_ENVIRONMENT 256
+#define AGG_MAX_NAME 1024
+#define AGG_MAX_SHORT 1024                     /* release, host, user id, grouping hash */
+#define AGG_MAX_EVENT_BYTES (4u * 1024 * 1024) /* a Kafka record value above this is refused */
+#define AGG_DEFAULT_ENVIRONMENT "default"
+
+/* A string inside a record: `n` bytes at `p` (not terminated). */
+typedef struct {
+    const char *p;
+    uint32_t n;
+} agg_str_t;
+
+/* Which body an event carries; the values of Tocsin__V1__Event__BodyCase. */
+typedef enum {
+    AGG_BODY_NONE = 0,
+    AGG_BODY_ERROR = 10,
+    AGG_BODY_REQUEST = 11,
+    AGG_BODY_METRIC = 12,
+    AGG_BODY_LOG = 13,
+} agg_body_t;
+
+typedef struct {
+    const uint8_t *event_id; /* AGG_EVENT_ID_LEN bytes */
+    int64_t time_us;
+    int64_t received_us; /* 0 when the collector did not set it */
+    agg_str_t service;
+    agg_str_t environment; /* "default" when the event left it empty */
+    agg_str_t release;
+    agg_str_t host;
+    agg_str_t user_id;
+    agg_body_t body;
+    /* request */
+    agg_str_t route;
+    uint32_t status;
+    uint64_t duration_us;
+    bool failed;
+    /* metric */
+    agg_str_t metric_name;
+    int metric_kind; /* Tocsin__V1__MetricKind: COUNTER, GAUGE or TIMING */
+    double value;
+    /* error */
+    agg_str_t error_type;
+    agg_str_t error_message;
+    agg_str_t grouping_hash; /* empty when the collector did not set it */
+    int level;               /* error or log level (Tocsin__V1__Level); 0 when unset */
+    /* log */
+    agg_str_t log_message;
+    agg_str_t logger;
+} agg_event_t;
+
+/*
+ * Scans and validates a record value into `ev`: at most AGG_MAX_EVENT_BYTES, well-formed
+ * protobuf (no groups, no field 0, lengths inside the record), event_id of 16 bytes, a
+ * non-empty service, UTF-8 strings within the AGG_MAX_* bounds, exactly one body (a body
+ * field twice is refused), and the body's rules: a request has a route; a metric has a name,
+ * kind COUNTER, GAUGE or TIMING, and a finite value, non-negative for timings; series names
+ * do not start with '$' (kept for the aggregator's own series, such as "$errors").
+ * Returns 0, TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_EUTF8; on error *reason (if not NULL)
+ * names the field at fault in a static string.
+ */
+int agg_wire_scan(const uint8_t *data, size_t len, agg_event_t *ev, const char **reason);
+
+/*
+ * Reads only the event_id and received_us of a record, for records that are below a
+ * partition's stored offset (their ids refill the dedupe set). Returns 0 or TC_EPARSE.
+ */
+int agg_wire_scan_id(const uint8_t *data, size_t len, const uint8_t **event_id,
+                     int64_t *received_us);
+
+/* Decodes the whole event with protobuf-c (for error and log bodies). Returns the event
+ * (free with tocsin__v1__event__free_unpacked) or NULL. */
+Tocsin__V1__Event *agg_wire_unpack(const uint8_t *data, size_t len);
+
+/* True when the slice equals the NUL-terminated `s`. */
+bool agg_str_eq(agg_str_t a, const char *s);
+
+/* A string from outside: at most `max` bytes and valid UTF-8. */
+bool agg_text_ok(const char *s, size_t n, size_t max);
+
+#endif

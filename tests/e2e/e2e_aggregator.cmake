@@ -1,0 +1,5 @@
+# End-to-end scenarios of the aggregator (scenarios_aggregator.py) and the tool they use to
+# write encoded events straight into the bus.
+add_executable(agg_produce ${CMAKE_CURRENT_SOURCE_DIR}/agg_produce.c)
+tocsin_warnings(agg_produce)
+target_link_libraries(agg_produce PRIVATE tocsin_proto PkgConfig::RDKAFKA ${MATH_LIB})
