@@ -53,8 +53,8 @@ static const command_t commands[] = {
      "                        [--sort last_seen|first_seen|count] [--limit N]\n"
      "\n"
      "Error issues (events grouped by fingerprint) from GET /api/v1/issues.\n"},
-    {"issue", CTL_OPT_STATUS, 1, 1,
-     "usage: tocsinctl issue ID [--status unresolved|resolved|ignored]\n"
+    {"issue", CTL_OPT_STATUS | CTL_OPT_SERVICE, 1, 1,
+     "usage: tocsinctl issue ID [--service S] [--status unresolved|resolved|ignored]\n"
      "\n"
      "One issue in full (GET /api/v1/issues/ID): counts, first and last seen, releases,\n"
      "users, a sample event with its frames. With --status, sets the issue's status first\n"
@@ -265,11 +265,16 @@ static int endpoint_one(const char *s, size_t n, uint16_t default_port, char *ou
             return TC_EINVAL;
         }
     }
+    int w;
     if (port || sep) {
-        snprintf(out, CTL_MAX_ENDPOINT_LEN, "%s://%s", scheme, rest);
+        w = snprintf(out, CTL_MAX_ENDPOINT_LEN, "%s://%s", scheme, rest);
     } else {
-        snprintf(out, CTL_MAX_ENDPOINT_LEN, "%s://%.*s:%u%s", scheme, (int)hlen, rest,
-                 (unsigned)default_port, rest + hlen);
+        w = snprintf(out, CTL_MAX_ENDPOINT_LEN, "%s://%.*s:%u%s", scheme, (int)hlen, rest,
+                     (unsigned)default_port, rest + hlen);
+    }
+    if (w < 0 || w >= CTL_MAX_ENDPOINT_LEN) {
+        snprintf(err, errlen, "endpoint of %zu bytes is too long", n);
+        return TC_EINVAL;
     }
     return 0;
 }

@@ -72,7 +72,15 @@ static char *read_name(const char **p, const char *end, bool label)
         return NULL;
     }
     *p = q;
-    return strndup(s, (size_t)(q - s));
+    /* Not strndup: the text need not be terminated, and a copy of exactly n bytes reads
+     * nothing beyond them. */
+    size_t n = (size_t)(q - s);
+    char *name = malloc(n + 1);
+    if (name) {
+        memcpy(name, s, n);
+        name[n] = '\0';
+    }
+    return name;
 }
 
 /* Reads a quoted label value with its escapes; NULL when malformed or too long. */

@@ -274,11 +274,19 @@ static int cmd_query(ctl_t *c)
         if (c->a.until && ctl_time_parse(c->a.until, c->now_us, &to_us) != 0) {
             return fail(CTL_EXIT_USAGE, "--until: expected a time (RFC 3339, Unix seconds, now)");
         }
-        char from[32], to[32];
+        if (to_us <= from_us) {
+            return fail(CTL_EXIT_USAGE, "--until must be after --since");
+        }
+        /* Without --step, about 60 rows: the span / 60, up to a multiple of the 10 s
+         * buckets. */
+        char from[32], to[32], step[32];
         snprintf(from, sizeof(from), "%" PRId64, from_us / 1000000);
         snprintf(to, sizeof(to), "%" PRId64, to_us / 1000000);
-        const char *kv[] = {"service", service, "name",    name,          "from",   from, "to",
-                            to,        "step",  c->a.step, "environment", c->a.env, NULL};
+        int64_t step_s = ((to_us - from_us) / 1000000 / 60 + 9) / 10 * 10;
+        snprintf(step, sizeof(step), "%" PRId64 "s", step_s < 10 ? 10 : step_s);
+        const char *kv[] = {"service",     service,  "name", name,   "from",
+                            from,          "to",     to,     "step", c->a.step ? c->a.step : step,
+                            "environment", c->a.env, NULL};
         code = get_json(c, &c->a.aggregators, "aggregator", "/api/v1/range", kv, &doc);
         if (code == CTL_EXIT_OK) {
             code = c->a.json ? print_json(doc) : print_text(ctl_view_range(doc, c->width));
@@ -505,10 +513,15 @@ static int cmd_issue(ctl_t *c)
     char path[1024];
     snprintf(path, sizeof(path), "/api/v1/issues/%s", id);
     free(id);
+    /* An id names an issue of one service; --service picks it when two services share it. */
+    const char *kv[] = {"service", c->a.service, NULL};
     json_t *doc = NULL;
     int code;
     if (c->a.status) {
         json_t *body = json_pack("{s:s}", "status", c->a.status);
+        if (body && c->a.service) {
+            json_object_set_new(body, "service", json_string(c->a.service));
+        }
         code = call_json(c, &c->a.aggregators, "aggregator", "POST", path, NULL, body, &doc);
         json_decref(body);
         json_decref(doc);
@@ -517,7 +530,7 @@ static int cmd_issue(ctl_t *c)
             return code;
         }
     }
-    code = get_json(c, &c->a.aggregators, "aggregator", path, NULL, &doc);
+    code = get_json(c, &c->a.aggregators, "aggregator", path, kv, &doc);
     if (code == CTL_EXIT_OK) {
         code = c->a.json ? print_json(doc) : print_text(ctl_view_issue(doc, c->now_us, c->width));
     }
@@ -561,13 +574,14 @@ static int cmd_logs(ctl_t *c)
     if (!c->a.service) {
         return fail(CTL_EXIT_USAGE, "logs needs --service");
     }
+    /* The aggregator takes times as Unix seconds (fractions allowed). */
     char since[64] = "", until[64] = "", limit[32];
     int64_t t;
     if (c->a.since) {
         if (ctl_time_parse(c->a.since, c->now_us, &t) != 0) {
             return fail(CTL_EXIT_USAGE, "--since: expected a time (15m, RFC 3339, Unix seconds)");
         }
-        tc_time_format_rfc3339(t, since);
+        snprintf(since, sizeof(since), "%.6f", (double)t / 1e6);
     }
     if (c->a.until) {
         if (c->a.follow) {
@@ -576,7 +590,7 @@ static int cmd_logs(ctl_t *c)
         if (ctl_time_parse(c->a.until, c->now_us, &t) != 0) {
             return fail(CTL_EXIT_USAGE, "--until: expected a time (RFC 3339, Unix seconds, now)");
         }
-        tc_time_format_rfc3339(t, until);
+        snprintf(until, sizeof(until), "%.6f", (double)t / 1e6);
     }
     snprintf(limit, sizeof(limit), "%ld", c->a.limit ? c->a.limit : 100);
     char cursor[256] = "";
@@ -661,13 +675,16 @@ static int cmd_logs(ctl_t *c)
         }
         size_t nrec = json_array_size(recs);
         if (nrec > 0) {
+            /* The next round starts at the newest record's instant; the records of that
+             * instant already printed are skipped by their key. */
             const json_t *last = json_array_get(recs, nrec - 1);
-            const json_t *ts = json_object_get(last, "time");
-            if (!ts) {
-                ts = json_object_get(last, "ts");
-            }
-            if (json_is_string(ts)) {
-                tc_strlcpy(since, json_string_value(ts), sizeof(since));
+            const json_t *tus = json_object_get(last, "time_us");
+            int64_t last_us;
+            if (json_is_integer(tus)) {
+                snprintf(since, sizeof(since), "%.6f", (double)json_integer_value(tus) / 1e6);
+            } else if (ctl_rfc3339_parse(json_string_value(json_object_get(last, "time")),
+                                         &last_us) == 0) {
+                snprintf(since, sizeof(since), "%.6f", (double)last_us / 1e6);
             }
             for (size_t k = 0; k < nseen; k++) {
                 free(seen[k]);
