@@ -57,7 +57,8 @@ static const ctl_figure_t aggregator_figures[] = {
     {"late", "tocsin_aggregator_late_events_total", NULL},
     {"decode-errors", "tocsin_aggregator_decode_errors_total", NULL},
     {"partitions", "tocsin_aggregator_assigned_partitions", NULL},
-    {"rollups-owed", "tocsin_aggregator_rollups_owed", NULL},
+    {"owed", "tocsin_aggregator_states_owed", NULL},
+    {"owed", "tocsin_aggregator_rollups_owed", NULL},
     {NULL, NULL, NULL},
 };
 
