@@ -228,6 +228,9 @@ def scenario_ops_ctl(c):
     rc, out, err = ctl(c, ["query", "ops", "--json", "--aggregator",
                            f"127.0.0.1:{dead},127.0.0.1:{agg.http_port}"], env)
     check(rc == EXIT_OK and json.loads(out)["count"] == count, f"fail-over: {rc} {err}")
+    rc, out, err = ctl(c, ["top", "--json", "--aggregator",
+                           f"127.0.0.1:{dead},127.0.0.1:{agg.http_port}"], env)
+    check(rc == EXIT_OK and json.loads(out)["busiest"][0]["requests"] > 0, f"top fail-over: {err}")
 
     # Usage errors exit 2.
     rc, _, err = ctl(c, ["query"], env)

@@ -39,6 +39,7 @@ typedef struct {
     ctl_args_t a;
     size_t width;
     int64_t now_us;
+    const char *answered; /* the endpoint that gave the last answer (fail-over) */
 } ctl_t;
 
 /* ---- output ------------------------------------------------------------------------------- */
@@ -119,6 +120,7 @@ static int call_json(ctl_t *c, const ctl_endpoints_t *eps, const char *daemon, c
         }
         ctl_http_perform(&r, 1, c->a.token, c->a.timeout_ms);
         if (r.transport == 0) {
+            c->answered = eps->items[i];
             break;
         }
         ctl_http_describe(&r, daemon, what, msg, sizeof(msg));
@@ -368,7 +370,8 @@ static int cmd_top(ctl_t *c)
             has_errors[k] = true;
         }
     }
-    /* The aggregator that answered: the first that is reachable now. */
+    /* The queries go to the aggregator that answered the list. */
+    const char *base = c->answered ? c->answered : c->a.aggregators.items[0];
     for (size_t start = 0; start < n; start += TOP_BATCH) {
         size_t m = n - start < TOP_BATCH ? n - start : TOP_BATCH;
         size_t nr = 0;
@@ -379,11 +382,9 @@ static int cmd_top(ctl_t *c)
             const char *kv2[] = {"service", r->service,    "name",   "$errors", "window",
                                  window,    "environment", c->a.env, NULL};
             reqs[nr].method = "GET";
-            reqs[nr++].url = ctl_url(c->a.aggregators.items[0], "/api/v1/query", kv1);
+            reqs[nr++].url = ctl_url(base, "/api/v1/query", kv1);
             reqs[nr].method = "GET";
-            reqs[nr++].url = has_errors[start + k]
-                                 ? ctl_url(c->a.aggregators.items[0], "/api/v1/query", kv2)
-                                 : NULL;
+            reqs[nr++].url = has_errors[start + k] ? ctl_url(base, "/api/v1/query", kv2) : NULL;
         }
         /* Requests without a URL (no $errors series) are left out of the transfer. */
         ctl_http_req_t batch[2 * TOP_BATCH];
