@@ -159,6 +159,7 @@ typedef struct {
     int64_t open_until;
     unsigned opens;
     uint64_t in_flight;
+    int64_t last_done_us; /* when the last attempt's answer came */
     json_t *digests;     /* digest dedup_key -> groups still open (pagerduty) */
     uint64_t delivered, failed, undelivered;
     bool dirty;
@@ -1445,6 +1446,39 @@ static void prune_log(alr_dispatch_t *self)
     self->first_open = 0;
 }
 
+static alr_msg_t *queue_head(alr_dispatch_t *self, const char *name, size_t *fresh);
+static alr_msg_t *make_digest(alr_dispatch_t *self, rcv_t *r, const alr_receiver_t *conf,
+                              int64_t now_us);
+
+/* A storm is merged into its digest as soon as it is queued, before anything is written
+ * or sent: thousands of notifications that will never go out on their own cost neither a
+ * durable write in full nor a wait. The token is taken when the digest is sent. */
+static void premerge(alr_dispatch_t *self, int64_t now_us)
+{
+    for (size_t ri = 0; ri < self->nrcv; ri++) {
+        rcv_t *r = &self->rcv[ri];
+        const alr_receiver_t *conf = &self->rules->receivers[ri];
+        size_t fresh;
+        if (!queue_head(self, r->name, &fresh) || fresh < 2) {
+            continue;
+        }
+        size_t limit = self->rules->settings.digest_after;
+        if (conf->rate_per_s > 0) {
+            double tokens = r->tokens + (double)(now_us - r->tokens_at) / 1e6 * conf->rate_per_s;
+            if (tokens > conf->burst) {
+                tokens = conf->burst;
+            }
+            limit = (size_t)floor(tokens);
+            if (r->in_flight && limit > 0) {
+                limit--;
+            }
+        }
+        if (fresh > limit) {
+            make_digest(self, r, conf, now_us);
+        }
+    }
+}
+
 int alr_dispatch_tick(alr_dispatch_t *self, alr_evaluator_t *ev, const alr_silences_t *sil,
                       int64_t now_us)
 {
@@ -1474,6 +1508,9 @@ int alr_dispatch_tick(alr_dispatch_t *self, alr_evaluator_t *ev, const alr_silen
         }
     }
     remove_dead_groups(self);
+    if (rc == 0) {
+        premerge(self, now_us);
+    }
     prune_log(self);
     return rc;
 }
@@ -1709,6 +1746,13 @@ size_t alr_dispatch_poll(alr_dispatch_t *self, int64_t now_us, alr_attempt_t *ou
              * tokens), or than settings.digest_after for a receiver without a limit. They
              * go as one digest instead of queueing for minutes. */
             bool storm = false;
+            /* A receiver that takes one message at a time (no burst) gets the next one a
+             * full interval after the answer to the last: the receiver saw that one before
+             * it answered, so however long requests travel, it never sees two closer. */
+            if (conf->rate_per_s > 0 && conf->burst < 2.0 && r->last_done_us &&
+                now_us < r->last_done_us + (int64_t)(1e6 / conf->rate_per_s)) {
+                break;
+            }
             if (conf->rate_per_s > 0) {
                 r->tokens += (double)(now_us - r->tokens_at) / 1e6 * conf->rate_per_s;
                 if (r->tokens > conf->burst) {
@@ -1758,6 +1802,9 @@ int alr_dispatch_outcome(alr_dispatch_t *self, uint64_t id, const alr_outcome_t 
     rcv_t *r = rcv_of(self, m->receiver);
     if (r && r->in_flight == id) {
         r->in_flight = 0;
+    }
+    if (r) {
+        r->last_done_us = now_us;
     }
     m->dirty = true;
     m->last_status = o->transport_ok ? o->status : 0;

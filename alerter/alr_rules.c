@@ -855,7 +855,7 @@ static void read_receiver(ctx_t *c, alr_ruleset_t *set, const alr_yaml_t *n, alr
      * included), mail servers dislike bursts; a generic webhook is not limited. */
     switch (r->type) {
     case ALR_RCV_SLACK:
-        r->rate_per_s = 0.95; /* one a second, with room for network jitter */
+        r->rate_per_s = 1.0; /* one a second (spaced from the last answer) */
         r->burst = 1.0;
         r->notify_ack = true;
         break;

@@ -286,10 +286,10 @@ static void deliver(app_t *app)
     }
     alr_attempt_t att[ATTEMPTS_PER_ROUND];
     n = alr_core_poll(app->core, now, att, ATTEMPTS_PER_ROUND);
-    if (n > 0 && persist(app) != 0) {
-        /* The attempts are marked sending in memory; a restart would send them. Sending
-         * them now is the same promise. */
-    }
+    /* Submitted at once: the receivers' rate limits were checked at this instant, so no
+     * write may sit between the decision and the request. Their "sending" state is
+     * written right after (a restart before that sends them again, as it would anyway
+     * for attempts whose answer was not recorded). */
     for (size_t i = 0; i < n; i++) {
         alr_request_t req;
         int rc = alr_core_render(app->core, att[i].id, now, &req);
@@ -303,6 +303,9 @@ static void deliver(app_t *app)
             alr_outcome_t o = {false, 0, -1, "could not render or queue the notification"};
             alr_core_outcome(app->core, att[i].id, &o, now);
         }
+    }
+    if (n > 0) {
+        persist(app);
     }
 }
 

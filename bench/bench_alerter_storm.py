@@ -232,12 +232,15 @@ def run_alertmanager(build, n):
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         alerts = [{"labels": {"alertname": "Down", "service": f"svc{i:05d}",
                               "severity": "critical"}, "startsAt": now} for i in range(n)]
+        # The storm starts when the first alerts reach it: Alertmanager notifies while the
+        # rest are still being posted.
+        t0 = int(time.time() * 1e6)
         for i in range(0, n, 1000):
             status, body = http("POST", f"http://127.0.0.1:{port}/api/v2/alerts",
-                                body=alerts[i:i + 1000], timeout=60)
+                                body=alerts[i:i + 1000], timeout=120)
             if status != 200:
                 raise TestFailure(f"alertmanager: {status} {body}")
-        t0 = int(time.time() * 1e6)
+        posted_s = (time.time() * 1e6 - t0) / 1e6
         time.sleep(60)
         result = {}
         for k, s in sinks.items():
@@ -251,6 +254,7 @@ def run_alertmanager(build, n):
             else:
                 st["alerts_reported"] = None
             result[k] = st
+        result["post_s"] = posted_s
         return result
     finally:
         c.close()
@@ -289,7 +293,8 @@ def main():
         if am is None:
             print("\n== Prometheus Alertmanager: not installed (scripts/deps.sh --bench) ==")
         else:
-            print(f"\n== Prometheus Alertmanager: same storm, 60 s observed ==")
+            print(f"\n== Prometheus Alertmanager: same storm (posted through its v2 API in "
+                  f"{am['post_s']:.1f} s), 60 s observed ==")
             for k in ("chat", "pager", "hook"):
                 r = am[k]
                 print(f"  {k:5s}: notifications {r['received']}, first after "
