@@ -231,6 +231,22 @@ static const char *const retry_labels[RETRY_N] = {"reason=\"busy\"", "reason=\"r
                                                   "reason=\"spool_full\"", "reason=\"kafka\"",
                                                   "reason=\"kafka_permanent\""};
 
+/* Why the producer's queue was taken back (the reason label of kafka_purges_total). */
+enum {
+    PURGE_BROKERS_DOWN,
+    PURGE_DELIVERY_FAILED,
+    PURGE_TIMEOUT,
+    PURGE_PROBE,
+    PURGE_PRODUCE_REFUSED,
+    PURGE_REPLAY_FAILED,
+    PURGE_SHUTDOWN,
+    PURGE_N
+};
+static const char *const purge_labels[PURGE_N] = {
+    "reason=\"brokers_down\"", "reason=\"delivery_failed\"", "reason=\"timeout\"",
+    "reason=\"probe\"",        "reason=\"produce_refused\"", "reason=\"replay_failed\"",
+    "reason=\"shutdown\""};
+
 enum { CLAMP_MISSING, CLAMP_FUTURE, CLAMP_PAST, CLAMP_N };
 static const char *const clamp_labels[CLAMP_N] = {"direction=\"missing\"", "direction=\"future\"",
                                                   "direction=\"past\""};
@@ -250,7 +266,7 @@ typedef struct {
     tc_counter_t *delivery_failures_retriable;
     tc_counter_t *delivery_failures_permanent;
     tc_counter_t *produce_errors;
-    tc_counter_t *purges;
+    tc_counter_t *purges[PURGE_N];
     tc_counter_t *spooled_batches;
     tc_counter_t *spooled_events;
     tc_counter_t *replayed_entries;
@@ -338,8 +354,11 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
             "Failed Kafka delivery reports (retriable ones include purges)");
     COUNTER(produce_errors, "produce_errors_total", NULL,
             "Records the producer refused at once (queue full, ...)");
-    COUNTER(purges, "kafka_purges_total", NULL,
-            "Times the producer's queue was taken back to spool it (Kafka away or stalled)");
+    for (int p = 0; p < PURGE_N; p++) {
+        COUNTER(purges[p], "kafka_purges_total", purge_labels[p],
+                "Times the producer's queue was taken back to spool it, by what showed Kafka "
+                "away (timeout: no delivery report within kafka.message_timeout)");
+    }
     COUNTER(spooled_batches, "spooled_batches_total", NULL, "Batches written to the spool");
     COUNTER(spooled_events, "spooled_events_total", NULL, "Events written to the spool");
     COUNTER(replayed_entries, "replayed_entries_total", NULL,
@@ -489,15 +508,23 @@ static void ready_check(void *ctx, tc_health_t *health)
         up = false;
         tc_strlcpy(detail, "probe has not answered", sizeof(detail));
     }
-    tc_health_status_t ks =
-        up ? TC_HEALTH_HEALTHY : (spool_room ? TC_HEALTH_DEGRADED : TC_HEALTH_UNHEALTHY);
+    /* Spooling means Kafka does not take what is produced, whatever metadata says. */
+    bool spooling = atomic_load(&p->spooling);
+    if (up && spooling) {
+        size_t n = strlen(detail);
+        snprintf(detail + n, sizeof(detail) - n, "; deliveries are being spooled");
+    }
+    tc_health_status_t ks = up && !spooling
+                                ? TC_HEALTH_HEALTHY
+                                : (spool_room ? TC_HEALTH_DEGRADED : TC_HEALTH_UNHEALTHY);
     tc_health_add(health, "kafka", ks, ms, detail);
     if (max > 0) {
         char sd[160];
         snprintf(sd, sizeof(sd), "%" PRIu64 " of %" PRIu64 " bytes (high water %.0f%%)%s", bytes,
-                 max, p->high_water * 100, atomic_load(&p->spooling) ? ", spooling" : "");
-        tc_health_status_t ss =
-            spool_room ? TC_HEALTH_HEALTHY : (up ? TC_HEALTH_DEGRADED : TC_HEALTH_UNHEALTHY);
+                 max, p->high_water * 100, spooling ? ", spooling" : "");
+        tc_health_status_t ss = spool_room
+                                    ? TC_HEALTH_HEALTHY
+                                    : (up && !spooling ? TC_HEALTH_DEGRADED : TC_HEALTH_UNHEALTHY);
         tc_health_add(health, "spool", ss, 0, sd);
     }
 }
@@ -791,13 +818,13 @@ static bool anything_producing(col_daemon_t *d)
 }
 
 /* Takes back everything queued in the producer: its reports fail at once (purged). */
-static void purge_producer(col_daemon_t *d, const char *why)
+static void purge_producer(col_daemon_t *d, int reason, const char *why)
 {
     if (!d->produced_since_purge || !anything_producing(d)) {
         return;
     }
     d->produced_since_purge = false;
-    tc_counter_inc(d->m.purges);
+    tc_counter_inc(d->m.purges[reason]);
     d->last_purge_us = tc_mono_us();
     tc_log(TC_LOG_WARN, "collector.purge", "taking back what is in flight: %s", why);
     rd_kafka_purge(d->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -808,11 +835,11 @@ static void purge_producer(col_daemon_t *d, const char *why)
  * flight is taken back so that it is spooled before anything newer. Without a spool, only a
  * stall takes things back (and their batches are answered retry-after).
  */
-static void enter_spooling(col_daemon_t *d, const char *why, bool stall)
+static void enter_spooling(col_daemon_t *d, int reason, const char *why, bool stall)
 {
     if (!d->spool) {
         if (stall) {
-            purge_producer(d, why);
+            purge_producer(d, reason, why);
         }
         return;
     }
@@ -820,7 +847,7 @@ static void enter_spooling(col_daemon_t *d, const char *why, bool stall)
         d->mode = MODE_SPOOLING;
         tc_log(TC_LOG_WARN, "collector.spooling", "batches go to the spool: %s", why);
     }
-    purge_producer(d, why);
+    purge_producer(d, reason, why);
     publish_state(d);
 }
 
@@ -851,7 +878,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     }
     col_track_report(t, result, why);
     if (result == COL_DELIVERY_RETRIABLE && !d->stopping) {
-        enter_spooling(d, why, false);
+        enter_spooling(d, PURGE_DELIVERY_FAILED, why, false);
     }
 }
 
@@ -871,7 +898,7 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         probe_set(&d->probe, false, -1, reason);
-        enter_spooling(d, "all brokers are down", false);
+        enter_spooling(d, PURGE_BROKERS_DOWN, "all brokers are down", false);
     }
     tc_log(TC_LOG_WARN, "kafka.error", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
            reason);
@@ -908,7 +935,7 @@ static void produce_records(col_daemon_t *d, col_track_t *t)
     const col_records_t *r = col_track_records(t);
     if (grow_kmsgs(d, r->count) != 0) {
         col_track_abort(t, "collector out of memory");
-        enter_spooling(d, "out of memory producing", true);
+        enter_spooling(d, PURGE_PRODUCE_REFUSED, "out of memory producing", true);
         return;
     }
     int n[COL_TOPIC_COUNT] = {0};
@@ -953,7 +980,7 @@ static void produce_records(col_daemon_t *d, col_track_t *t)
                 "%s", reason);
     }
     col_track_abort(t, reason);
-    enter_spooling(d, reason, true);
+    enter_spooling(d, PURGE_PRODUCE_REFUSED, reason, true);
 }
 
 /* ---- settling: acks, spool writes and deletions, after each loop turn ---- */
@@ -1020,7 +1047,7 @@ static void settle_replays(col_daemon_t *d)
                 tc_log(TC_LOG_WARN, "collector.replay_failed",
                        "spool entry %" PRIu64 " not delivered (%s); replay stops and starts over",
                        col_track_tag(t), col_track_reason(t));
-                enter_spooling(d, "a replayed entry was not delivered", false);
+                enter_spooling(d, PURGE_REPLAY_FAILED, "a replayed entry was not delivered", false);
             }
             d->replay_bytes -= col_track_records(t)->len;
             col_inflight_close(d->replays, &t);
@@ -1130,7 +1157,8 @@ static void replay_step(col_daemon_t *d)
         }
         return;
     }
-    if (col_spool_entries(d->spool) == 0 && col_inflight_count(d->replays) == 0 && d->n_dels == 0) {
+    if (col_spool_entries(d->spool) == 0 && col_inflight_count(d->replays) == 0 && d->n_dels == 0 &&
+        atomic_load(&d->probe.up_flag) != 0) {
         d->mode = MODE_LIVE;
         d->replay_cursor = 0;
         tc_log(TC_LOG_INFO, "collector.live", "spool empty: batches go to Kafka again");
@@ -1205,7 +1233,7 @@ static void check_stall(col_daemon_t *d)
             d->replay_failed = true;
         }
         d->produced_since_purge = true; /* even if a purge was tried: try again */
-        enter_spooling(d, "no delivery report within kafka.message_timeout", true);
+        enter_spooling(d, PURGE_TIMEOUT, "no delivery report within kafka.message_timeout", true);
     }
 }
 
@@ -1676,7 +1704,7 @@ static void after_turn(col_daemon_t *d)
     check_stall(d);
     if (d->mode == MODE_LIVE && d->spool && atomic_load(&d->probe.up_flag) == 0 &&
         col_inflight_count(d->inflight) > 0) {
-        enter_spooling(d, "the Kafka probe cannot reach the cluster", false);
+        enter_spooling(d, PURGE_PROBE, "the Kafka probe cannot reach the cluster", false);
     }
 }
 
@@ -1741,7 +1769,7 @@ static void drain_inflight(col_daemon_t *d)
             d->mode = MODE_SPOOLING;
         }
         d->produced_since_purge = true;
-        purge_producer(d, "shutting down");
+        purge_producer(d, PURGE_SHUTDOWN, "shutting down");
         int64_t purge_deadline = tc_mono_us() + 5 * 1000000;
         while (anything_producing(d) && tc_mono_us() < purge_deadline) {
             rd_kafka_poll(d->rk, 100);

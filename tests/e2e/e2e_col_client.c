@@ -9,6 +9,7 @@
  *   --api-key KEY          put in every batch
  *   --timeout-ms N         wait this long for each Ack (default 5000)
  *   --retries N            resend a batch answered retry-after at most N times (default 100)
+ *   --pause-ms N           wait this long between two batches of `seq` (default 0)
  * commands:
  *   seq SERVICE[,SERVICE...] COUNT BATCH [KIND]
  *        COUNT events per service, BATCH events per batch, one batch per service in turn,
@@ -23,6 +24,11 @@
  *        a time far in the future; prints its Ack.
  *   raw FILE
  *        the file's bytes as one message; prints the Ack.
+ *   twice SERVICE GATE_FILE
+ *        one good batch; then, once GATE_FILE exists, another on the same connection.
+ *        Prints both Acks.
+ *   keypair
+ *        prints a new CURVE key pair, public then secret (Z85), and nothing else.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -42,6 +48,7 @@
 static void *sock;
 static int timeout_ms = 5000;
 static int max_retries = 100;
+static int pause_ms = 0;
 static const char *api_key = "";
 static uint64_t next_sequence = 1;
 
@@ -308,6 +315,9 @@ static int cmd_seq(char *services, long count, long per_batch, const char *kind)
             if (st != TOCSIN__V1__ACK__STATUS__STATUS_STORED) {
                 failed++;
             }
+            if (pause_ms > 0) {
+                sleep_ms(pause_ms);
+            }
         }
     }
     return failed ? 1 : 0;
@@ -546,8 +556,43 @@ static int cmd_raw(const char *path)
     return rc;
 }
 
+static int cmd_twice(const char *service, const char *gate)
+{
+    long seq = 0;
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) {
+            int64_t deadline = now_us() + 30 * 1000000LL;
+            while (access(gate, F_OK) != 0 && now_us() < deadline) {
+                sleep_ms(20);
+            }
+        }
+        batch_begin(&scratch);
+        for (int i = 0; i < 5; i++) {
+            add_seq_metric(&scratch, service, ++seq);
+        }
+        size_t len;
+        uint8_t *buf = pack(&scratch.batch, &len);
+        Tocsin__V1__Ack *ack = send_and_wait(buf, len, scratch.batch.sequence);
+        count_ack(ack);
+        print_ack(round == 0 ? "first" : "second", ack);
+        if (ack) {
+            tocsin__v1__ack__free_unpacked(ack, NULL);
+        }
+        free(buf);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "keypair") == 0) {
+        char pub[41], sec[41];
+        if (zmq_curve_keypair(pub, sec) != 0) {
+            return 1;
+        }
+        printf("%s\n%s\n", pub, sec);
+        return 0;
+    }
     if (argc < 3) {
         fprintf(stderr, "usage: e2e_col_client ENDPOINT [options] COMMAND ARGS...\n");
         return 2;
@@ -568,6 +613,8 @@ int main(int argc, char **argv)
             timeout_ms = atoi(argv[i + 1]);
         } else if (!strcmp(argv[i], "--retries")) {
             max_retries = atoi(argv[i + 1]);
+        } else if (!strcmp(argv[i], "--pause-ms")) {
+            pause_ms = atoi(argv[i + 1]);
         } else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -603,6 +650,8 @@ int main(int argc, char **argv)
         rc = cmd_samples(argv[i + 1]);
     } else if (!strcmp(cmd, "raw") && argc - i == 2) {
         rc = cmd_raw(argv[i + 1]);
+    } else if (!strcmp(cmd, "twice") && argc - i == 3) {
+        rc = cmd_twice(argv[i + 1], argv[i + 2]);
     } else {
         fprintf(stderr, "bad command\n");
     }
