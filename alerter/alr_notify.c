@@ -368,6 +368,10 @@ size_t alr_sender_results(alr_sender_t *self, alr_result_t *out, size_t max)
 {
     pthread_mutex_lock(&self->lock);
     size_t n = self->ndone < max ? self->ndone : max;
+    if (n == 0) {
+        pthread_mutex_unlock(&self->lock);
+        return 0;
+    }
     memcpy(out, self->done, n * sizeof(*out));
     memmove(self->done, self->done + n, (self->ndone - n) * sizeof(*out));
     self->ndone -= n;

@@ -744,7 +744,6 @@ static void http_alert(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp
         update_alert_gauges(app);
     }
     pthread_mutex_unlock(&app->lock);
-    json_decref(body);
     if (rc == TC_ENOTFOUND) {
         tc_http_resp_error(resp, 404, "fingerprint", "no such alert");
     } else if (rc == TC_ESTATE) {
@@ -761,6 +760,7 @@ static void http_alert(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp
                 "alert %s: %s", action, json_string_value(json_object_get(doc, "fingerprint")));
         tc_http_resp_json(resp, 200, doc);
     }
+    json_decref(body); /* `by` pointed into it */
 }
 
 static void http_silences(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp)
