@@ -136,6 +136,26 @@ static void test_query_view(void **state)
     json_decref(doc);
 }
 
+static void test_range_view(void **state)
+{
+    (void)state;
+    /* As GET /api/v1/range answers: one point per step, "t" its start in Unix seconds. */
+    json_t *doc = load("{\"service\":\"shop\",\"name\":\"*\",\"from\":1767322920,"
+                       "\"to\":1767323040,\"step\":60,\"points\":["
+                       "{\"t\":1767322920,\"count\":0,\"errors\":0,\"error_rate\":0,"
+                       "\"rate_per_s\":0,\"quantiles\":{\"0.5\":null,\"0.95\":null,"
+                       "\"0.99\":null}},"
+                       "{\"t\":1767322980,\"count\":500,\"errors\":25,\"error_rate\":0.05,"
+                       "\"rate_per_s\":8.333,\"quantiles\":{\"0.5\":21.1,\"0.95\":71.1,"
+                       "\"0.99\":112}}]}");
+    char *text = ctl_view_range(doc, 0);
+    assert_non_null(strstr(text, "2026-01-02 03:02:00      0       0       0         0 %"));
+    assert_non_null(
+        strstr(text, "2026-01-02 03:03:00    500   8.333      25         5 %  21.1 ms"));
+    free(text);
+    json_decref(doc);
+}
+
 static void test_top_sort_and_view(void **state)
 {
     (void)state;
@@ -313,13 +333,10 @@ static void test_issues_and_logs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_time_parse),
-        cmocka_unit_test(test_time_ago_and_when),
-        cmocka_unit_test(test_query_view),
-        cmocka_unit_test(test_top_sort_and_view),
-        cmocka_unit_test(test_durations),
-        cmocka_unit_test(test_alerts_view),
-        cmocka_unit_test(test_silences_and_notifications),
+        cmocka_unit_test(test_time_parse),        cmocka_unit_test(test_time_ago_and_when),
+        cmocka_unit_test(test_query_view),        cmocka_unit_test(test_range_view),
+        cmocka_unit_test(test_top_sort_and_view), cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_alerts_view),       cmocka_unit_test(test_silences_and_notifications),
         cmocka_unit_test(test_issues_and_logs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -334,7 +334,11 @@ char *ctl_view_range(const json_t *doc, size_t width)
     json_array_foreach((json_t *)points, i, p)
     {
         char buf[64];
-        const json_t *from = json_object_get(p, "from");
+        /* The step's start: "t" (Unix seconds) as the aggregator answers it. */
+        const json_t *from = json_object_get(p, "t");
+        if (!from) {
+            from = json_object_get(p, "from");
+        }
         if (json_is_integer(from)) {
             time_t s = (time_t)json_integer_value(from);
             struct tm tm;
@@ -625,10 +629,14 @@ char *ctl_view_issue(const json_t *doc, int64_t now_us, size_t width)
     json_object_foreach((json_t *)is, key, v)
     {
         char buf[1024];
-        if (json_is_object(v) || json_is_array(v)) {
+        size_t klen = strlen(key);
+        /* Objects and lists come below; "*_us" repeat a time shown already; empty strings
+         * say nothing. */
+        if (json_is_object(v) || json_is_array(v) || (klen > 3 && !strcmp(key + klen - 3, "_us")) ||
+            (json_is_string(v) && !*json_string_value(v))) {
             continue;
         }
-        if (json_is_string(v) && strstr(key, "seen")) {
+        if (json_is_string(v) && (strstr(key, "seen") || !strcmp(key, "status_updated"))) {
             ctl_fmt_when(v, now_us, buf, sizeof(buf));
         } else {
             fmt_scalar(v, buf, sizeof(buf));
