@@ -31,9 +31,9 @@ static const uint8_t id_a[16] = {1, 2, 3};
 static void test_round_trip(void **state)
 {
     (void)state;
-    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES);
+    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES, 99);
     assert_non_null(enc);
-    assert_null(tocsin_encoder_new(&identity, 1000)); /* below two reserves */
+    assert_null(tocsin_encoder_new(&identity, 1000, 1)); /* below two reserves */
 
     /* A request with scope. */
     tocsin_event_reset(&ev, arena);
@@ -107,8 +107,14 @@ static void test_round_trip(void **state)
                           .dropped_before_send = 6};
     uint8_t *buf = NULL;
     size_t len = 0;
-    assert_int_equal(tocsin_encoder_seal(enc, 99, &loss, &buf, &len), 0);
+    uint64_t seq = 0;
+    assert_int_equal(tocsin_encoder_seal(enc, &loss, &buf, &len, &seq), 0);
+    assert_int_equal(seq, 99);
     assert_int_equal(tocsin_encoder_events(enc), 0);
+    /* The batch's own fields come before its events, so a collector that stops reading
+     * early still knows its sequence. */
+    assert_int_equal(buf[0], 0x08); /* field 1, varint */
+    assert_int_equal(buf[1], 99);
 
     Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, len, buf);
     assert_non_null(b);
@@ -196,11 +202,12 @@ static void test_round_trip(void **state)
 }
 
 /* A batch stops taking events while it still has a reserve below the cap, so no batch is
- * ever above TOCSIN_BATCH_MAX_BYTES, and a batch with no events still seals. */
+ * ever above TOCSIN_BATCH_MAX_BYTES; a batch with no events does not seal; sequence numbers
+ * follow each other. */
 static void test_byte_cap(void **state)
 {
     (void)state;
-    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES);
+    tocsin_encoder_t *enc = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES, 1);
     char *msg = malloc(TOCSIN_MESSAGE_MAX + 1);
     memset(msg, 'm', TOCSIN_MESSAGE_MAX);
     msg[TOCSIN_MESSAGE_MAX] = '\0';
@@ -217,17 +224,25 @@ static void test_byte_cap(void **state)
     uint8_t *buf = NULL;
     size_t len = 0;
     tocsin_loss_t loss = {0};
-    assert_int_equal(tocsin_encoder_seal(enc, 1, &loss, &buf, &len), 0);
+    uint64_t seq = 0;
+    assert_int_equal(tocsin_encoder_seal(enc, &loss, &buf, &len, &seq), 0);
+    assert_int_equal(seq, 1);
     assert_true(len <= TOCSIN_BATCH_MAX_BYTES);
     Tocsin__V1__Batch *b = tocsin__v1__batch__unpack(NULL, len, buf);
     assert_non_null(b);
     assert_int_equal(b->n_events, n);
     tocsin__v1__batch__free_unpacked(b, NULL);
     free(buf);
-    assert_int_equal(tocsin_encoder_seal(enc, 2, &loss, &buf, &len), 0);
+    assert_int_equal(tocsin_encoder_seal(enc, &loss, &buf, &len, &seq), TOCSIN_EINVAL);
+    tocsin_event_reset(&ev, arena);
+    ev.kind = TOCSIN_EVENT_METRIC;
+    ev.str[TOCSIN_FIELD_NAME] = "m";
+    assert_int_equal(tocsin_encoder_add(enc, &ev, id_a), 0);
+    assert_int_equal(tocsin_encoder_seal(enc, &loss, &buf, &len, &seq), 0);
+    assert_int_equal(seq, 2);
     b = tocsin__v1__batch__unpack(NULL, len, buf);
     assert_non_null(b);
-    assert_int_equal(b->n_events, 0);
+    assert_int_equal(b->n_events, 1);
     assert_int_equal(b->sequence, 2);
     tocsin__v1__batch__free_unpacked(b, NULL);
     free(buf);

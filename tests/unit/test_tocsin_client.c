@@ -69,6 +69,7 @@ typedef struct {
     bool seq_stored[MAX_PEERS][MAX_SEQ];
     uint64_t dropped_queue_full; /* sums of ClientCounters over stored batches */
     uint64_t carried_drops;      /* sum of the tocsin.client.dropped metric events */
+    uint64_t largest_batch;      /* most events in one batch, carriers included */
     uint64_t sampled_out;        /* more sums of ClientCounters */
     uint64_t dropped_oversize;
     uint64_t dropped_before_send;
@@ -130,6 +131,9 @@ static void store(collector_t *col, int peer, Tocsin__V1__Batch *b)
             col->sampled_out += b->counters->sampled_out;
             col->dropped_oversize += b->counters->dropped_oversize;
             col->dropped_before_send += b->counters->dropped_before_send;
+        }
+        if (b->n_events > col->largest_batch) {
+            col->largest_batch = b->n_events;
         }
         snprintf(col->sdk, sizeof(col->sdk), "%s", b->sdk);
         snprintf(col->api_key, sizeof(col->api_key), "%s", b->api_key);
@@ -826,6 +830,8 @@ static void test_queue_full_reported(void **state)
     assert_int_equal(collector_get(col, &col->events_stored), st.recorded);
     assert_int_equal(collector_get(col, &col->dropped_queue_full), full);
     assert_int_equal(collector_get(col, &col->carried_drops), full);
+    /* The carrier of the drop counts takes a place of the batch, never one more. */
+    assert_true(collector_get(col, &col->largest_batch) <= BATCH);
     tocsin_destroy(&c);
     collector_stop(&col);
 }

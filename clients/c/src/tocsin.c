@@ -108,7 +108,6 @@ typedef struct bg {
     uint64_t pending_first;     /* queue position of its first event */
     int64_t pending_started_ms; /* when its first event was taken from the queue */
     int64_t pending_first_us;   /* its first event's time */
-    uint64_t next_sequence;
     tocsin_loss_t reported; /* loss totals already put in a batch */
     int64_t last_carrier_ms;
 
@@ -1147,7 +1146,9 @@ static uint32_t fill_pending(tocsin_t *self, int64_t now)
 {
     bg_t *bg = self->bg;
     uint32_t moved = 0;
-    while (bg->pending_n < self->opts.batch_max_events && tocsin_encoder_has_room(bg->encoder)) {
+    /* One place of a batch stays free for the carrier of drop counts. */
+    uint32_t max = self->opts.batch_max_events > 1 ? self->opts.batch_max_events - 1 : 1;
+    while (bg->pending_n < max && tocsin_encoder_has_room(bg->encoder)) {
         if (!take_event(self, now)) {
             break;
         }
@@ -1186,7 +1187,8 @@ static int64_t pending_wait_ms(tocsin_t *self, int64_t now, bool closing)
         return INT64_MAX;
     }
     uint64_t flush_target = atomic_load_explicit(&self->flush_target, memory_order_acquire);
-    if (closing || bg->pending_n >= self->opts.batch_max_events ||
+    uint32_t max = self->opts.batch_max_events > 1 ? self->opts.batch_max_events - 1 : 1;
+    if (closing || bg->pending_n >= max ||
         !tocsin_encoder_has_room(bg->encoder) || flush_target > bg->pending_first) {
         return 0;
     }
@@ -1254,25 +1256,33 @@ static int seal_batch(tocsin_t *self, int64_t now)
         .dropped_before_send = totals.dropped_before_send - bg->reported.dropped_before_send,
     };
     uint64_t drops = new_drops(self, &totals);
-    if (drops > 0) {
+    /* The carrier takes the batch's last place; with batch_max_events 1 and an event in
+     * the batch, it waits for a batch of its own and its counts wait with it. */
+    bool carry = drops > 0 && tocsin_encoder_events(bg->encoder) < self->opts.batch_max_events;
+    if (carry) {
         add_carrier(self, &delta, drops);
         bg->last_carrier_ms = now;
+    } else {
+        delta.dropped_queue_full = delta.dropped_oversize = delta.dropped_before_send = 0;
+        totals.dropped_queue_full = bg->reported.dropped_queue_full;
+        totals.dropped_oversize = bg->reported.dropped_oversize;
+        totals.dropped_before_send = bg->reported.dropped_before_send;
     }
     if (tocsin_encoder_events(bg->encoder) == 0) {
         return 0; /* nothing to send (the collector refuses empty batches) */
     }
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = tocsin_encoder_seal(bg->encoder, bg->next_sequence, &delta, &data, &len);
+    uint64_t sequence = 0;
+    int rc = tocsin_encoder_seal(bg->encoder, &delta, &data, &len, &sequence);
     if (rc != 0) {
         return rc;
     }
     uint64_t first = bg->pending_n ? bg->pending_first : tocsin_queue_head(self->queue);
-    rc = tocsin_inflight_add(bg->inflight, bg->next_sequence, data, len, first,
+    rc = tocsin_inflight_add(bg->inflight, sequence, data, len, first,
                              tocsin_queue_head(self->queue), bg->pending_n, now);
     assert(rc == 0); /* callers seal only when the table has room */
     /* the in-flight table owns data now */
-    bg->next_sequence++;
     bg->reported = totals;
     bg->pending_n = 0;
     return 0;
@@ -1561,7 +1571,7 @@ static bg_t *bg_new(tocsin_t *self)
         .api_key = self->api_key,
         .sdk = self->sdk,
     };
-    bg->encoder = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES);
+    bg->encoder = tocsin_encoder_new(&identity, TOCSIN_BATCH_MAX_BYTES, 1);
     tocsin_inflight_config_t config = {
         .max_batches = self->opts.max_inflight_batches,
         .n_endpoints = self->n_endpoints,
@@ -1576,7 +1586,6 @@ static bg_t *bg_new(tocsin_t *self)
     bg->event = malloc(sizeof(*bg->event));
     bg->arena = malloc(TOCSIN_EVENT_ARENA);
     bg->scratch = malloc(TOCSIN_RECORD_MAX);
-    bg->next_sequence = 1;
     bg->last_carrier_ms = INT64_MIN / 2;
     if (!bg->encoder || !bg->inflight || !bg->symbolizer || !bg->event || !bg->arena ||
         !bg->scratch || open_sockets(self, bg) != 0) {

@@ -12,6 +12,7 @@
 struct tocsin_encoder {
     tocsin_identity_t identity;
     size_t max_bytes;
+    uint64_t sequence; /* of the batch under construction */
     uint8_t *buf;
     size_t len;
     size_t cap;
@@ -27,7 +28,8 @@ struct tocsin_encoder {
     char *fingerprint[TOCSIN_FINGERPRINT_MAX];
 };
 
-tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, size_t max_bytes)
+tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, size_t max_bytes,
+                                     uint64_t first_sequence)
 {
     assert(identity);
     if (max_bytes < 2 * TOCSIN_EVENT_RESERVE) {
@@ -39,6 +41,7 @@ tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, size_t m
     }
     self->identity = *identity;
     self->max_bytes = max_bytes;
+    self->sequence = first_sequence;
     return self;
 }
 
@@ -198,6 +201,18 @@ int tocsin_encoder_add(tocsin_encoder_t *self, const tocsin_event_t *ev, const u
     if (size + 16 > TOCSIN_EVENT_RESERVE) {
         return TOCSIN_ETOOBIG;
     }
+    if (self->len == 0) {
+        /* The batch's own fields first: sequence, API key, SDK. */
+        Tocsin__V1__Batch head = TOCSIN__V1__BATCH__INIT;
+        head.sequence = self->sequence;
+        head.api_key = str(self->identity.api_key);
+        head.sdk = str(self->identity.sdk);
+        size_t hsize = protobuf_c_message_get_packed_size(&head.base);
+        if (reserve(self, hsize + size + 16) != 0) {
+            return TOCSIN_ENOMEM;
+        }
+        self->len = protobuf_c_message_pack(&head.base, self->buf);
+    }
     if (reserve(self, size + 16) != 0) {
         return TOCSIN_ENOMEM;
     }
@@ -213,10 +228,13 @@ int tocsin_encoder_add(tocsin_encoder_t *self, const tocsin_event_t *ev, const u
     return 0;
 }
 
-int tocsin_encoder_seal(tocsin_encoder_t *self, uint64_t sequence, const tocsin_loss_t *loss,
-                        uint8_t **out, size_t *out_len)
+int tocsin_encoder_seal(tocsin_encoder_t *self, const tocsin_loss_t *loss, uint8_t **out,
+                        size_t *out_len, uint64_t *sequence)
 {
-    assert(self && loss && out && out_len);
+    assert(self && loss && out && out_len && sequence);
+    if (self->events == 0) {
+        return TOCSIN_EINVAL;
+    }
     Tocsin__V1__ClientCounters counters = TOCSIN__V1__CLIENT_COUNTERS__INIT;
     counters.dropped_queue_full = loss->dropped_queue_full;
     counters.dropped_oversize = loss->dropped_oversize;
@@ -226,9 +244,6 @@ int tocsin_encoder_seal(tocsin_encoder_t *self, uint64_t sequence, const tocsin_
     counters.dropped_before_send = loss->dropped_before_send;
 
     Tocsin__V1__Batch batch = TOCSIN__V1__BATCH__INIT;
-    batch.sequence = sequence;
-    batch.api_key = str(self->identity.api_key);
-    batch.sdk = str(self->identity.sdk);
     batch.counters = &counters;
     size_t size = protobuf_c_message_get_packed_size(&batch.base);
     if (reserve(self, size) != 0) {
@@ -239,6 +254,7 @@ int tocsin_encoder_seal(tocsin_encoder_t *self, uint64_t sequence, const tocsin_
     uint8_t *b = realloc(self->buf, self->len);
     *out = b ? b : self->buf;
     *out_len = self->len;
+    *sequence = self->sequence++;
     self->buf = NULL;
     self->len = 0;
     self->cap = 0;

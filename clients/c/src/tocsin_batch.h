@@ -45,8 +45,10 @@ typedef struct {
 
 typedef struct tocsin_encoder tocsin_encoder_t;
 
-/* Returns NULL when max_bytes is under 2 × TOCSIN_EVENT_RESERVE or memory runs out. */
-tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, size_t max_bytes);
+/* Returns NULL when max_bytes is under 2 × TOCSIN_EVENT_RESERVE or memory runs out. Batches
+ * are numbered from first_sequence on, one by one. */
+tocsin_encoder_t *tocsin_encoder_new(const tocsin_identity_t *identity, size_t max_bytes,
+                                     uint64_t first_sequence);
 void tocsin_encoder_destroy(tocsin_encoder_t **self_p);
 
 /*
@@ -62,14 +64,16 @@ uint32_t tocsin_encoder_events(const tocsin_encoder_t *self);
 bool tocsin_encoder_has_room(const tocsin_encoder_t *self);
 
 /*
- * Finishes the batch: its sequence number, API key, SDK and loss figures. On success
- * returns 0 and hands the encoded batch to the caller (*out, malloc'd, *out_len bytes;
- * the caller frees it); the encoder starts an empty batch. A batch with no events is
- * allowed here (the collector refuses it: the caller adds an event first). Returns
+ * Finishes the batch with its loss figures. Its sequence number, API key and SDK were
+ * written first, when its first event came (so that a collector that refuses the batch
+ * without decoding it whole can still name it in its Ack). On success returns 0 and hands
+ * the encoded batch to the caller (*out, malloc'd, *out_len bytes; the caller frees it)
+ * with its sequence in *sequence; the encoder starts an empty batch with the next number.
+ * Returns TOCSIN_EINVAL for a batch without events (the collector refuses those), and
  * TOCSIN_ENOMEM with the batch left as it was.
  */
-int tocsin_encoder_seal(tocsin_encoder_t *self, uint64_t sequence, const tocsin_loss_t *loss,
-                        uint8_t **out, size_t *out_len);
+int tocsin_encoder_seal(tocsin_encoder_t *self, const tocsin_loss_t *loss, uint8_t **out,
+                        size_t *out_len, uint64_t *sequence);
 
 /* Largest Ack the client reads; a longer reply is invalid. */
 #define TOCSIN_ACK_MAX_BYTES 65536
