@@ -58,6 +58,8 @@ static const ctl_figure_t aggregator_figures[] = {
     {"decode-errors", "tocsin_aggregator_decode_errors_total", NULL},
     {"partitions", "tocsin_aggregator_assigned_partitions", NULL},
     {"owed", "tocsin_aggregator_states_owed", NULL},
+    {"view-lag-s", "tocsin_aggregator_view_lag_seconds", NULL},
+    {"records-lost", "tocsin_aggregator_records_lost_total", NULL},
     {"owed", "tocsin_aggregator_rollups_owed", NULL},
     {NULL, NULL, NULL},
 };
