@@ -478,10 +478,12 @@ def check_dockerfile(c):
     check(any("scripts/deps.sh" in line for line in lines if line.startswith("RUN")),
           "Dockerfile does not install through scripts/deps.sh")
     # Every binary copied from the build stage is a target this build makes.
-    copied = [w for line in lines if line.startswith("COPY --from=build") for w in line.split()
-              if w.startswith("/src/build/")]
+    copied_all = [w for line in lines if line.startswith("COPY --from=build")
+                  for w in line.split() if w.startswith("/src/build/")]
+    copied = [w for w in copied_all if ".so" not in os.path.basename(w)]
+    copied_libs = [w for w in copied_all if ".so" in os.path.basename(w)]
     check(len(copied) >= 5, f"Dockerfile copies {copied}")
-    for w in copied:
+    for w in copied_all:
         check(os.path.exists(os.path.join(c.build, w[len("/src/build/"):])),
               f"Dockerfile copies {w}, which this build does not make")
     # The runtime packages cover every shared library the binaries link (with their
@@ -500,8 +502,16 @@ def check_dockerfile(c):
     for w in copied:
         binary = os.path.join(c.build, w[len("/src/build/"):])
         ldd = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
-        libs |= {lib for lib in re.findall(r"=> (/\S+)", ldd)
-                 if "libasan" not in lib and "libubsan" not in lib}  # sanitizer builds
+        for lib in re.findall(r"=> (/\S+)", ldd):
+            if "libasan" in lib or "libubsan" in lib:
+                continue  # sanitizer builds
+            if os.path.realpath(lib).startswith(c.build + os.sep):
+                # Our own library (libtocsin): the image must copy it from the build stage.
+                real = os.path.basename(os.path.realpath(lib))
+                check(any(w.endswith("/" + real) for w in copied_libs),
+                      f"{binary} links {lib}, which the Dockerfile does not copy")
+                continue
+            libs.add(lib)
     # One dpkg query for all of them (by the path ldd shows and by its real path, since
     # /lib is a link to /usr/lib on Debian 12 and dpkg knows one of the two).
     paths = sorted(libs | {os.path.realpath(lib) for lib in libs})
