@@ -133,8 +133,7 @@ typedef struct {
     pthread_barrier_t *start;
 } worker_t;
 
-static size_t encode_event(uint8_t *buf, size_t cap, const char *route, int status,
-                           uint64_t us)
+static size_t encode_event(uint8_t *buf, size_t cap, const char *route, int status, uint64_t us)
 {
     Tocsin__V1__Request r = TOCSIN__V1__REQUEST__INIT;
     r.route = (char *)route;
@@ -449,20 +448,18 @@ int main(int argc, char **argv)
 
     printf("bench_client: %zu events per thread per run, %d runs; TSC %.3f ns/tick, timing "
            "overhead %.1f ns subtracted; libtocsin to the collector at %s\n",
-           cfg.events, cfg.runs, ns_per_tick, (double)timing_overhead * ns_per_tick,
-           cfg.collector);
+           cfg.events, cfg.runs, ns_per_tick, (double)timing_overhead * ns_per_tick, cfg.collector);
     printf("\nnanoseconds per recorded event on the calling thread (median of %d runs)\n",
            cfg.runs);
     printf("%-34s %8s %8s %8s %8s %10s\n", "", "1 thr", "", "2 thr", "", "");
-    printf("%-34s %8s %8s %8s %8s %10s\n", "way", "median", "p99", "median", "p99",
-           "full");
+    printf("%-34s %8s %8s %8s %8s %10s\n", "way", "median", "p99", "median", "p99", "full");
     const char *names[] = {"libtocsin tocsin_request", "UDP sendto per event (StatsD)",
                            "ZeroMQ send per event (protobuf)"};
     cost_t cost[3][2];
     for (int way = 0; way < 3; way++) {
         for (int th = 1; th <= 2; th++) {
-            cost[way][th - 1] = measure(&cfg, (way_t)way, th, way == WAY_UDP ? &udp : &zr, &addr,
-                                        zctx, zep);
+            cost[way][th - 1] =
+                measure(&cfg, (way_t)way, th, way == WAY_UDP ? &udp : &zr, &addr, zctx, zep);
         }
         printf("%-34s %8.1f %8.1f %8.1f %8.1f %9.2f%%\n", names[way], cost[way][0].median,
                cost[way][0].p99, cost[way][1].median, cost[way][1].p99,
@@ -482,8 +479,8 @@ int main(int argc, char **argv)
            cost[WAY_UDP][0].median >= 10 * cost[WAY_TOCSIN][0].median ? "met" : "NOT met");
 
     size_t n = cfg.events * 5;
-    printf("\nevents per second delivered, one sending thread, %zu events (median of %d runs)\n",
-           n, cfg.runs);
+    printf("\nevents per second delivered, one sending thread, %zu events (median of %d runs)\n", n,
+           cfg.runs);
     double d[3][64];
     uint64_t got[3] = {0};
     for (int run = 0; run < cfg.runs; run++) {

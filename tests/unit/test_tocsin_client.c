@@ -151,8 +151,8 @@ static void store(collector_t *col, int peer, Tocsin__V1__Batch *b)
             if (!indexed && col->n_kept < MAX_KEPT) {
                 size_t n = protobuf_c_message_get_packed_size(&e->base);
                 col->kept[col->n_kept] = malloc(n);
-                col->kept_len[col->n_kept] = protobuf_c_message_pack(&e->base,
-                                                                     col->kept[col->n_kept]);
+                col->kept_len[col->n_kept] =
+                    protobuf_c_message_pack(&e->base, col->kept[col->n_kept]);
                 col->n_kept++;
             }
             if (e->body_case == TOCSIN__V1__EVENT__BODY_REQUEST &&
@@ -302,9 +302,8 @@ static collector_t *collector_start(mode_t_ mode)
     if (curve_secret_for_next) {
         int one = 1;
         assert_int_equal(zmq_setsockopt(col->router, ZMQ_CURVE_SERVER, &one, sizeof(one)), 0);
-        assert_int_equal(zmq_setsockopt(col->router, ZMQ_CURVE_SECRETKEY, curve_secret_for_next,
-                                        40),
-                         0);
+        assert_int_equal(
+            zmq_setsockopt(col->router, ZMQ_CURVE_SECRETKEY, curve_secret_for_next, 40), 0);
         curve_secret_for_next = NULL;
     }
     assert_int_equal(zmq_bind(col->router, "tcp://127.0.0.1:*"), 0);
@@ -943,7 +942,6 @@ static void test_example_program(void **state)
     collector_stop(&col);
 }
 
-
 /* ------------------------------------------------------------------------------------ */
 /* Events beyond requests: logs, scope, tags, fingerprints, frames, stacks, hooks,
  * sampling, CURVE. */
@@ -1110,8 +1108,7 @@ static void test_logs_scope_and_bindings(void **state)
 
 static bool is_captured_error(const Tocsin__V1__Event *e)
 {
-    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR &&
-           strcmp(e->error->type, "Captured") == 0;
+    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR && strcmp(e->error->type, "Captured") == 0;
 }
 
 /* Recorded from a function of this file, so the first frame names it. */
@@ -1371,8 +1368,7 @@ static void test_curve(void **state)
 
 static bool is_crash(const Tocsin__V1__Event *e)
 {
-    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR &&
-           strcmp(e->error->type, "SIGSEGV") == 0;
+    return e->body_case == TOCSIN__V1__EVENT__BODY_ERROR && strcmp(e->error->type, "SIGSEGV") == 0;
 }
 
 /* An address in the unmapped first page, hidden from the optimiser. */

@@ -54,8 +54,7 @@ static bool push(tocsin_queue_t *q, uint32_t producer, uint32_t n)
 static uint8_t chain_buf[3 * TOCSIN_SLOT_PAYLOAD];
 
 /* Checks the event at the head and returns its slot count. */
-static uint32_t check_head(tocsin_queue_t *q, const uint8_t *first, uint32_t *producer,
-                           uint32_t *n)
+static uint32_t check_head(tocsin_queue_t *q, const uint8_t *first, uint32_t *producer, uint32_t *n)
 {
     uint32_t head[3];
     memcpy(head, first, sizeof(head));

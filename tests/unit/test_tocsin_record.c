@@ -61,7 +61,6 @@ static void test_utf8_copy_table(void **state)
     }
 }
 
-
 typedef struct {
     const char *name;
     const char *in;
@@ -76,7 +75,10 @@ static void test_utf8_cut_table(void **state)
         {"fits", "abc", 5, 3},
         {"ascii cut", "abcdef", 4, 4},
         {"before a euro sign", "ab\xe2\x82\xac", 4, 2},
-        {"after a euro sign", "ab\xe2\x82\xac" "c", 5, 5},
+        {"after a euro sign",
+         "ab\xe2\x82\xac"
+         "c",
+         5, 5},
         {"ill-formed bytes count one each", "\xff\xff\xff", 2, 2},
         {"zero", "abc", 0, 0},
     };
@@ -93,9 +95,8 @@ static void test_utf8_cut_table(void **state)
 static uint32_t write_record(tocsin_queue_t *q, const char *message, uint64_t *pos_out)
 {
     size_t mlen = strlen(message);
-    size_t size = sizeof(tocsin_rhdr_t) + tocsin_record_str_size(8) +
-                  tocsin_record_str_size(mlen) + TOCSIN_FIELD_HDR + 5 + TOCSIN_FIELD_HDR +
-                  16;
+    size_t size = sizeof(tocsin_rhdr_t) + tocsin_record_str_size(8) + tocsin_record_str_size(mlen) +
+                  TOCSIN_FIELD_HDR + 5 + TOCSIN_FIELD_HDR + 16;
     uint32_t k = tocsin_record_slots(size);
     uint8_t *first = tocsin_queue_claim(q, k, pos_out);
     assert_non_null(first);

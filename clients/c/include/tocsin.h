@@ -341,8 +341,8 @@ int tocsin_error(tocsin_t *self, const char *type, const char *message, tocsin_l
 
 /* What tocsin_error_ex records. Zero-initialise, then set what you have. */
 typedef struct {
-    const char *type;    /* as tocsin_error */
-    const char *message; /* as tocsin_error */
+    const char *type;     /* as tocsin_error */
+    const char *message;  /* as tocsin_error */
     tocsin_level_t level; /* 0 means TOCSIN_LEVEL_ERROR */
     /* Frames passed in (innermost first), e.g. by a language binding: when n_frames > 0
      * nothing is captured. At most TOCSIN_FRAMES_MAX are kept. */
@@ -505,15 +505,15 @@ void tocsin_scope_clear(void);
 
 /* What an event's string fields are; each kind has its own (others read as ""). */
 typedef enum {
-    TOCSIN_FIELD_TYPE = 1,     /* error */
-    TOCSIN_FIELD_MESSAGE = 2,  /* error, log */
-    TOCSIN_FIELD_ROUTE = 3,    /* request */
-    TOCSIN_FIELD_METHOD = 4,   /* request */
-    TOCSIN_FIELD_NAME = 5,     /* metric */
-    TOCSIN_FIELD_UNIT = 6,     /* metric */
-    TOCSIN_FIELD_LOGGER = 7,   /* log */
-    TOCSIN_FIELD_TRACE_ID = 8, /* any */
-    TOCSIN_FIELD_USER_ID = 9,  /* any */
+    TOCSIN_FIELD_TYPE = 1,       /* error */
+    TOCSIN_FIELD_MESSAGE = 2,    /* error, log */
+    TOCSIN_FIELD_ROUTE = 3,      /* request */
+    TOCSIN_FIELD_METHOD = 4,     /* request */
+    TOCSIN_FIELD_NAME = 5,       /* metric */
+    TOCSIN_FIELD_UNIT = 6,       /* metric */
+    TOCSIN_FIELD_LOGGER = 7,     /* log */
+    TOCSIN_FIELD_TRACE_ID = 8,   /* any */
+    TOCSIN_FIELD_USER_ID = 9,    /* any */
     TOCSIN_FIELD_MECHANISM = 10, /* error */
 } tocsin_field_t;
 

@@ -108,7 +108,7 @@ typedef struct bg {
     uint64_t pending_first;     /* queue position of its first event */
     int64_t pending_started_ms; /* when its first event was taken from the queue */
     int64_t pending_first_us;   /* its first event's time */
-    tocsin_loss_t reported; /* loss totals already put in a batch */
+    tocsin_loss_t reported;     /* loss totals already put in a batch */
     int64_t last_carrier_ms;
 
     uint64_t resolved_published;
@@ -126,8 +126,8 @@ struct tocsin {
     /* Read by every recording thread; written only by tocsin_new, tocsin_destroy, fork. */
     tocsin_queue_t *queue;
     _Atomic bool closing;
-    _Atomic bool forked; /* a child that has not restarted the client yet */
-    uint32_t max_slots;  /* slots one event may take */
+    _Atomic bool forked;          /* a child that has not restarted the client yet */
+    uint32_t max_slots;           /* slots one event may take */
     uint64_t sample_threshold[5]; /* per tocsin_event_kind_t; UINT64_MAX: keep all */
     float sample_rate[5];         /* 0 when 1 */
     bool capture_stacks;
@@ -757,8 +757,8 @@ static int record_error(tocsin_t *self, const tocsin_error_t *err, const void *c
     /* The stack: frames passed in, or program counters captured here. */
     uint64_t pcs[TOCSIN_FRAMES_MAX];
     size_t n_pcs = 0;
-    bool want_stack = !err->no_stack && err->n_frames == 0 &&
-                      (err->capture_stack || self->capture_stacks);
+    bool want_stack =
+        !err->no_stack && err->n_frames == 0 && (err->capture_stack || self->capture_stacks);
     if (want_stack) {
         bool more = false;
         n_pcs = tocsin_stack_capture(pcs, TOCSIN_FRAMES_MAX, caller, err->skip_frames, 2, &more);
@@ -926,8 +926,7 @@ int tocsin_log(tocsin_t *self, tocsin_level_t level, const char *logger, const c
     tocsin_writer_str(&r.w, TOCSIN_FIELD_MESSAGE, message, message_len);
     tocsin_writer_str(&r.w, TOCSIN_FIELD_LOGGER, logger, logger_len);
     for (size_t i = 0; i < n_fields; i++) {
-        tocsin_writer_pair(&r.w, TOCSIN_R_FIELD, fields[i].key, klen[i], fields[i].value,
-                           vlen[i]);
+        tocsin_writer_pair(&r.w, TOCSIN_R_FIELD, fields[i].key, klen[i], fields[i].value, vlen[i]);
     }
     scope_write(&r, sc);
     rec_publish(self, &r);
@@ -1188,8 +1187,8 @@ static int64_t pending_wait_ms(tocsin_t *self, int64_t now, bool closing)
     }
     uint64_t flush_target = atomic_load_explicit(&self->flush_target, memory_order_acquire);
     uint32_t max = self->opts.batch_max_events > 1 ? self->opts.batch_max_events - 1 : 1;
-    if (closing || bg->pending_n >= max ||
-        !tocsin_encoder_has_room(bg->encoder) || flush_target > bg->pending_first) {
+    if (closing || bg->pending_n >= max || !tocsin_encoder_has_room(bg->encoder) ||
+        flush_target > bg->pending_first) {
         return 0;
     }
     int64_t interval = self->opts.batch_interval_ms;
@@ -1686,10 +1685,10 @@ static void registry_remove(tocsin_t *self)
 static void reset_counters_after_fork(tocsin_t *self)
 {
     _Atomic uint64_t *counters[] = {
-        &self->dropped_queue_full, &self->dropped_oversize, &self->dropped_invalid,
-        &self->events_truncated,   &self->sampled_out,      &self->extra_slots,
-        &self->batches_sent,       &self->batches_acked,    &self->batches_retried,
-        &self->batches_rejected,   &self->events_acked,     &self->events_rejected,
+        &self->dropped_queue_full, &self->dropped_oversize,    &self->dropped_invalid,
+        &self->events_truncated,   &self->sampled_out,         &self->extra_slots,
+        &self->batches_sent,       &self->batches_acked,       &self->batches_retried,
+        &self->batches_rejected,   &self->events_acked,        &self->events_rejected,
         &self->acks_invalid,       &self->dropped_before_send, &self->crashes_sent,
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
@@ -1766,9 +1765,9 @@ static void client_free(tocsin_t *self)
         }
         free(self->tags);
     }
-    char **strs[] = {&self->service,      &self->environment,    &self->release,
-                     &self->host,         &self->api_key,        &self->curve_server,
-                     &self->curve_public, &self->curve_secret,   &self->in_app_include,
+    char **strs[] = {&self->service,        &self->environment,  &self->release,
+                     &self->host,           &self->api_key,      &self->curve_server,
+                     &self->curve_public,   &self->curve_secret, &self->in_app_include,
                      &self->in_app_exclude, &self->crash_dir};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         if (*strs[i] == self->curve_secret && *strs[i]) {
@@ -1899,8 +1898,8 @@ static int queue_crash(tocsin_t *self, const tocsin_crash_t *c, uint64_t *pos_ou
     tocsin_writer_str(&r.w, TOCSIN_FIELD_TYPE, type, strlen(type));
     tocsin_writer_str(&r.w, TOCSIN_FIELD_MESSAGE, message, strlen(message));
     tocsin_writer_str(&r.w, TOCSIN_FIELD_MECHANISM, "signal", 6);
-    static const uint8_t id_fields[4] = {TOCSIN_R_SERVICE, TOCSIN_R_ENVIRONMENT,
-                                         TOCSIN_R_RELEASE, TOCSIN_R_HOST};
+    static const uint8_t id_fields[4] = {TOCSIN_R_SERVICE, TOCSIN_R_ENVIRONMENT, TOCSIN_R_RELEASE,
+                                         TOCSIN_R_HOST};
     for (int i = 0; i < 4; i++) {
         if (ids[i][0]) {
             tocsin_writer_str(&r.w, id_fields[i], ids[i], strlen(ids[i]));
@@ -2027,8 +2026,8 @@ tocsin_t *tocsin_new(const tocsin_options_t *opts)
         return NULL;
     }
     if (self->crash_dir) {
-        if (tocsin_crash_install(self->crash_dir, self->service, self->environment,
-                                 self->release, self->host) == 0) {
+        if (tocsin_crash_install(self->crash_dir, self->service, self->environment, self->release,
+                                 self->host) == 0) {
             self->crash_installed = true;
         } else {
             log_line("cannot install the crash handlers: crashes will not be reported");

@@ -137,8 +137,8 @@ int tocsin_encoder_add(tocsin_encoder_t *self, const tocsin_event_t *ev, const u
         error.type = str(ev->str[TOCSIN_FIELD_TYPE]);
         error.message = str(ev->str[TOCSIN_FIELD_MESSAGE]);
         error.level = (Tocsin__V1__Level)ev->sub;
-        error.mechanism = str(ev->str[TOCSIN_FIELD_MECHANISM] ? ev->str[TOCSIN_FIELD_MECHANISM]
-                                                              : "manual");
+        error.mechanism =
+            str(ev->str[TOCSIN_FIELD_MECHANISM] ? ev->str[TOCSIN_FIELD_MECHANISM] : "manual");
         for (size_t i = 0; i < ev->n_frames; i++) {
             Tocsin__V1__Frame *f = &self->frames[i];
             const tocsin_frame_t *src = &ev->frames[i];

@@ -375,7 +375,7 @@ static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 static int install_count;
 static struct sigaction previous[N_SIGNALS];
 static char crash_dir[DIR_MAX + 1];
-static tocsin_crash_t report;     /* filled by the handler */
+static tocsin_crash_t report; /* filled by the handler */
 static char report_text[TOCSIN_FRAMES_MAX * (TOCSIN_CRASH_PATH_MAX + 80) + 4096];
 static char maps_buf[8192];
 static atomic_flag in_handler = ATOMIC_FLAG_INIT;
@@ -409,9 +409,9 @@ static void find_mappings(tocsin_crash_t *c)
             if (dash && parse_u64(line, (size_t)(dash - line), 16, &start)) {
                 q = dash + 1;
                 bool ok = next_word(&q, e, &w, &wn) && parse_u64(w, wn, 16, &stop) &&
-                          next_word(&q, e, &w, &wn) &&                     /* perms */
+                          next_word(&q, e, &w, &wn) && /* perms */
                           next_word(&q, e, &w, &wn) && parse_u64(w, wn, 16, &off) &&
-                          next_word(&q, e, &w, &wn) &&                     /* dev */
+                          next_word(&q, e, &w, &wn) && /* dev */
                           next_word(&q, e, &w, &wn) && parse_u64(w, wn, 10, &inode);
                 while (ok && q < e && *q == ' ') {
                     q++;
@@ -552,8 +552,7 @@ static void on_signal(int sig, siginfo_t *info, void *ucontext)
         /* SIGABRT and sent signals have no faulting instruction: start at our caller. */
         bool sent = !info || info->si_code <= 0 || sig == SIGABRT;
         tocsin_crash_write_report(sig, info ? info->si_code : 0,
-                                  info ? (uint64_t)(uintptr_t)info->si_addr : 0,
-                                  sent ? NULL : pc);
+                                  info ? (uint64_t)(uintptr_t)info->si_addr : 0, sent ? NULL : pc);
     }
     /* Chain: the previous handlers take over. A fault happens again when the instruction
      * is retried; a sent signal is sent again (it stays pending until we return). */
@@ -657,8 +656,8 @@ void tocsin_crash_uninstall(void)
     if (install_count > 0 && --install_count == 0) {
         for (size_t i = 0; i < N_SIGNALS; i++) {
             struct sigaction cur;
-            if (sigaction(crash_signals[i], NULL, &cur) == 0 &&
-                (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_signal) {
+            if (sigaction(crash_signals[i], NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+                cur.sa_sigaction == on_signal) {
                 sigaction(crash_signals[i], &previous[i], NULL);
             }
         }

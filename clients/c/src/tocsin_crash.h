@@ -28,7 +28,7 @@
 
 #include "tocsin.h"
 
-#define TOCSIN_CRASH_PATH_MAX 256     /* a module path, with its NUL (longer ones are cut) */
+#define TOCSIN_CRASH_PATH_MAX 256         /* a module path, with its NUL (longer ones are cut) */
 #define TOCSIN_CRASH_FILE_MAX (64 * 1024) /* largest report file read */
 
 typedef struct {

@@ -140,8 +140,8 @@ const char *tocsin_event_tag(const tocsin_event_t *event, const char *key)
 }
 
 /* Sets or removes key=value in a list of pairs held in the event's arena. */
-static int set_pair(tocsin_event_t *ev, tocsin_tag_t *pairs, size_t *n, size_t max,
-                    const char *key, const char *value)
+static int set_pair(tocsin_event_t *ev, tocsin_tag_t *pairs, size_t *n, size_t max, const char *key,
+                    const char *value)
 {
     if (!key || !key[0]) {
         return TOCSIN_EINVAL;

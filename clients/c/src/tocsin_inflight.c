@@ -11,7 +11,7 @@ struct tocsin_inflight {
     tocsin_rng_t *rng;
     uint32_t count;
     uint32_t current;
-    int64_t offline_since; /* INT64_MAX: some endpoint took the last send */
+    int64_t offline_since;            /* INT64_MAX: some endpoint took the last send */
     tocsin_inflight_entry_t *entries; /* config.max_batches of them; `used` marks a batch */
 };
 

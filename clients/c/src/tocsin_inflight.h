@@ -52,7 +52,7 @@ typedef struct {
     size_t len;
     uint64_t first_pos; /* queue positions of its events: [first_pos, end_pos) */
     uint64_t end_pos;
-    uint32_t events; /* events recorded through the queue that it carries */
+    uint32_t events;   /* events recorded through the queue that it carries */
     uint32_t endpoint; /* where it is (to be) sent */
     uint32_t sends;    /* times handed to ZeroMQ so far */
     uint32_t timeouts; /* ack time-outs so far: drive the back-off */

@@ -159,8 +159,7 @@ void tocsin_queue_reset_after_fork(tocsin_queue_t *self)
     uint64_t tail = atomic_load_explicit(&self->tail, memory_order_relaxed);
     /* Every position still held becomes free for its next lap, as pop would leave it. */
     for (uint64_t pos = head; pos < tail; pos++) {
-        atomic_store_explicit(&slot_at(self, pos)->seq, pos + self->capacity,
-                              memory_order_relaxed);
+        atomic_store_explicit(&slot_at(self, pos)->seq, pos + self->capacity, memory_order_relaxed);
     }
     atomic_store_explicit(&self->head, tail, memory_order_release);
 }

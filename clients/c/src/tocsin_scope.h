@@ -15,8 +15,8 @@
     (2 * (3 + TOCSIN_NAME_MAX + 1) + TOCSIN_TAGS_MAX * (3 + 2 * (TOCSIN_NAME_MAX + 1)))
 
 typedef struct {
-    size_t len;                           /* bytes of blob in use; 0: empty scope */
-    uint8_t blob[TOCSIN_SCOPE_BLOB_MAX];  /* record fields, ready to copy */
+    size_t len;                          /* bytes of blob in use; 0: empty scope */
+    uint8_t blob[TOCSIN_SCOPE_BLOB_MAX]; /* record fields, ready to copy */
     char trace_id[TOCSIN_NAME_MAX + 1];
     char user_id[TOCSIN_NAME_MAX + 1];
     size_t n_tags;

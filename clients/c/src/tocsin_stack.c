@@ -93,8 +93,8 @@ static bool matches_prefix(const char *name, const char *list)
 
 static bool is_system_path(const char *path)
 {
-    static const char *const dirs[] = {"/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/",
-                                       "/usr/local/lib/", "/usr/libexec/"};
+    static const char *const dirs[] = {"/lib/",       "/lib64/",         "/usr/lib/",
+                                       "/usr/lib64/", "/usr/local/lib/", "/usr/libexec/"};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         if (strncmp(path, dirs[i], strlen(dirs[i])) == 0) {
             return true;
@@ -103,8 +103,7 @@ static bool is_system_path(const char *path)
     return false;
 }
 
-bool tocsin_stack_in_app(const char *path, bool is_main, const char *include,
-                         const char *exclude)
+bool tocsin_stack_in_app(const char *path, bool is_main, const char *include, const char *exclude)
 {
     if (!path || !path[0]) {
         return false;
@@ -281,12 +280,11 @@ void tocsin_symbolize_live(tocsin_symbolizer_t *self, tocsin_event_t *ev)
             }
             if (mod) {
                 const char *path = NULL;
-                const char *name = dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, &path,
-                                                    NULL);
+                const char *name = dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, &path, NULL);
                 const char *where = path ? path : (name ? name : "");
                 put_name(e->module, base_name(where));
-                e->in_app = tocsin_stack_in_app(where, strcmp(where, self->exe) == 0,
-                                                self->include, self->exclude);
+                e->in_app = tocsin_stack_in_app(where, strcmp(where, self->exe) == 0, self->include,
+                                                self->exclude);
                 lookup(mod, addr, e);
             }
         }
@@ -311,8 +309,7 @@ static bool has_interp(Elf *elf)
 }
 
 /* The load bias a module had in the crashed process: the address of its vaddr 0. */
-static bool crash_bias(Elf *elf, const tocsin_crash_frame_t *cf, GElf_Addr *bias,
-                       GElf_Addr *vaddr)
+static bool crash_bias(Elf *elf, const tocsin_crash_frame_t *cf, GElf_Addr *bias, GElf_Addr *vaddr)
 {
     size_t n = 0;
     if (elf_getphdrnum(elf, &n) != 0) {
@@ -342,8 +339,8 @@ void tocsin_symbolize_crash(tocsin_symbolizer_t *self, tocsin_event_t *ev)
         uint64_t addr = cf->pc;
         put_name(e.module, base_name(cf->path));
         struct stat st;
-        bool same = cf->path[0] == '/' && stat(cf->path, &st) == 0 &&
-                    (uint64_t)st.st_ino == cf->inode;
+        bool same =
+            cf->path[0] == '/' && stat(cf->path, &st) == 0 && (uint64_t)st.st_ino == cf->inode;
         int fd = same ? open(cf->path, O_RDONLY | O_CLOEXEC) : -1;
         Elf *elf = fd >= 0 ? elf_begin(fd, ELF_C_READ, NULL) : NULL;
         GElf_Addr bias = 0, vaddr = 0;

@@ -34,8 +34,7 @@ size_t tocsin_stack_capture(uint64_t *pcs, size_t max, const void *caller, uint3
  * Whether a module is the service's own code. `path` is the module's file; `is_main` says
  * it is the program itself. Rules in tocsin.h (in_app_include, in_app_exclude). Pure.
  */
-bool tocsin_stack_in_app(const char *path, bool is_main, const char *include,
-                         const char *exclude);
+bool tocsin_stack_in_app(const char *path, bool is_main, const char *include, const char *exclude);
 
 typedef struct tocsin_symbolizer tocsin_symbolizer_t;
 

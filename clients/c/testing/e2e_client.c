@@ -152,10 +152,10 @@ int main(int argc, char **argv)
     printf("{\"recorded\":%llu,\"full\":%llu,\"bad_rc\":%llu,\"acked\":%llu,\"flush\":%d,"
            "\"destroy_ms\":%lld,\"dropped_queue_full\":%llu,\"batches_retried\":%llu,"
            "\"crashes_found\":%llu,\"crashes_sent\":%llu,\"record_s\":%.3f}\n",
-           (unsigned long long)st.recorded, (unsigned long long)full,
-           (unsigned long long)bad_rc, (unsigned long long)st.events_acked, frc,
-           (long long)destroy_ms, (unsigned long long)st.dropped_queue_full,
-           (unsigned long long)st.batches_retried, (unsigned long long)st.crashes_found,
-           (unsigned long long)st.crashes_sent, (double)(d0 - t0) / 1e6);
+           (unsigned long long)st.recorded, (unsigned long long)full, (unsigned long long)bad_rc,
+           (unsigned long long)st.events_acked, frc, (long long)destroy_ms,
+           (unsigned long long)st.dropped_queue_full, (unsigned long long)st.batches_retried,
+           (unsigned long long)st.crashes_found, (unsigned long long)st.crashes_sent,
+           (double)(d0 - t0) / 1e6);
     return 0;
 }

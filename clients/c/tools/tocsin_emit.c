@@ -89,9 +89,9 @@ static int parse_level(const char *s, tocsin_level_t *out)
     static const struct {
         const char *name;
         tocsin_level_t level;
-    } levels[] = {{"trace", TOCSIN_LEVEL_TRACE},     {"debug", TOCSIN_LEVEL_DEBUG},
-                  {"info", TOCSIN_LEVEL_INFO},       {"warning", TOCSIN_LEVEL_WARNING},
-                  {"warn", TOCSIN_LEVEL_WARNING},    {"error", TOCSIN_LEVEL_ERROR},
+    } levels[] = {{"trace", TOCSIN_LEVEL_TRACE},  {"debug", TOCSIN_LEVEL_DEBUG},
+                  {"info", TOCSIN_LEVEL_INFO},    {"warning", TOCSIN_LEVEL_WARNING},
+                  {"warn", TOCSIN_LEVEL_WARNING}, {"error", TOCSIN_LEVEL_ERROR},
                   {"fatal", TOCSIN_LEVEL_FATAL}};
     for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
         if (strcmp(s, levels[i].name) == 0) {
