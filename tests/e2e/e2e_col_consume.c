@@ -406,8 +406,21 @@ int main(int argc, char **argv)
     printf("%s\n", line);
     free(line);
     json_decref(summary);
+    fflush(stdout);
     rd_kafka_topic_partition_list_destroy(parts);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    free(seen.ids);
+    free(seen.used);
+    free(high);
+    free(pos);
+    for (size_t i = 0; i < n_keys; i++) {
+        free(keys[i].key);
+    }
+    for (size_t i = 0; i < n_svcs; i++) {
+        free(svcs[i].service);
+    }
+    free(keys);
+    free(svcs);
     return finished ? 0 : 1;
 }
