@@ -30,8 +30,6 @@
 #define REVOKE_FLUSH_MS 2000
 #define LOCAL_BATCH 4096
 
-static bool rebalanced;
-
 static const char *result_name(agg_msg_result_t r)
 {
     switch (r) {
@@ -44,13 +42,36 @@ static const char *result_name(agg_msg_result_t r)
     }
 }
 
+/* The first (`which` RD_KAFKA_OFFSET_BEGINNING) or next (RD_KAFKA_OFFSET_END) offset of
+ * each partition of `parts`, in one ListOffsets request per broker; -1 where unknown. */
+static void log_bounds(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                       int64_t which, int64_t *out)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
+    for (int i = 0; i < l->cnt; i++) {
+        l->elems[i].offset = which;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, l, WATERMARK_TIMEOUT_MS);
+    for (int i = 0; i < l->cnt; i++) {
+        out[i] = err == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[i].err == 0 ? l->elems[i].offset
+                                                                            : -1;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Sets where each newly assigned partition starts (see the header comment). */
 static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
                               rd_kafka_topic_partition_list_t *parts)
 {
+    int64_t *los = calloc((size_t)parts->cnt + 1, sizeof(*los));
+    int64_t *his = calloc((size_t)parts->cnt + 1, sizeof(*his));
+    if (los && his) {
+        log_bounds(rk, parts, RD_KAFKA_OFFSET_BEGINNING, los);
+        log_bounds(rk, parts, RD_KAFKA_OFFSET_END, his);
+    }
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
-        int64_t start = -1, from = -1, lo = 0, hi = 0;
+        int64_t start = -1, from = -1, lo = los ? los[i] : -1, hi = his ? his[i] : -1;
         const char *source = "none";
         int rc = agg_store_partition_start(d->store, p->partition, &start, &from, &source);
         if (rc != 0) {
@@ -60,8 +81,12 @@ static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
             p->offset = RD_KAFKA_OFFSET_BEGINNING;
             continue;
         }
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo,
-                                                                   &hi, WATERMARK_TIMEOUT_MS);
+        rd_kafka_resp_err_t err = lo >= 0 && hi >= 0 ? RD_KAFKA_RESP_ERR_NO_ERROR
+                                                     : RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+        if (err) {
+            err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi,
+                                                   WATERMARK_TIMEOUT_MS);
+        }
         if (start < 0) {
             p->offset = RD_KAFKA_OFFSET_BEGINNING;
             tc_log(TC_LOG_INFO, "ingest.assign",
@@ -92,15 +117,17 @@ static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
             }
             from = lo;
         }
-        if (strcmp(source, "checkpoint") == 0) {
+        if (strcmp(source, "a checkpoint") == 0) {
             tc_counter_inc(d->m.takeovers);
         }
         p->offset = from;
         tc_log(TC_LOG_INFO, "ingest.assign",
-               "%s/%d: resuming at %" PRId64 " (from the %s), reading from %" PRId64
+               "%s/%d: resuming at %" PRId64 " (from %s), reading from %" PRId64
                " to refill the dedupe set",
                p->topic, (int)p->partition, start, source, from);
     }
+    free(los);
+    free(his);
 }
 
 static void set_owned(agg_daemon_t *d, const rd_kafka_topic_partition_list_t *parts)
@@ -119,7 +146,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     agg_daemon_t *d = opaque;
-    rebalanced = true;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS: {
@@ -313,15 +339,17 @@ void agg_ingest_poll(agg_daemon_t *d, int wait_ms)
     if (room > LOCAL_BATCH || d->paused) {
         room = LOCAL_BATCH;
     }
-    rebalanced = false;
+    /* A rebalance may run inside this poll (its callback commits what was pending before).
+     * Records fetched before a revoke may come back in the same array as records of the new
+     * assignment: they are kept, in order. Those of partitions no longer ours are dropped at
+     * the commit; those of partitions ours again either extend the stored offset or lie
+     * below it (stale: not applied twice), so nothing is lost and nothing counted twice. */
     ssize_t n = rd_kafka_consume_batch_queue(d->consumer_queue, wait_ms, local, room);
     if (n <= 0) {
         return;
     }
-    /* A rebalance ran inside this poll: the records around it may belong to partitions that
-     * went and came back. Every partition now starts where LMDB says, so they are read again. */
-    bool drop = rebalanced;
-    if (!drop && reserve(d, (size_t)n) != 0) {
+    bool drop = false;
+    if (reserve(d, (size_t)n) != 0) {
         tc_log(TC_LOG_ERROR, "ingest.oom", "out of memory holding consumed records");
         d->fatal = true;
         tc_signal_request_stop();

@@ -484,11 +484,11 @@ static int partition_start_txn(MDB_txn *txn, void *ctx)
     if (local >= cp) {
         c->next = local;
         c->read_from = local_from >= 0 && local_from <= local ? local_from : local;
-        c->source = "local";
+        c->source = "our stored offset";
     } else {
         c->next = cp;
         c->read_from = cp_from >= 0 && cp_from <= cp ? cp_from : cp;
-        c->source = "checkpoint";
+        c->source = "a checkpoint";
     }
     return agg_lmdb_result(
         part_put(self, txn, self->events_topic, c->partition, c->next, c->read_from));

@@ -182,7 +182,7 @@ int agg_store_offset_get(agg_store_t *self, const char *topic, int32_t partition
  * the larger of the stored offset and our group's latest checkpoint, *read_from where to
  * read so that the dedupe set refills (records below *start are stale); -1 for both when
  * neither exists (read from the log's beginning). Stores *start as the partition's offset.
- * *source says "local", "checkpoint" or "none". Returns 0, TC_EFULL or TC_ELMDB.
+ * *source says "our stored offset", "a checkpoint" or "none". Returns 0, TC_EFULL or TC_ELMDB.
  */
 int agg_store_partition_start(agg_store_t *self, int32_t partition, int64_t *start,
                               int64_t *read_from, const char **source);

@@ -289,15 +289,30 @@ int agg_view_catch_up(agg_daemon_t *d, int64_t timeout_ms)
     if (!target) {
         return TC_ENOMEM;
     }
+    /* The end of every rollups partition, in one ListOffsets request per broker (a time of
+     * RD_KAFKA_OFFSET_END asks for the latest offset). */
+    rd_kafka_topic_partition_list_t *ends =
+        rd_kafka_topic_partition_list_new(d->rollups_partitions);
     for (int32_t p = 0; p < d->rollups_partitions; p++) {
+        rd_kafka_topic_partition_list_add(ends, d->cfg.topic_rollups, p)->offset =
+            RD_KAFKA_OFFSET_END;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(d->viewer, ends, WATERMARK_TIMEOUT_MS);
+    for (int32_t p = 0; p < d->rollups_partitions; p++) {
+        const rd_kafka_topic_partition_t *e = &ends->elems[p];
         int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(d->viewer, d->cfg.topic_rollups, p, &lo, &hi,
-                                             WATERMARK_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && e->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            e->offset >= 0) {
+            target[p] = e->offset;
+        } else if (rd_kafka_query_watermark_offsets(d->viewer, d->cfg.topic_rollups, p, &lo, &hi,
+                                                    WATERMARK_TIMEOUT_MS) ==
+                   RD_KAFKA_RESP_ERR_NO_ERROR) {
             target[p] = hi;
         } else {
             target[p] = d->vparts[p].position; /* unknown: what we have is all we can do */
         }
     }
+    rd_kafka_topic_partition_list_destroy(ends);
     int64_t deadline = tc_mono_us() + timeout_ms * 1000;
     int rc = TC_ETIMEDOUT;
     for (;;) {

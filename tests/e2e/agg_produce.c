@@ -8,11 +8,13 @@
  *   --topic T          tocsin.events (logs go to --logs-topic, default tocsin.logs)
  *   --count N          events to write (unique ones; duplicates come on top)
  *   --services N       services "svc-0" .. "svc-N-1" (default 1), or --service NAME
+ *   --prefix P         service names "P-0" .. instead of "svc-0" ..
  *   --kind K           request, error, log or mix (default request)
  *   --dup-rate F       this fraction of events is written a second time, same event_id
  *   --rate N           events per second (0: as fast as possible)
- *   --time-us T        event time of the first event (default now)
- *   --spread-s S       event times spread evenly over S seconds after --time-us
+ *   --time-us T        event time of the first event (default: each event's time is the
+ *                      moment it is written, as a live client's)
+ *   --spread-s S       with --time-us: event times spread evenly over S seconds after it
  *   --received-delay-ms M  received_us = event time + M (default 0: received when written)
  *   --users N          user ids drawn from a pool of N (default 0: none)
  *   --error-every K    every K-th request has status 500 (default 0: none)
@@ -138,7 +140,7 @@ static int produce(rd_kafka_t *rk, rd_kafka_topic_t *rkt, const char *key, const
 int main(int argc, char **argv)
 {
     const char *bootstrap_file = NULL, *topic = "tocsin.events", *logs_topic = "tocsin.logs";
-    const char *kind = "request", *one_service = NULL;
+    const char *kind = "request", *one_service = NULL, *prefix = "svc";
     long count = 1000, services = 1, users = 0, error_every = 0, batch = 1000;
     double dup_rate = 0, rate = 0, spread_s = 0;
     int64_t time_us = 0, received_delay_ms = 0;
@@ -160,6 +162,7 @@ int main(int argc, char **argv)
         {"error-every", required_argument, NULL, 'e'},
         {"seed", required_argument, NULL, 'x'},
         {"batch", required_argument, NULL, 'B'},
+        {"prefix", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -213,6 +216,9 @@ int main(int argc, char **argv)
         case 'B':
             batch = strtol(optarg, NULL, 10);
             break;
+        case 'P':
+            prefix = optarg;
+            break;
         default:
             return 2;
         }
@@ -253,7 +259,7 @@ int main(int argc, char **argv)
         if (one_service) {
             snprintf(names[s], sizeof(names[s]), "%s", one_service);
         } else {
-            snprintf(names[s], sizeof(names[s]), "svc-%ld", s);
+            snprintf(names[s], sizeof(names[s]), "%.40s-%ld", prefix, s);
         }
     }
     static const char *routes[] = {"/a", "/b", "/c"};
@@ -282,7 +288,10 @@ int main(int argc, char **argv)
         }
         ev.event_id.data = id;
         ev.event_id.len = 16;
-        int64_t t = t0 + (spread_s > 0 ? (int64_t)((double)i * spread_s * 1e6 / (double)count) : 0);
+        int64_t t = time_us ? t0 + (spread_s > 0 ? (int64_t)((double)i * spread_s * 1e6 /
+                                                           (double)count)
+                                                : 0)
+                            : now_us();
         ev.time_us = t;
         ev.service = names[s];
         ev.environment = "production";

@@ -390,7 +390,7 @@ static void test_duplicates_and_restart(void **state)
     const char *source = NULL;
     assert_int_equal(agg_store_partition_start(d.store, 0, &start, &from, &source), 0);
     assert_int_equal(start, 60);
-    assert_string_equal(source, "local");
+    assert_string_equal(source, "our stored offset");
     assert_true(from >= 0 && from <= 0); /* everything is inside the 10 min window */
     commit_events(d.store, 0, from, evs + from, (size_t)(60 - from), NULL); /* all stale */
     ev_t more[10];
@@ -544,7 +544,7 @@ static void test_takeover(void **state)
     const char *source = NULL;
     assert_int_equal(agg_store_partition_start(b.store, 0, &start, &from, &source), 0);
     assert_int_equal(start, 100);
-    assert_string_equal(source, "checkpoint");
+    assert_string_equal(source, "a checkpoint");
     assert_true(from <= 90); /* the dedupe window reaches back before the resends' originals */
     agg_batch_stats_t st = commit_events(b.store, 0, from, evs + from, (size_t)(N - from), NULL);
     assert_int_equal(st.stale, (uint64_t)(100 - from));
