@@ -10,3 +10,7 @@ tocsin_unit_test(test_tocsin_client tocsin_static)
 add_dependencies(test_tocsin_client tocsin-example)
 set_tests_properties(unit.test_tocsin_client PROPERTIES
     ENVIRONMENT "TOCSIN_EXAMPLE=$<TARGET_FILE:tocsin-example>")
+tocsin_unit_test(test_tocsin_event tocsin_internal)
+tocsin_unit_test(test_tocsin_crash tocsin_internal)
+tocsin_unit_test(test_tocsin_stack tocsin_internal)
+tocsin_unit_test(test_tocsin_scope tocsin_internal)
