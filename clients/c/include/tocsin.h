@@ -431,7 +431,7 @@ int tocsin_flush(tocsin_t *self, uint32_t timeout_ms);
  *   batches_retried     resends: after an ack time-out or a collector's retry-after
  *   batches_rejected    batches the collector rejected (never retried)
  *   events_acked        events in batches acknowledged STORED (less any the collector
- *                       said it did not accept)
+ *                       said it did not accept); crash reports included
  *   events_rejected     events in rejected batches, and events of a stored batch that the
  *                       collector said it did not accept
  *   events_truncated    recorded events of which something was cut to fit

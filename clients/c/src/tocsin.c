@@ -1930,10 +1930,10 @@ static void scan_crash_dir(tocsin_t *self)
         log_line("crash_dir %s cannot be read: %s", self->crash_dir, strerror(errno));
         return;
     }
-    static __thread tocsin_crash_t crash; /* large: not on the caller's stack */
+    tocsin_crash_t *crash = malloc(sizeof(*crash)); /* large: not on the caller's stack */
     char *buf = malloc(TOCSIN_CRASH_FILE_MAX);
     struct dirent *de;
-    while (buf && self->n_crash_files < CRASH_FILES_MAX && (de = readdir(d)) != NULL) {
+    while (buf && crash && self->n_crash_files < CRASH_FILES_MAX && (de = readdir(d)) != NULL) {
         size_t nlen = strlen(de->d_name);
         if (strncmp(de->d_name, "tocsin-crash-", 13) != 0 || nlen < 6 ||
             strcmp(de->d_name + nlen - 6, ".crash") != 0) {
@@ -1952,14 +1952,14 @@ static void scan_crash_dir(tocsin_t *self)
         }
         close(fd);
         uint64_t pos = 0;
-        if (tocsin_crash_parse(buf, (size_t)got, &crash) != 0) {
+        if (tocsin_crash_parse(buf, (size_t)got, crash) != 0) {
             char dst[CRASH_DIR_MAX + 320];
             snprintf(dst, sizeof(dst), "%s.invalid", path);
             rename(path, dst);
             log_line("%s is not a crash report; renamed to %s", path, dst);
             continue;
         }
-        if (queue_crash(self, &crash, &pos) != 0) {
+        if (queue_crash(self, crash, &pos) != 0) {
             break; /* the queue is too small now: sent by a later start */
         }
         char *copy = strdup(path);
@@ -1967,6 +1967,7 @@ static void scan_crash_dir(tocsin_t *self)
         self->crashes_found++;
     }
     free(buf);
+    free(crash);
     closedir(d);
 }
 
