@@ -8,6 +8,8 @@
  *     it on a PUSH socket (one per thread) to a PULL socket that a reader thread drains.
  *
  * usage: bench_client --collector ENDPOINT [--events N] [--runs R]
+ * A fourth row times libtocsin with no collector reachable (every call, recorded or
+ * refused), to show that the calling thread's cost stays flat.
  *   ENDPOINT is a real tocsin-collector (bench/bench_client.sh starts one with tocsin-bus).
  *
  * Per-event cost: every call is timed with the TSC (rdtsc, calibrated against
@@ -117,7 +119,7 @@ static const char *const routes[] = {"/", "/api/items", "/api/checkout", "/login
 /* ---------------------------------------------------------------------------------- */
 /* The three ways of recording, each behind one function timed per call. */
 
-typedef enum { WAY_TOCSIN, WAY_UDP, WAY_ZMQ } way_t;
+typedef enum { WAY_TOCSIN, WAY_UDP, WAY_ZMQ, WAY_TOCSIN_OFFLINE } way_t;
 
 typedef struct {
     way_t way;
@@ -177,6 +179,12 @@ static void *worker_run(void *arg)
         switch (w->way) {
         case WAY_TOCSIN:
             ok = tocsin_request(w->client, route, "GET", status, us) == TOCSIN_OK;
+            break;
+        case WAY_TOCSIN_OFFLINE: /* every call counts: recorded or refused, it must be cheap */
+            ok = 1;
+            if (tocsin_request(w->client, route, "GET", status, us) != TOCSIN_OK) {
+                w->full++;
+            }
             break;
         case WAY_UDP: {
             int len = snprintf(line, sizeof(line), "http.%s.%d:%llu|ms", route, status,
@@ -248,6 +256,7 @@ static void *zmq_reader(void *arg)
 
 typedef struct {
     const char *collector;
+    const char *dead; /* an endpoint nobody listens on */
     size_t events;
     int runs;
 } config_t;
@@ -258,13 +267,14 @@ typedef struct {
     double full_share;
 } cost_t;
 
-static tocsin_t *new_client(const config_t *cfg, uint32_t queue)
+static tocsin_t *new_client(const config_t *cfg, uint32_t queue, bool offline)
 {
     tocsin_options_t o;
     tocsin_options_init(&o);
     o.service = "bench";
     o.environment = "bench";
-    o.collectors = cfg->collector;
+    o.collectors = offline ? cfg->dead : cfg->collector;
+    o.shutdown_timeout_ms = 1000;
     o.queue_capacity = queue;
     o.batch_max_events = 2000;
     return tocsin_new(&o);
@@ -280,7 +290,9 @@ static cost_t measure(const config_t *cfg, way_t way, int threads, reader_t *rd,
         pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
         worker_t w[2];
         pthread_t t[2];
-        tocsin_t *client = way == WAY_TOCSIN ? new_client(cfg, 65536) : NULL;
+        tocsin_t *client = way == WAY_TOCSIN || way == WAY_TOCSIN_OFFLINE
+                               ? new_client(cfg, 65536, way == WAY_TOCSIN_OFFLINE)
+                               : NULL;
         int fds[2] = {-1, -1};
         for (int i = 0; i < threads; i++) {
             if (way == WAY_UDP) {
@@ -312,7 +324,7 @@ static cost_t measure(const config_t *cfg, way_t way, int threads, reader_t *rd,
             }
         }
         if (client) {
-            tocsin_flush(client, 30000);
+            tocsin_flush(client, way == WAY_TOCSIN ? 30000 : 0);
             tocsin_destroy(&client);
         }
         summarise(all, n_all, &med[run], &p99[run]);
@@ -328,7 +340,7 @@ static cost_t measure(const config_t *cfg, way_t way, int threads, reader_t *rd,
 /* Events per second reaching the receiving end, one sending thread. */
 static double delivered_tocsin(const config_t *cfg, size_t n, uint64_t *acked_out)
 {
-    tocsin_t *c = new_client(cfg, 65536);
+    tocsin_t *c = new_client(cfg, 65536, false);
     if (!c) {
         return 0;
     }
@@ -416,6 +428,17 @@ int main(int argc, char **argv)
         return 2;
     }
     calibrate();
+    {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t l = sizeof(a);
+        bind(fd, (struct sockaddr *)&a, sizeof(a));
+        getsockname(fd, (struct sockaddr *)&a, &l);
+        static char dead[64];
+        snprintf(dead, sizeof(dead), "tcp://127.0.0.1:%u", ntohs(a.sin_port));
+        close(fd);
+        cfg.dead = dead;
+    }
 
     /* UDP receiving end. */
     reader_t udp = {0};
@@ -454,9 +477,9 @@ int main(int argc, char **argv)
     printf("%-34s %8s %8s %8s %8s %10s\n", "", "1 thr", "", "2 thr", "", "");
     printf("%-34s %8s %8s %8s %8s %10s\n", "way", "median", "p99", "median", "p99", "full");
     const char *names[] = {"libtocsin tocsin_request", "UDP sendto per event (StatsD)",
-                           "ZeroMQ send per event (protobuf)"};
-    cost_t cost[3][2];
-    for (int way = 0; way < 3; way++) {
+                           "ZeroMQ send per event (protobuf)", "libtocsin, no collector reachable"};
+    cost_t cost[4][2];
+    for (int way = 0; way < 4; way++) {
         for (int th = 1; th <= 2; th++) {
             cost[way][th - 1] =
                 measure(&cfg, (way_t)way, th, way == WAY_UDP ? &udp : &zr, &addr, zctx, zep);
@@ -464,6 +487,10 @@ int main(int argc, char **argv)
         printf("%-34s %8.1f %8.1f %8.1f %8.1f %9.2f%%\n", names[way], cost[way][0].median,
                cost[way][0].p99, cost[way][1].median, cost[way][1].p99,
                100 * cost[way][0].full_share);
+        if (way == WAY_ZMQ) {
+            printf("(no collector: every call timed, recorded or refused with TOCSIN_EFULL; "
+                   "'full' is the share refused)\n");
+        }
         fflush(stdout);
     }
     printf("\nratio, median cost per event (1 thread): sendto / libtocsin = %.1fx, "
