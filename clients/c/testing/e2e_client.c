@@ -9,8 +9,10 @@
  *                         waits for a line on stdin, then flushes and destroys
  *   crash                 one request, then a segmentation fault
  *   none                  nothing recorded: flush (sends crash reports) and destroy
+ *   keypair               prints a fresh CURVE key pair: "PUBLIC SECRET" (Z85)
  * options: --collectors EPS --service NAME --queue N --batch N --ack-timeout MS
  *          --shutdown-timeout MS --flush-timeout MS --crash-dir DIR
+ *          --curve-server-key Z85 --curve-public-key Z85 --curve-secret-key Z85
  * The last line is {"recorded":..,"full":..,"bad_rc":..,"acked":..,"flush":..,
  * "destroy_ms":..,...}: bad_rc counts recording calls that returned anything but OK or EFULL.
  */
@@ -22,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <zmq.h>
 
 #include "tocsin.h"
 
@@ -56,6 +60,9 @@ int main(int argc, char **argv)
         {"shutdown-timeout", required_argument, NULL, 'd'},
         {"flush-timeout", required_argument, NULL, 'f'},
         {"crash-dir", required_argument, NULL, 'C'},
+        {"curve-server-key", required_argument, NULL, 'S'},
+        {"curve-public-key", required_argument, NULL, 'P'},
+        {"curve-secret-key", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -85,6 +92,15 @@ int main(int argc, char **argv)
         case 'C':
             o.crash_dir = optarg;
             break;
+        case 'S':
+            o.curve_server_key = optarg;
+            break;
+        case 'P':
+            o.curve_public_key = optarg;
+            break;
+        case 'K':
+            o.curve_secret_key = optarg;
+            break;
         default:
             return 2;
         }
@@ -94,6 +110,14 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *mode = argv[optind];
+    if (strcmp(mode, "keypair") == 0) {
+        char pub[41], sec[41];
+        if (zmq_curve_keypair(pub, sec) != 0) {
+            return 1;
+        }
+        printf("%s %s\n", pub, sec);
+        return 0;
+    }
     long count = optind + 1 < argc ? strtol(argv[optind + 1], NULL, 10) : 0;
     double rate = optind + 2 < argc ? strtod(argv[optind + 2], NULL) : 0;
     if (strcmp(mode, "crash") == 0) {
