@@ -475,11 +475,21 @@ typedef struct {
     const col_limits_t *lim;
     col_reject_t *rej;
     int idx;
-    bool complex;   /* a singular field twice, or more than one body */
-    bool bad_value; /* a metric value refused, unless the event turns out complex (then the
-                       decoded struct decides which value wins) */
+    bool complex;          /* a singular field twice, or more than one body */
+    bool bad_value;        /* a metric value refused, unless the event turns out complex (then the
+                              decoded struct decides which value wins) */
+    col_string_fn inspect; /* called for tags, log fields, messages and the route */
+    void *inspect_ctx;
+    bool flagged; /* the inspector returned false */
     char bad_value_msg[96];
 } walk_t;
+
+static void inspect(walk_t *w, col_string_kind_t kind, col_span_t key, col_span_t value)
+{
+    if (w->inspect && !w->flagged && !w->inspect(w->inspect_ctx, kind, key, value)) {
+        w->flagged = true;
+    }
+}
 
 #define TRY(expr)                                                                                  \
     do {                                                                                           \
@@ -543,8 +553,8 @@ static void seen_once(walk_t *w, uint32_t *seen, uint32_t bit)
 }
 
 /* A map entry (tags, log fields): key 1, value 2, both short strings. */
-static int walk_entry(walk_t *w, const fld_t *outer, const char *what, long k, col_span_t *key,
-                      col_span_t *value)
+static int walk_entry(walk_t *w, const fld_t *outer, col_string_kind_t kind, const char *what,
+                      long k, col_span_t *key, col_span_t *value)
 {
     rd_t r = {outer->data, outer->len, 0};
     fld_t f;
@@ -563,7 +573,11 @@ static int walk_entry(walk_t *w, const fld_t *outer, const char *what, long k, c
                                   f.field == 1 ? key : value));
         }
     }
-    return rc < 0 ? bad_framing(w, what) : 0;
+    if (rc < 0) {
+        return bad_framing(w, what);
+    }
+    inspect(w, kind, *key, *value);
+    return 0;
 }
 
 static int walk_frame(walk_t *w, const fld_t *outer, long k)
@@ -609,8 +623,14 @@ static int walk_error(walk_t *w, const fld_t *outer, col_event_t *e)
                 NULL, "error.type", "error.message",       NULL,
                 NULL, NULL,         "error.grouping_hash", "error.mechanism"};
             seen_once(w, &seen, f.field);
+            col_span_t v;
             TRY(check_wire_string(w, &f, f.field == 2 ? w->lim->max_long_string : s, names[f.field],
-                                  -1, "", f.field == 6 ? &e->grouping_hash : NULL));
+                                  -1, "", &v));
+            if (f.field == 6) {
+                e->grouping_hash = v;
+            } else if (f.field == 2) {
+                inspect(w, COL_STRING_MESSAGE, (col_span_t){"", 0}, v);
+            }
             break;
         }
         case 3:
@@ -655,6 +675,9 @@ static int walk_request(walk_t *w, const fld_t *outer, col_event_t *e)
             TRY(check_wire_string(w, &f, w->lim->max_short_string,
                                   f.field == 1 ? "request.route" : "request.method", -1, "",
                                   f.field == 1 ? &e->name : NULL));
+            if (f.field == 1) {
+                inspect(w, COL_STRING_ROUTE, (col_span_t){"", 0}, e->name);
+            }
         } else if (f.field >= 3 && f.field <= 5) {
             seen_once(w, &seen, f.field);
         }
@@ -719,16 +742,20 @@ static int walk_log(walk_t *w, const fld_t *outer)
             seen_once(w, &seen, f.field);
         } else if (f.field == 2 || f.field == 3) {
             seen_once(w, &seen, f.field);
+            col_span_t v;
             TRY(check_wire_string(w, &f,
                                   f.field == 2 ? w->lim->max_long_string : w->lim->max_short_string,
-                                  f.field == 2 ? "log.message" : "log.logger", -1, "", NULL));
+                                  f.field == 2 ? "log.message" : "log.logger", -1, "", &v));
+            if (f.field == 2) {
+                inspect(w, COL_STRING_MESSAGE, (col_span_t){"", 0}, v);
+            }
         } else if (f.field == 4) {
             if (fields >= w->lim->max_log_fields) {
                 return reject(w->rej, COL_REASON_TOO_MANY_FIELDS, w->idx,
                               "log.fields: more than %u fields", w->lim->max_log_fields);
             }
             col_span_t k, v;
-            TRY(walk_entry(w, &f, "log.fields", (long)fields, &k, &v));
+            TRY(walk_entry(w, &f, COL_STRING_LOG_FIELD, "log.fields", (long)fields, &k, &v));
             fields++;
         }
     }
@@ -810,7 +837,7 @@ static int walk_event(walk_t *w, col_event_t *e)
                               "tags: more than %u entries", w->lim->max_tags);
             }
             col_span_t k, v;
-            TRY(walk_entry(w, &f, "tags", (long)tags, &k, &v));
+            TRY(walk_entry(w, &f, COL_STRING_TAG, "tags", (long)tags, &k, &v));
             tags++;
             break;
         }
@@ -952,6 +979,13 @@ static int walk_batch(const uint8_t *p, size_t len, const col_limits_t *lim, col
 int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, col_arena_t *arena,
                      col_batch_t **out, col_reject_t *rej)
 {
+    return col_batch_decode_inspect(data, len, limits, arena, NULL, NULL, out, rej);
+}
+
+int col_batch_decode_inspect(const void *data, size_t len, const col_limits_t *limits,
+                             col_arena_t *arena, col_string_fn fn, void *ctx, col_batch_t **out,
+                             col_reject_t *rej)
+{
     assert(limits && arena && out && rej);
     assert(data || len == 0);
     *out = NULL;
@@ -994,9 +1028,10 @@ int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, c
     for (size_t i = 0; i < b->n_events; i++) {
         col_event_t *e = &b->events[i];
         e->service = e->name = e->grouping_hash = e->user_id = span_of(NULL);
-        walk_t w = {.lim = limits, .rej = rej, .idx = (int)i};
+        walk_t w = {.lim = limits, .rej = rej, .idx = (int)i, .inspect = fn, .inspect_ctx = ctx};
         TRY(walk_event(&w, e));
         e->simple = !w.complex;
+        e->flagged = w.flagged;
         if (e->simple) {
             continue;
         }

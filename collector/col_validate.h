@@ -107,6 +107,8 @@ typedef struct {
                               events are not decoded by col_batch_decode) */
     bool simple;           /* every singular field at most once and one body: the facts below
                               hold and the raw bytes say exactly that */
+    bool flagged;          /* col_batch_decode_inspect's function returned false for one of
+                              the event's strings (meaningful for simple events only) */
     /* What the walk found (spans point into `raw`); for complex events, from `ev`. */
     Tocsin__V1__Event__BodyCase body;
     col_span_t service;
@@ -141,6 +143,27 @@ typedef struct {
 int col_batch_decode(const void *data, size_t len, const col_limits_t *limits, col_arena_t *arena,
                      col_batch_t **out, col_reject_t *reject);
 
+/* What col_event_each and col_batch_decode_inspect pass for one string of an event. */
+typedef enum {
+    COL_STRING_TAG,       /* key and value */
+    COL_STRING_LOG_FIELD, /* key and value */
+    COL_STRING_MESSAGE,   /* value: the error or log message */
+    COL_STRING_ROUTE,     /* value: the request route */
+} col_string_kind_t;
+
+typedef bool (*col_string_fn)(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value);
+
+/*
+ * col_batch_decode, calling `fn` (when not NULL) during the walk for every tag, log field,
+ * message and route of every event, until it returns false for an event: that event is then
+ * `flagged`. The collector asks "would scrubbing change this?" this way, without walking the
+ * event a second time. `fn` sees strings before their event is fully checked (the batch may
+ * still be refused).
+ */
+int col_batch_decode_inspect(const void *data, size_t len, const col_limits_t *limits,
+                             col_arena_t *arena, col_string_fn fn, void *ctx, col_batch_t **out,
+                             col_reject_t *reject);
+
 /* Decodes an event of a checked batch into `arena` (once; later calls return at once).
  * Returns 0 with e->ev set, or TC_ENOMEM. */
 int col_event_decode(col_event_t *e, col_arena_t *arena);
@@ -152,16 +175,6 @@ int col_event_decode(col_event_t *e, col_arena_t *arena);
  * the walk in step with the .proto files.
  */
 int col_wire_known_type(const char *message, uint32_t field);
-
-/* What col_event_each passes for one string of a simple event. */
-typedef enum {
-    COL_STRING_TAG,       /* key and value */
-    COL_STRING_LOG_FIELD, /* key and value */
-    COL_STRING_MESSAGE,   /* value: the error or log message */
-    COL_STRING_ROUTE,     /* value: the request route */
-} col_string_kind_t;
-
-typedef bool (*col_string_fn)(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value);
 
 /* Calls `fn` for every tag, log field, message and route of a simple event, in wire order,
  * until it returns false. Returns false when `fn` did. */

@@ -1332,10 +1332,8 @@ static bool goes_as_is(col_daemon_t *d, const col_event_t *e)
     if (e->body == TOCSIN__V1__EVENT__BODY_ERROR && e->grouping_hash.len == 0) {
         return false;
     }
-    if (!col_scrub_user_id_clean(d->scrub, e->user_id.p, e->user_id.len)) {
-        return false;
-    }
-    return col_event_each(e, string_clean, d->scrub);
+    /* The strings were put to string_clean during the walk (col_batch_decode_inspect). */
+    return !e->flagged && col_scrub_user_id_clean(d->scrub, e->user_id.p, e->user_id.len);
 }
 
 /* Scrubs and enriches every event into `records`. Returns 0 or TC_ENOMEM. */
@@ -1481,7 +1479,8 @@ static void handle_message(col_daemon_t *d, zmq_msg_t *parts, size_t nframes)
     }
     col_batch_t *b = NULL;
     col_reject_t rej;
-    if (col_batch_decode(payload.data, payload.len, &d->limits, d->arena, &b, &rej) != 0) {
+    if (col_batch_decode_inspect(payload.data, payload.len, &d->limits, d->arena, string_clean,
+                                 d->scrub, &b, &rej) != 0) {
         reject_batch(d, &peer, &rej);
         col_arena_reset(d->arena);
         return;

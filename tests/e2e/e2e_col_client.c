@@ -271,7 +271,7 @@ static int send_until_final(const uint8_t *buf, size_t len, uint64_t seq, const 
         int status = ack->status;
         uint32_t wait = ack->retry_after_ms;
         tocsin__v1__ack__free_unpacked(ack, NULL);
-        if (status != TOCSIN__V1__ACK__STATUS__STATUS_RETRY_AFTER) {
+        if (status != TOCSIN__V1__ACK__STATUS__STATUS_RETRY_AFTER || attempt == max_retries) {
             return status;
         }
         sleep_ms(wait > 0 ? (wait > 2000 ? 2000 : wait) : 100);

@@ -132,11 +132,12 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def wait_ready(self, proc, port, timeout=60):
+    def wait_ready(self, proc, port, timeout=60, path="/health/ready"):
+        """`path`: "/health/live" for a daemon expected to start unready (Kafka away)."""
         def ready():
             if not proc.alive():
                 raise TestFailure(f"{proc.name} exited with {proc.p.returncode}:\n{proc.tail()}")
-            status, _ = http("GET", f"http://127.0.0.1:{port}/health/ready", timeout=2)
+            status, _ = http("GET", f"http://127.0.0.1:{port}{path}", timeout=2)
             return status == 200
         wait_until(f"{proc.name} ready on :{port}", ready, timeout)
 
@@ -165,14 +166,16 @@ class Cluster:
             args += ["--set", f"{k}={v}"]
         return args
 
-    def start_collector(self, name="collector", extra=None, zport=None):
-        """`zport`: the ZeroMQ port to listen on (a restart on the same port); default free."""
+    def start_collector(self, name="collector", extra=None, zport=None, wait_live=False):
+        """`zport`: the ZeroMQ port to listen on (a restart on the same port); default free.
+        `wait_live`: wait for /health/live only (a collector that starts unready: Kafka away
+        and its spool above the high-water mark)."""
         zport, hport = zport or free_port(), free_port()
         p = self.start(name, [self.bin("collector/tocsin-collector"),
                               "--set", f"listen=tcp://127.0.0.1:{zport}",
                               "--set", f"instance.id={name}"]
                        + self.common_args(hport, extra))
-        self.wait_ready(p, hport)
+        self.wait_ready(p, hport, path="/health/live" if wait_live else "/health/ready")
         p.endpoint = f"tcp://127.0.0.1:{zport}"
         p.http_port = hport
         return p

@@ -256,29 +256,51 @@ def scenario_kafka_outage(c):
 
 def scenario_spool_restart(c):
     """Batches acked from the spool survive kill -9 and SIGTERM of the collector: a new
-    collector on the same spool replays them once Kafka is back."""
+    collector on the same spool replays them once Kafka is back. While Kafka is away and the
+    spool is above its high-water mark, /health/ready fails; a full spool answers retry-after
+    (back-pressure) and exactly what it acked arrives, never a silent drop."""
     c.start_bus(brokers=1, partitions=2)
     spool = os.path.join(c.dir, "spool")
-    extra = {"spool.dir": spool, "kafka.message_timeout": "2s"}
+    extra = {"spool.dir": spool, "kafka.message_timeout": "2s", "spool.max_bytes": "1MiB",
+             "spool.high_water": "0.05"}
     col = c.start_collector(name="col-a", extra=extra)
     c.bus_brokers("down")
     rc, lines = client(c, col.endpoint, "seq", "K9", "1000", "100", name="k9")
     check(rc == 0, f"batches not stored while Kafka was down: {lines[-2:]}")
     check(metric(col, "tocsin_collector_spool_entries") > 0, "nothing in the spool")
+    status, body = wait_until("readiness to fail",
+                              lambda: (lambda r: r if r[0] == 503 else None)(ready(col)), 10)
+    check(body["status"] == "unhealthy", f"ready: {body}")
     col.kill9()
     c.procs.remove(col)  # killed on purpose: its exit code is not a clean stop
-    col = c.start_collector(name="col-b", extra=extra)
+    col = c.start_collector(name="col-b", extra=extra, wait_live=True)
     rc, lines = client(c, col.endpoint, "seq", "TERM", "1000", "100", name="term")
     check(rc == 0, f"batches not stored after the restart: {lines[-2:]}")
     check(col.stop() == 0, "SIGTERM while spooling did not exit 0")
     c.procs.remove(col)
+    # Fill the spool: what does not fit is answered retry-after, what is acked is kept.
+    col = c.start_collector(name="col-c", extra=extra, wait_live=True)
+    rc, lines = client(c, col.endpoint, "seq", "FULL", "30000", "500", name="full",
+                       opts=("--retries", "0"))
+    full = [ln for ln in lines if ln.get("status") == "retry_after"]
+    check(full and "spool full" in full[0]["reason"],
+          f"no back-pressure from a full spool: {lines[-3:]}")
+    stored_full = lines[-1]["events_stored"]
+    check(0 < stored_full < 30000, f"FULL: {lines[-1]}")
+    check(metric(col, "tocsin_collector_spool_bytes") <= 1 << 20, "spool above its bound")
+    check(col.stop() == 0, "SIGTERM with a full spool did not exit 0")
+    c.procs.remove(col)
     c.bus_brokers("up")
-    col = c.start_collector(name="col-c", extra=extra)
+    col = c.start_collector(name="col-d", extra=extra, wait_live=True)
     wait_until("the spool to be replayed",
                lambda: metric(col, "tocsin_collector_spool_entries") == 0
                and metric(col, "tocsin_collector_spooling") == 0, 30)
-    summary, _ = consume(c, expect=2000)
+    check(ready(col)[0] == 200, "not ready after the replay")
+    summary, _ = consume(c, expect=2000 + stored_full)
     check_delivered(summary, ["K9", "TERM"], 1000)
+    check_delivered(summary, ["FULL"], stored_full)
+    print(f"K9 and TERM complete after kill -9 and SIGTERM; the full spool acked "
+          f"{stored_full} FULL events and exactly those arrived")
 
 
 def scenario_failover_kill9(c):

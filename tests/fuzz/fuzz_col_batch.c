@@ -60,12 +60,6 @@ static bool string_clean(void *ctx, col_string_kind_t kind, col_span_t key, col_
     return col_scrub_span_clean(rules, value.p, value.len);
 }
 
-static bool clean(const col_scrub_rules_t *rules, const col_event_t *e)
-{
-    return col_scrub_user_id_clean(rules, e->user_id.p, e->user_id.len) &&
-           col_event_each(e, string_clean, (void *)rules);
-}
-
 /* The walk and protobuf-c read the same bytes alike. */
 static void compare_with_protobuf_c(const uint8_t *data, size_t size, const col_batch_t *b)
 {
@@ -101,7 +95,8 @@ static void produce(col_batch_t *b, const col_limits_t *lim, const col_scrub_rul
         col_event_t *e = &b->events[i];
         col_topic_t topic;
         size_t key_len = 0;
-        bool raw = e->simple && clean(rules, e) &&
+        bool raw = e->simple && !e->flagged &&
+                   col_scrub_user_id_clean(rules, e->user_id.p, e->user_id.len) &&
                    !(e->body == TOCSIN__V1__EVENT__BODY_ERROR && e->grouping_hash.len == 0);
         if (raw) {
             uint8_t tail[COL_TAIL_MAX];
@@ -173,9 +168,18 @@ static void run(const uint8_t *data, size_t size, const col_limits_t *lim)
     for (int pass = 0; pass < 2; pass++) {
         col_batch_t *b = NULL;
         col_reject_t rej;
-        int rc = col_batch_decode(size ? data : NULL, size, lim, arena, &b, &rej);
+        const col_scrub_rules_t *rules = pass == 0 ? rules_default : rules_strict;
+        int rc = col_batch_decode_inspect(size ? data : NULL, size, lim, arena, string_clean,
+                                          (void *)rules, &b, &rej);
         if (rc == 0) {
             CHECK(b && rej.reason == COL_REASON_NONE);
+            /* The inspection during the walk and a second walk agree. */
+            for (size_t i = 0; i < b->n_events; i++) {
+                if (b->events[i].simple) {
+                    CHECK(b->events[i].flagged ==
+                          !col_event_each(&b->events[i], string_clean, (void *)rules));
+                }
+            }
             if (pass == 0) {
                 compare_with_protobuf_c(data, size, b);
             }
