@@ -514,12 +514,36 @@ static int bad_type(walk_t *w, const char *what, uint32_t field)
  * A string on the wire: no NUL byte, UTF-8, at most `max` bytes. Named `field`, or
  * `field[sub]suffix` when sub >= 0 (formatted only on failure).
  */
+/* True when every byte is 0x01..0x7f: ASCII without NUL, eight bytes at a time. */
+static bool plain_ascii(const char *s, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        if ((v & highs) || ((v - ones) & ~v & highs)) {
+            return false;
+        }
+    }
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0 || c >= 0x80) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int check_wire_string(walk_t *w, const fld_t *f, size_t max, const char *field, long sub,
                              const char *suffix, col_span_t *out)
 {
     const char *s = (const char *)f->data;
-    bool nul = f->len > 0 && memchr(s, 0, f->len) != NULL;
-    bool utf8 = !nul && (all_ascii(s, f->len) || tc_utf8_valid(s, f->len));
+    bool nul = false, utf8 = true;
+    if (!plain_ascii(s, f->len)) {
+        nul = f->len > 0 && memchr(s, 0, f->len) != NULL;
+        utf8 = !nul && tc_utf8_valid(s, f->len);
+    }
     if (out) {
         out->p = s;
         out->len = f->len;

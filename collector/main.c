@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+#include <xxhash.h>
 #include <zmq.h>
 
 #include "col_arena.h"
@@ -1312,13 +1313,69 @@ static const char *check_key(col_daemon_t *d, const col_peer_t *peer, const col_
     return service;
 }
 
-static bool string_clean(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value)
+/*
+ * Whether scrubbing would leave a string as it is, remembered for short strings: clients send
+ * the same tags and routes with every event, so most answers are found here. An entry holds
+ * the bytes themselves and is compared whole (a hash alone could be made to collide). The
+ * cache is emptied when the scrub rules are reloaded.
+ */
+#define CLEAN_CACHE_SLOTS 512
+#define CLEAN_CACHE_BYTES 96
+
+typedef struct {
+    uint64_t hash;
+    uint8_t kind;
+    uint8_t key_len;
+    uint8_t value_len;
+    bool used;
+    bool clean;
+    char bytes[CLEAN_CACHE_BYTES];
+} clean_slot_t;
+
+typedef struct {
+    const col_scrub_rules_t *rules;
+    clean_slot_t slots[CLEAN_CACHE_SLOTS];
+} clean_cache_t;
+
+static clean_cache_t clean_cache;
+
+static bool string_clean_uncached(const col_scrub_rules_t *rules, col_string_kind_t kind,
+                                  col_span_t key, col_span_t value)
 {
-    const col_scrub_rules_t *rules = ctx;
     if (kind == COL_STRING_TAG || kind == COL_STRING_LOG_FIELD) {
         return col_scrub_pair_clean(rules, key.p, key.len, value.p, value.len);
     }
     return col_scrub_span_clean(rules, value.p, value.len);
+}
+
+static bool string_clean(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value)
+{
+    const col_scrub_rules_t *rules = ctx;
+    if (key.len + value.len > CLEAN_CACHE_BYTES) {
+        return string_clean_uncached(rules, kind, key, value);
+    }
+    if (clean_cache.rules != rules) {
+        memset(&clean_cache, 0, sizeof(clean_cache));
+        clean_cache.rules = rules;
+    }
+    uint64_t h = XXH3_64bits_withSeed(value.p, value.len,
+                                      XXH3_64bits_withSeed(key.p, key.len, (uint64_t)kind + 1));
+    clean_slot_t *slot = &clean_cache.slots[h % CLEAN_CACHE_SLOTS];
+    if (slot->used && slot->hash == h && slot->kind == kind && slot->key_len == key.len &&
+        slot->value_len == value.len && memcmp(slot->bytes, key.p, key.len) == 0 &&
+        memcmp(slot->bytes + key.len, value.p, value.len) == 0) {
+        return slot->clean;
+    }
+    bool clean = string_clean_uncached(rules, kind, key, value);
+    slot->used = true;
+    slot->hash = h;
+    slot->kind = (uint8_t)kind;
+    slot->key_len = (uint8_t)key.len;
+    slot->value_len = (uint8_t)value.len;
+    slot->clean = clean;
+    memcpy(slot->bytes, key.p, key.len);
+    memcpy(slot->bytes + key.len, value.p, value.len);
+    return clean;
 }
 
 /* True when an event can leave as the client encoded it, with the collector's fields
@@ -1680,6 +1737,7 @@ static void reload(col_daemon_t *d)
     if (load_scrub(&d->cfg, &scrub) == 0) {
         col_scrub_rules_destroy(&d->scrub);
         d->scrub = scrub;
+        memset(&clean_cache, 0, sizeof(clean_cache)); /* answers of the old rules */
     } else {
         ok = false;
     }
