@@ -558,6 +558,16 @@ static void curve_keys_free(curve_keys_t *k)
 static int curve_keys_load(curve_keys_t *k, const char *dir)
 {
     struct stat st;
+    if (stat(dir, &st) != 0 && errno == ENOENT && k->loaded) {
+        /* The directory is gone: zauth allows nobody new, and so does this. */
+        if (k->n > 0 || k->mtime.tv_sec != 0) {
+            tc_log(TC_LOG_WARN, "collector.curve",
+                   "curve.clients_dir %s is gone: no client allowed", dir);
+        }
+        curve_keys_free(k);
+        memset(&k->mtime, 0, sizeof(k->mtime));
+        return 0;
+    }
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         tc_log(TC_LOG_ERROR, "collector.curve", "curve.clients_dir %s: %s", dir,
                errno ? strerror(errno) : "not a directory");
