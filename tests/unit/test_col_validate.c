@@ -754,6 +754,42 @@ static bool collect(void *ctx, col_string_kind_t kind, col_span_t key, col_span_
     return true;
 }
 
+static bool refuse_logs(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value)
+{
+    int *calls = ctx;
+    (*calls)++;
+    (void)key;
+    (void)value;
+    return kind != COL_STRING_LOG_FIELD;
+}
+
+/* The inspector sees every string during the walk; an event it refuses is flagged, the
+ * others are not. */
+static void test_inspect_flags(void **state)
+{
+    (void)state;
+    static fixture_t f;
+    fixture_init(&f);
+    size_t len;
+    uint8_t *buf = fixture_pack(&f, &len);
+    col_batch_t *b = NULL;
+    col_reject_t rej;
+    int calls = 0;
+    assert_int_equal(
+        col_batch_decode_inspect(buf, len, &f.limits, arena(), refuse_logs, &calls, &b, &rej), 0);
+    /* error: 2 tags and a message; request: its route; log: its message and one field */
+    assert_int_equal(calls, 3 + 1 + 2);
+    assert_false(b->events[0].flagged);
+    assert_false(b->events[1].flagged);
+    assert_false(b->events[2].flagged);
+    assert_true(b->events[3].flagged);
+    col_arena_reset(arena());
+    assert_int_equal(col_batch_decode(buf, len, &f.limits, arena(), &b, &rej), 0);
+    assert_false(b->events[3].flagged);
+    col_arena_reset(arena());
+    free(buf);
+}
+
 /* col_event_each reports tags, log fields, messages and routes, in wire order. */
 static void test_event_each(void **state)
 {
@@ -908,11 +944,12 @@ static void test_limits_default(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cases),        cmocka_unit_test(test_raw),
-        cmocka_unit_test(test_truncations),  cmocka_unit_test(test_event_flood),
-        cmocka_unit_test(test_reason_names), cmocka_unit_test(test_limits_default),
-        cmocka_unit_test(test_arena_bound),  cmocka_unit_test(test_complex_events),
-        cmocka_unit_test(test_event_each),   cmocka_unit_test(test_walk_knows_the_schema),
+        cmocka_unit_test(test_cases),         cmocka_unit_test(test_raw),
+        cmocka_unit_test(test_truncations),   cmocka_unit_test(test_event_flood),
+        cmocka_unit_test(test_reason_names),  cmocka_unit_test(test_limits_default),
+        cmocka_unit_test(test_arena_bound),   cmocka_unit_test(test_complex_events),
+        cmocka_unit_test(test_event_each),    cmocka_unit_test(test_walk_knows_the_schema),
+        cmocka_unit_test(test_inspect_flags),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     col_arena_destroy(&the_arena);
