@@ -168,6 +168,11 @@ int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us)
     return 0;
 }
 
+void agg_dedupe_prefetch(const agg_dedupe_t *self, const uint8_t *id)
+{
+    __builtin_prefetch(&self->slots[home(self, id)]);
+}
+
 size_t agg_dedupe_size(const agg_dedupe_t *self)
 {
     return self->n;

@@ -37,6 +37,9 @@ void agg_dedupe_destroy(agg_dedupe_t **self_p);
  */
 int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us);
 
+/* Asks the CPU to fetch the slot `id` would probe first (a hint: it changes nothing). */
+void agg_dedupe_prefetch(const agg_dedupe_t *self, const uint8_t *id);
+
 /* Ids held (expired ones not yet dropped included). */
 size_t agg_dedupe_size(const agg_dedupe_t *self);
 

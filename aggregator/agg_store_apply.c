@@ -23,6 +23,7 @@
 #include "tocsin/v1/rollup.pb-c.h"
 
 #define ARENA_CHUNK (64 * 1024)
+#define PREFETCH_AHEAD 8
 
 /* ---- a tiny arena for strings copied during a batch ------------------------------------------ */
 
@@ -1425,6 +1426,16 @@ static int commit_txn(MDB_txn *txn, void *arg)
     agg_commit_t *c = x->c;
     int rc = clear_delivered(x);
     for (size_t i = 0; rc == 0 && i < c->nevents; i++) {
+        /* The dedupe table is large and probed at random: ask for a later record's slot
+         * now, so that it is in the cache when that record comes. */
+        if (i + PREFETCH_AHEAD < c->nevents) {
+            const agg_msg_t *ahead = &c->events[i + PREFETCH_AHEAD];
+            const uint8_t *id = NULL;
+            int64_t recv = 0;
+            if (agg_wire_scan_id(ahead->value, ahead->len, &id, &recv) == 0) {
+                agg_dedupe_prefetch(x->self->dedupe, id);
+            }
+        }
         rc = apply_event(x, &c->events[i]);
     }
     for (size_t i = 0; rc == 0 && i < c->nrollups; i++) {

@@ -135,6 +135,7 @@ int agg_view_start(agg_daemon_t *d, const char *bootstrap)
         {"enable.auto.offset.store", "false"},
         {"enable.partition.eof", "true"},
         {"group.id", group},
+        {"queued.min.messages", "1000000"},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], err, sizeof(err)) !=

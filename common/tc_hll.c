@@ -29,19 +29,12 @@ void tc_hll_reset(tc_hll_t *h)
         memset(h->regs, 0, TC_HLL_REGISTERS);
     }
     h->nsparse = 0;
+    h->nnz = 0;
 }
 
 bool tc_hll_empty(const tc_hll_t *h)
 {
-    if (!h->regs) {
-        return h->nsparse == 0;
-    }
-    for (uint32_t i = 0; i < TC_HLL_REGISTERS; i++) {
-        if (h->regs[i]) {
-            return false;
-        }
-    }
-    return true;
+    return h->regs ? h->nnz == 0 : h->nsparse == 0;
 }
 
 static uint64_t load_le64(const uint8_t *p)
@@ -129,6 +122,7 @@ int tc_hll_make_dense(tc_hll_t *h)
     for (uint32_t i = 0; i < h->nsparse; i++) {
         regs[h->sparse[i] >> RANK_BITS] = (uint8_t)(h->sparse[i] & RANK_MASK);
     }
+    h->nnz = h->nsparse;
     free(h->sparse);
     h->sparse = NULL;
     h->nsparse = h->sparse_cap = 0;
@@ -173,6 +167,7 @@ static int set_max(tc_hll_t *h, uint32_t reg, uint8_t rank)
 {
     if (h->regs) {
         if (rank > h->regs[reg]) {
+            h->nnz += h->regs[reg] == 0;
             h->regs[reg] = rank;
         }
         return 0;
@@ -184,12 +179,13 @@ static int set_max(tc_hll_t *h, uint32_t reg, uint8_t rank)
         }
         return 0;
     }
-    if (h->nsparse >= TC_HLL_SPARSE_MAX) {
+    if (h->nsparse >= TC_HLL_SPARSE_MEM) {
         int rc = tc_hll_make_dense(h);
         if (rc != 0) {
             return rc;
         }
         h->regs[reg] = rank;
+        h->nnz++;
         return 0;
     }
     int rc = sparse_reserve(h, h->nsparse + 1);
@@ -236,7 +232,7 @@ static int merge_sparse(tc_hll_t *dst, const uint32_t *src, uint32_t n)
             j++;
         }
     }
-    if (k > TC_HLL_SPARSE_MAX) {
+    if (k > TC_HLL_SPARSE_MEM) {
         uint8_t *regs = calloc(TC_HLL_REGISTERS, 1);
         if (!regs) {
             free(out);
@@ -250,6 +246,7 @@ static int merge_sparse(tc_hll_t *dst, const uint32_t *src, uint32_t n)
         dst->sparse = NULL;
         dst->nsparse = dst->sparse_cap = 0;
         dst->regs = regs;
+        dst->nnz = k;
         return 0;
     }
     free(dst->sparse);
@@ -266,11 +263,14 @@ int tc_hll_merge(tc_hll_t *dst, const tc_hll_t *src)
         if (rc != 0) {
             return rc;
         }
+        uint32_t nnz = 0;
         for (uint32_t i = 0; i < TC_HLL_REGISTERS; i++) {
             if (src->regs[i] > dst->regs[i]) {
                 dst->regs[i] = src->regs[i];
             }
+            nnz += dst->regs[i] != 0;
         }
+        dst->nnz = nnz;
         return 0;
     }
     if (src->nsparse == 0) {
@@ -278,11 +278,7 @@ int tc_hll_merge(tc_hll_t *dst, const tc_hll_t *src)
     }
     if (dst->regs) {
         for (uint32_t i = 0; i < src->nsparse; i++) {
-            uint32_t reg = src->sparse[i] >> RANK_BITS;
-            uint8_t rank = (uint8_t)(src->sparse[i] & RANK_MASK);
-            if (rank > dst->regs[reg]) {
-                dst->regs[reg] = rank;
-            }
+            set_max(dst, src->sparse[i] >> RANK_BITS, (uint8_t)(src->sparse[i] & RANK_MASK));
         }
         return 0;
     }
@@ -390,10 +386,55 @@ static size_t varint_get(const uint8_t *p, size_t len, uint32_t *out)
     return 0;
 }
 
+/* The next set register at or after `i` (TC_HLL_REGISTERS when none): eight registers at a
+ * time, since a set written sparse has most of them zero. */
+static uint32_t next_set(const uint8_t *regs, uint32_t i)
+{
+    while (i < TC_HLL_REGISTERS && (i & 7)) {
+        if (regs[i]) {
+            return i;
+        }
+        i++;
+    }
+    while (i < TC_HLL_REGISTERS) {
+        uint64_t w;
+        memcpy(&w, regs + i, sizeof(w));
+        if (w) {
+            while (!regs[i]) {
+                i++;
+            }
+            return i;
+        }
+        i += 8;
+    }
+    return TC_HLL_REGISTERS;
+}
+
+/* The size of the sparse form of a dense set (at most TC_HLL_SPARSE_MAX registers set). */
+static size_t dense_as_sparse_size(const tc_hll_t *h)
+{
+    size_t n = 2 + varint_size(h->nnz);
+    uint32_t prev = 0;
+    for (uint32_t i = next_set(h->regs, 0); i < TC_HLL_REGISTERS;
+         i = next_set(h->regs, i + 1)) {
+        uint32_t e = (i << RANK_BITS) | h->regs[i];
+        n += varint_size(e - prev);
+        prev = e;
+    }
+    return n;
+}
+
 size_t tc_hll_encoded_size(const tc_hll_t *h)
 {
     if (h->regs) {
-        return tc_hll_empty(h) ? 0 : TC_HLL_MAX_ENCODED;
+        if (h->nnz == 0) {
+            return 0;
+        }
+        if (h->nnz > TC_HLL_SPARSE_MAX) {
+            return TC_HLL_MAX_ENCODED;
+        }
+        size_t n = dense_as_sparse_size(h);
+        return n < TC_HLL_MAX_ENCODED ? n : TC_HLL_MAX_ENCODED;
     }
     if (h->nsparse == 0) {
         return 0;
@@ -453,8 +494,19 @@ size_t tc_hll_encode(const tc_hll_t *h, uint8_t *out)
         return size;
     }
     out[0] = TC_HLL_ENC_SPARSE;
-    size_t n = 2 + varint_put(out + 2, h->nsparse);
     uint32_t prev = 0;
+    size_t n;
+    if (h->regs) {
+        n = 2 + varint_put(out + 2, h->nnz);
+        for (uint32_t i = next_set(h->regs, 0); i < TC_HLL_REGISTERS;
+             i = next_set(h->regs, i + 1)) {
+            uint32_t e = (i << RANK_BITS) | h->regs[i];
+            n += varint_put(out + n, e - prev);
+            prev = e;
+        }
+        return n;
+    }
+    n = 2 + varint_put(out + 2, h->nsparse);
     for (uint32_t i = 0; i < h->nsparse; i++) {
         n += varint_put(out + n, h->sparse[i] - prev);
         prev = h->sparse[i];
@@ -488,6 +540,7 @@ static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
         for (uint32_t i = 0; i < TC_HLL_REGISTERS; i++) {
             uint8_t r = dense_get(bytes, i);
             if (r > dst->regs[i]) {
+                dst->nnz += dst->regs[i] == 0;
                 dst->regs[i] = r;
             }
         }
@@ -503,12 +556,37 @@ static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
         return TC_EPARSE;
     }
     pos += k;
+    /* An empty sparse set takes the entries as they come (they ascend); a dense one sets its
+     * registers; a sparse one with entries merges them in one pass. */
+    bool append = !dst->regs && dst->nsparse == 0 && n <= TC_HLL_SPARSE_MEM;
+    uint32_t *tmp = NULL;
+    if (!dst->regs && !append) {
+        if (dst->nsparse + n > TC_HLL_SPARSE_MEM) {
+            int rc = tc_hll_make_dense(dst);
+            if (rc != 0) {
+                return rc;
+            }
+        } else {
+            tmp = malloc(n * sizeof(*tmp));
+            if (!tmp) {
+                return TC_ENOMEM;
+            }
+        }
+    }
+    if (append) {
+        int rc = sparse_reserve(dst, n);
+        if (rc != 0) {
+            return rc;
+        }
+    }
     uint64_t prev = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
         uint32_t delta = 0;
         k = varint_get(data + pos, len - pos, &delta);
         if (k == 0 || (i > 0 && delta == 0)) {
-            return TC_EPARSE;
+            rc = TC_EPARSE;
+            break;
         }
         pos += k;
         uint64_t e = prev + delta;
@@ -516,13 +594,24 @@ static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
         uint32_t rank = (uint32_t)(e & RANK_MASK);
         if (e > UINT32_MAX || reg >= TC_HLL_REGISTERS || rank == 0 || rank > TC_HLL_MAX_RANK ||
             (i > 0 && reg <= (uint32_t)(prev >> RANK_BITS))) {
-            return TC_EPARSE;
+            rc = TC_EPARSE;
+            break;
         }
-        int rc = set_max(dst, reg, (uint8_t)rank);
-        if (rc != 0) {
-            return rc;
+        if (append) {
+            dst->sparse[dst->nsparse++] = (uint32_t)e;
+        } else if (tmp) {
+            tmp[i] = (uint32_t)e;
+        } else {
+            rc = set_max(dst, reg, (uint8_t)rank);
         }
         prev = e;
+    }
+    if (rc == 0 && tmp) {
+        rc = merge_sparse(dst, tmp, n);
+    }
+    free(tmp);
+    if (rc != 0) {
+        return rc;
     }
     return pos == len ? 0 : TC_EPARSE;
 }

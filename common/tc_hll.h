@@ -11,8 +11,10 @@
  * from 360 buckets estimates the users of the hour, not the sum of the buckets' users.
  *
  * Small sets are sparse: a sorted array of (register << 6 | rank) entries, 4 bytes each in
- * memory and about 2 serialized. Past TC_HLL_SPARSE_MAX entries the set turns dense: one byte
- * per register in memory, 6 bits serialized.
+ * memory and about 2 serialized. Past TC_HLL_SPARSE_MEM entries a set turns dense in memory
+ * (one byte per register); it is serialized sparse while at most TC_HLL_SPARSE_MAX registers
+ * are set (a dense set that came from merges may have fewer), and densely (6 bits per
+ * register) beyond.
  *
  * Serialized form (what LMDB and tocsin.rollups carry; an empty set serializes to 0 bytes):
  *   byte 0   encoding: 1 sparse, 2 dense
@@ -35,6 +37,7 @@
 #define TC_HLL_P 14
 #define TC_HLL_REGISTERS (1u << TC_HLL_P)
 #define TC_HLL_MAX_RANK (64 - TC_HLL_P + 1)
+#define TC_HLL_SPARSE_MEM 3072
 #define TC_HLL_SPARSE_MAX 3072
 #define TC_HLL_DENSE_BYTES (TC_HLL_REGISTERS * 6 / 8)
 #define TC_HLL_ENC_SPARSE 1
@@ -47,6 +50,7 @@ typedef struct {
     uint32_t *sparse;  /* sparse entries (register << 6 | rank), ascending by register */
     uint32_t nsparse;
     uint32_t sparse_cap;
+    uint32_t nnz; /* dense: registers set */
 } tc_hll_t;
 
 /* An empty set (sparse, nothing allocated). */
