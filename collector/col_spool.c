@@ -14,9 +14,11 @@
 struct col_spool {
     MDB_env *env;
     MDB_dbi dbi;
+    MDB_dbi dead_dbi;
     uint64_t next_key;
     uint64_t entries;
-    uint64_t bytes;
+    uint64_t dead_entries;
+    uint64_t bytes; /* entries and dead entries */
     uint64_t max_bytes;
     size_t max_map;
 };
@@ -33,7 +35,37 @@ static size_t map_size_for(uint64_t max_bytes)
 static int open_dbi(MDB_txn *txn, void *ctx)
 {
     col_spool_t *self = ctx;
-    return tc_lmdb_dbi(txn, "entries", 0, &self->dbi);
+    int rc = tc_lmdb_dbi(txn, "entries", 0, &self->dbi);
+    return rc ? rc : tc_lmdb_dbi(txn, "dead", 0, &self->dead_dbi);
+}
+
+/* Adds up the dead entries. */
+static int scan_dead(col_spool_t *self)
+{
+    MDB_txn *txn = NULL;
+    MDB_stat st;
+    MDB_cursor *cur = NULL;
+    int mrc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    if (mrc == 0) {
+        mrc = mdb_stat(txn, self->dead_dbi, &st);
+    }
+    if (mrc == 0) {
+        self->dead_entries = st.ms_entries;
+        mrc = mdb_cursor_open(txn, self->dead_dbi, &cur);
+    }
+    MDB_val k, v;
+    int op = MDB_FIRST;
+    while (mrc == 0 && (mrc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+        op = MDB_NEXT;
+        self->bytes += v.mv_size;
+    }
+    if (cur) {
+        mdb_cursor_close(cur);
+    }
+    if (txn) {
+        mdb_txn_abort(txn);
+    }
+    return mrc == MDB_NOTFOUND ? 0 : TC_ELMDB;
 }
 
 /* Finds the last key and adds up the values. */
@@ -100,6 +132,9 @@ col_spool_t *col_spool_open(const char *dir, uint64_t max_bytes, int *err)
     if (rc == 0) {
         rc = scan(self);
     }
+    if (rc == 0) {
+        rc = scan_dead(self);
+    }
     if (rc != 0) {
         col_spool_close(&self);
         *err = rc;
@@ -134,6 +169,12 @@ uint64_t col_spool_bytes(const col_spool_t *self)
     return self->bytes;
 }
 
+uint64_t col_spool_dead_entries(const col_spool_t *self)
+{
+    assert(self);
+    return self->dead_entries;
+}
+
 uint64_t col_spool_max_bytes(const col_spool_t *self)
 {
     assert(self);
@@ -150,6 +191,8 @@ typedef struct {
     col_spool_t *self;
     const uint64_t *del;
     size_t n_del;
+    const uint64_t *dead;
+    size_t n_dead;
     const uint8_t *const *values;
     const size_t *lens;
     size_t n;
@@ -158,6 +201,7 @@ typedef struct {
     uint64_t deleted_entries;
     uint64_t deleted_bytes;
     uint64_t added_bytes;
+    uint64_t moved;
 } commit_ctx_t;
 
 static int commit_txn(MDB_txn *txn, void *arg)
@@ -168,6 +212,36 @@ static int commit_txn(MDB_txn *txn, void *arg)
     c->deleted_entries = 0;
     c->deleted_bytes = 0;
     c->added_bytes = 0;
+    c->moved = 0;
+    for (size_t i = 0; i < c->n_dead; i++) {
+        uint8_t kb[8];
+        tc_be64_put(kb, c->dead[i]);
+        MDB_val k = {8, kb};
+        MDB_val v;
+        int mrc = mdb_get(txn, self->dbi, &k, &v);
+        if (mrc == MDB_NOTFOUND) {
+            continue;
+        }
+        if (mrc != 0) {
+            return mrc;
+        }
+        /* A value from the database is valid only until the next update: copy it. */
+        void *copy = malloc(v.mv_size ? v.mv_size : 1);
+        if (!copy) {
+            return TC_ENOMEM;
+        }
+        memcpy(copy, v.mv_data, v.mv_size);
+        MDB_val cv = {v.mv_size, copy};
+        mrc = mdb_put(txn, self->dead_dbi, &k, &cv, 0);
+        free(copy);
+        if (mrc == 0) {
+            mrc = mdb_del(txn, self->dbi, &k, NULL);
+        }
+        if (mrc != 0) {
+            return mrc;
+        }
+        c->moved++;
+    }
     for (size_t i = 0; i < c->n_del; i++) {
         uint8_t kb[8];
         tc_be64_put(kb, c->del[i]);
@@ -208,17 +282,24 @@ static int commit_txn(MDB_txn *txn, void *arg)
     return 0;
 }
 
-int col_spool_commit(col_spool_t *self, const uint64_t *del, size_t n_del,
-                     const uint8_t *const *values, const size_t *lens, size_t n, size_t *appended,
-                     uint64_t *keys_out)
+int col_spool_commit(col_spool_t *self, const uint64_t *del, size_t n_del, const uint64_t *dead,
+                     size_t n_dead, const uint8_t *const *values, const size_t *lens, size_t n,
+                     size_t *appended, uint64_t *keys_out)
 {
-    assert(self && appended && (del || n_del == 0) && ((values && lens) || n == 0));
+    assert(self && appended && (del || n_del == 0) && (dead || n_dead == 0) &&
+           ((values && lens) || n == 0));
     *appended = 0;
-    if (n_del == 0 && n == 0) {
+    if (n_del == 0 && n_dead == 0 && n == 0) {
         return 0;
     }
-    commit_ctx_t c = {
-        .self = self, .del = del, .n_del = n_del, .values = values, .lens = lens, .n = n};
+    commit_ctx_t c = {.self = self,
+                      .del = del,
+                      .n_del = n_del,
+                      .dead = dead,
+                      .n_dead = n_dead,
+                      .values = values,
+                      .lens = lens,
+                      .n = n};
     int rc = tc_lmdb_write(self->env, self->max_map, commit_txn, &c);
     if (rc != 0) {
         return rc;
@@ -227,7 +308,8 @@ int col_spool_commit(col_spool_t *self, const uint64_t *del, size_t n_del,
         keys_out[i] = self->next_key + i;
     }
     self->next_key += c.appended;
-    self->entries = self->entries - c.deleted_entries + c.appended;
+    self->entries = self->entries - c.deleted_entries - c.moved + c.appended;
+    self->dead_entries += c.moved;
     self->bytes = self->bytes - c.deleted_bytes + c.added_bytes;
     *appended = c.appended;
     return 0;

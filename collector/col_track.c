@@ -18,6 +18,7 @@ struct col_track {
     uint32_t reported;  /* delivery reports received */
     uint32_t retriable; /* failed reports a later attempt can fix */
     uint32_t permanent; /* failed reports no attempt can fix */
+    uint32_t too_large; /* records Kafka never takes */
     bool sealed;
     bool aborted;
     bool diverted;
@@ -183,6 +184,20 @@ void col_track_abort(col_track_t *self, const char *reason)
     keep_reason(self, reason);
 }
 
+void col_track_refuse(col_track_t *self, col_delivery_t why, const char *reason)
+{
+    assert(self && !self->sealed && !self->diverted);
+    assert(why == COL_DELIVERY_PERMANENT || why == COL_DELIVERY_TOO_LARGE);
+    self->aborted = true;
+    if (why == COL_DELIVERY_TOO_LARGE) {
+        self->too_large++;
+    } else {
+        self->permanent++;
+    }
+    self->reason[0] = '\0';
+    keep_reason(self, reason);
+}
+
 void col_track_divert(col_track_t *self, const char *reason)
 {
     assert(self && self->produced == 0 && !self->sealed && !self->aborted);
@@ -198,11 +213,15 @@ bool col_track_report(col_track_t *self, col_delivery_t result, const char *erro
     if (result == COL_DELIVERY_RETRIABLE) {
         self->retriable++;
         keep_reason(self, error);
-    } else if (result == COL_DELIVERY_PERMANENT) {
-        self->permanent++;
-        /* The permanent failure is the one worth telling the client. */
-        if (self->permanent == 1) {
+    } else if (result == COL_DELIVERY_PERMANENT || result == COL_DELIVERY_TOO_LARGE) {
+        /* A failure no retry fixes is the one worth telling the client. */
+        if (self->permanent + self->too_large == 0) {
             self->reason[0] = '\0';
+        }
+        if (result == COL_DELIVERY_TOO_LARGE) {
+            self->too_large++;
+        } else {
+            self->permanent++;
         }
         keep_reason(self, error);
     }
@@ -226,6 +245,9 @@ col_outcome_t col_track_outcome(const col_track_t *self)
     assert(self);
     if (!col_track_done(self)) {
         return COL_OUTCOME_PENDING;
+    }
+    if (self->too_large > 0) {
+        return COL_OUTCOME_REJECT;
     }
     if (self->permanent > 0) {
         return COL_OUTCOME_RETRY;
@@ -277,7 +299,7 @@ uint32_t col_track_events(const col_track_t *self)
 uint32_t col_track_failures(const col_track_t *self)
 {
     assert(self);
-    return self->retriable + self->permanent;
+    return self->retriable + self->permanent + self->too_large;
 }
 
 int64_t col_track_received_us(const col_track_t *self)

@@ -13,8 +13,10 @@
  *     the whole batch goes to the spool (records delivered already are delivered twice;
  *     consumers drop duplicates by event_id), then ack STORED — or RETRY_AFTER when there is
  *     no spool or it is full.
- *   - RETRY: a record failed for good (col_delivery_t PERMANENT); ack RETRY_AFTER with the
- *     first failure as reason.
+ *   - RETRY: a record failed by Kafka's configuration (col_delivery_t PERMANENT); ack
+ *     RETRY_AFTER with the failure as reason (an operator can fix it; the client keeps it);
+ *   - REJECT: a record is larger than Kafka takes (TOO_LARGE); ack REJECTED — no attempt can
+ *     ever store it (records delivered already stay delivered).
  * Trackers stay in the set in arrival order, which is the order batches go to the spool.
  * The set is bounded by batches: col_inflight_open refuses one beyond `max`.
  *
@@ -36,7 +38,9 @@ typedef struct col_track col_track_t;
 typedef enum {
     COL_DELIVERY_OK = 0,
     COL_DELIVERY_RETRIABLE, /* Kafka away, timed out, purged: another attempt can work */
-    COL_DELIVERY_PERMANENT, /* this record can never be written as it is */
+    COL_DELIVERY_PERMANENT, /* refused by Kafka's configuration (authorisation, ...): no
+                               attempt works until an operator changes it */
+    COL_DELIVERY_TOO_LARGE, /* the record is above what Kafka takes: no attempt ever works */
 } col_delivery_t;
 
 typedef enum {
@@ -44,6 +48,7 @@ typedef enum {
     COL_OUTCOME_STORED,
     COL_OUTCOME_SPOOL,
     COL_OUTCOME_RETRY,
+    COL_OUTCOME_REJECT, /* a record is too large for Kafka: ack REJECTED (too_big) */
 } col_outcome_t;
 
 /* A set that holds at most `max` trackers (max > 0). NULL when out of memory. */
@@ -88,6 +93,10 @@ void col_track_seal(col_track_t *self);
  * `reason` (copied) kept for a RETRY_AFTER if it cannot be spooled. */
 void col_track_abort(col_track_t *self, const char *reason);
 
+/* The producer refused a record for a reason no retry fixes (PERMANENT or TOO_LARGE): no
+ * more records are handed over and the batch ends in RETRY or REJECT with `reason`. */
+void col_track_refuse(col_track_t *self, col_delivery_t why, const char *reason);
+
 /* Nothing is handed over: the batch goes straight to the spool (done at once). Only before
  * any record was produced. */
 void col_track_divert(col_track_t *self, const char *reason);
@@ -100,8 +109,8 @@ bool col_track_report(col_track_t *self, col_delivery_t result, const char *erro
 /* True when sealed, aborted or diverted and every handed-over record has its report. */
 bool col_track_done(const col_track_t *self);
 
-/* What to do with a tracker (PENDING until done). A permanent failure wins over a
- * retriable one: spooling that batch could never empty. */
+/* What to do with a tracker (PENDING until done). TOO_LARGE wins over PERMANENT, which wins
+ * over RETRIABLE: spooling a batch no attempt can deliver would never empty the spool. */
 col_outcome_t col_track_outcome(const col_track_t *self);
 
 /* True while records are handed over and some reports are still awaited. */

@@ -274,6 +274,7 @@ typedef struct {
     tc_counter_t *replayed_events;
     tc_counter_t *replay_failures;
     tc_counter_t *spool_corrupt;
+    tc_counter_t *spool_dead;
     tc_counter_t *spool_errors;
     tc_counter_t *acks_dropped;
     tc_counter_t *reloads_ok;
@@ -287,6 +288,7 @@ typedef struct {
     tc_gauge_t *spooling;
     tc_gauge_t *spool_bytes;
     tc_gauge_t *spool_entries;
+    tc_gauge_t *spool_dead_entries;
     tc_gauge_t *spool_max_bytes;
     tc_gauge_t *api_keys;
     tc_gauge_t *curve_clients;
@@ -371,6 +373,8 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
     COUNTER(spool_corrupt, "spool_corrupt_entries_total", NULL,
             "Spool entries that could not be read back (logged and removed)");
     COUNTER(spool_errors, "spool_errors_total", NULL, "Spool writes that failed");
+    COUNTER(spool_dead, "spool_dead_total", NULL,
+            "Spool entries Kafka can never take (too large, refused for good), moved aside");
     COUNTER(acks_dropped, "acks_dropped_total", NULL,
             "Acks not sent: client gone or its queue full");
     COUNTER(reloads_ok, "reloads_total", "result=\"ok\"", "SIGHUP reloads");
@@ -388,6 +392,8 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
     GAUGE(spooling, "spooling", "1 while batches go to the spool instead of Kafka");
     GAUGE(spool_bytes, "spool_bytes", "Bytes of batches held in the spool");
     GAUGE(spool_entries, "spool_entries", "Batches held in the spool");
+    GAUGE(spool_dead_entries, "spool_dead_entries",
+          "Dead spool entries kept on disk for an operator (they count against the bound)");
     GAUGE(spool_max_bytes, "spool_max_bytes", "Bound of the spool (spool.max_bytes)");
     GAUGE(api_keys, "api_keys", "API keys loaded from auth.keys_file");
     GAUGE(curve_clients, "curve_clients", "Client keys allowed by curve.clients_dir");
@@ -686,6 +692,9 @@ typedef struct {
     uint64_t *dels;
     size_t n_dels;
     size_t dels_cap;
+    uint64_t *deads; /* replayed entries Kafka will never take */
+    size_t n_deads;
+    size_t deads_cap;
     uint8_t key_buf[COL_KEY_MAX];
     rd_kafka_message_t *kmsgs[COL_TOPIC_COUNT]; /* produce_records' scratch, per topic */
     size_t kmsgs_cap;
@@ -704,6 +713,7 @@ static void publish_state(col_daemon_t *d)
         uint64_t bytes = col_spool_bytes(d->spool);
         tc_gauge_set(d->m.spool_bytes, (double)bytes);
         tc_gauge_set(d->m.spool_entries, (double)col_spool_entries(d->spool));
+        tc_gauge_set(d->m.spool_dead_entries, (double)col_spool_dead_entries(d->spool));
         atomic_store(&d->probe.spool_bytes, bytes);
     }
 }
@@ -780,6 +790,20 @@ static void ack_stored(col_daemon_t *d, col_track_t *t, bool spooled)
     col_inflight_close(d->inflight, &t);
 }
 
+/* A batch with a record Kafka never takes: REJECTED, counted as too_big. */
+static void ack_reject_too_big(col_daemon_t *d, col_track_t *t)
+{
+    char reason[COL_ACK_REASON_MAX + 1];
+    snprintf(reason, sizeof(reason), "%s: %s", col_reason_name(COL_REASON_TOO_BIG),
+             col_track_reason(t));
+    col_ack_t ack = {.sequence = col_track_sequence(t),
+                     .status = TOCSIN__V1__ACK__STATUS__STATUS_REJECTED,
+                     .reason = reason};
+    tc_counter_inc(d->m.batches_rejected[COL_REASON_TOO_BIG]);
+    send_ack(d, col_track_peer(t), &ack);
+    col_inflight_close(d->inflight, &t);
+}
+
 static void ack_retry(col_daemon_t *d, col_track_t *t, int why, const char *reason)
 {
     col_ack_t ack;
@@ -804,9 +828,10 @@ static col_delivery_t classify(rd_kafka_resp_err_t err)
     case RD_KAFKA_RESP_ERR_NO_ERROR:
         return COL_DELIVERY_OK;
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+        return COL_DELIVERY_TOO_LARGE;
     case RD_KAFKA_RESP_ERR_INVALID_MSG:
     case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
@@ -873,8 +898,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     col_delivery_t result = classify(msg->err);
     char why[160] = "";
     if (result != COL_DELIVERY_OK) {
-        tc_counter_inc(result == COL_DELIVERY_PERMANENT ? d->m.delivery_failures_permanent
-                                                        : d->m.delivery_failures_retriable);
+        tc_counter_inc(result == COL_DELIVERY_RETRIABLE ? d->m.delivery_failures_retriable
+                                                        : d->m.delivery_failures_permanent);
         snprintf(why, sizeof(why), "kafka delivery failed: %s", rd_kafka_err2str(msg->err));
         if (msg->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
             msg->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
@@ -983,6 +1008,13 @@ static void produce_records(col_daemon_t *d, col_track_t *t)
     }
     char reason[160];
     snprintf(reason, sizeof(reason), "kafka producer refused a record: %s", rd_kafka_err2str(perr));
+    col_delivery_t why = classify(perr);
+    if (why == COL_DELIVERY_PERMANENT || why == COL_DELIVERY_TOO_LARGE) {
+        /* No retry fixes it: the batch is answered, nothing is spooled. */
+        tc_log(TC_LOG_ERROR, "collector.produce_refused", "%s", reason);
+        col_track_refuse(t, why, reason);
+        return;
+    }
     uint64_t suppressed = 0;
     if (tc_log_limit_allow(&d->produce_log, tc_mono_us(), &suppressed)) {
         tc_logj(TC_LOG_WARN, "collector.produce_refused",
@@ -1024,19 +1056,24 @@ static int grow_pending(col_daemon_t *d, size_t need)
     return 0;
 }
 
-static int add_del(col_daemon_t *d, uint64_t key)
+static int add_key(uint64_t **keys, size_t *n, size_t *cap, uint64_t key)
 {
-    if (d->n_dels == d->dels_cap) {
-        size_t cap = d->dels_cap ? d->dels_cap * 2 : 64;
-        uint64_t *p = realloc(d->dels, cap * sizeof(*p));
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        uint64_t *p = realloc(*keys, nc * sizeof(*p));
         if (!p) {
             return TC_ENOMEM;
         }
-        d->dels = p;
-        d->dels_cap = cap;
+        *keys = p;
+        *cap = nc;
     }
-    d->dels[d->n_dels++] = key;
+    (*keys)[(*n)++] = key;
     return 0;
+}
+
+static int add_del(col_daemon_t *d, uint64_t key)
+{
+    return add_key(&d->dels, &d->n_dels, &d->dels_cap, key);
 }
 
 /* Replays that are done: delivered entries leave the spool, a failure stops the replay. */
@@ -1046,12 +1083,23 @@ static void settle_replays(col_daemon_t *d)
     while (t) {
         col_track_t *next = col_track_next(t);
         if (col_track_done(t)) {
-            if (col_track_outcome(t) == COL_OUTCOME_STORED) {
+            col_outcome_t outcome = col_track_outcome(t);
+            if (outcome == COL_OUTCOME_STORED) {
                 if (add_del(d, col_track_tag(t)) == 0) {
                     tc_counter_inc(d->m.replayed_entries);
                     tc_counter_add(d->m.replayed_events, col_track_records(t)->count);
                 }
                 d->replay_backoff_us = REPLAY_BACKOFF_MIN_US;
+            } else if (outcome == COL_OUTCOME_RETRY || outcome == COL_OUTCOME_REJECT) {
+                /* Kafka will never take this entry: it would hold the spool up for good.
+                 * It moves to the dead entries, kept on disk for an operator. */
+                if (add_key(&d->deads, &d->n_deads, &d->deads_cap, col_track_tag(t)) == 0) {
+                    tc_counter_inc(d->m.spool_dead);
+                    tc_log(TC_LOG_ERROR, "collector.spool_dead",
+                           "spool entry %" PRIu64 " can never be delivered (%s): moved to the "
+                           "dead entries",
+                           col_track_tag(t), col_track_reason(t));
+                }
             } else if (!d->replay_failed) {
                 d->replay_failed = true;
                 tc_counter_inc(d->m.replay_failures);
@@ -1094,6 +1142,9 @@ static void settle(col_daemon_t *d)
         case COL_OUTCOME_RETRY:
             ack_retry(d, t, RETRY_PERMANENT, NULL);
             break;
+        case COL_OUTCOME_REJECT:
+            ack_reject_too_big(d, t);
+            break;
         case COL_OUTCOME_SPOOL:
             if (!d->spool) {
                 ack_retry(d, t, RETRY_KAFKA, NULL);
@@ -1107,19 +1158,20 @@ static void settle(col_daemon_t *d)
         }
         t = next;
     }
-    if (n == 0 && d->n_dels == 0) {
+    if (n == 0 && d->n_dels == 0 && d->n_deads == 0) {
         publish_state(d);
         return;
     }
     size_t appended = 0;
-    int rc = col_spool_commit(d->spool, d->dels, d->n_dels, d->pending_values, d->pending_lens, n,
-                              &appended, NULL);
+    int rc = col_spool_commit(d->spool, d->dels, d->n_dels, d->deads, d->n_deads, d->pending_values,
+                              d->pending_lens, n, &appended, NULL);
     if (rc != 0) {
         tc_counter_inc(d->m.spool_errors);
         tc_log(TC_LOG_ERROR, "collector.spool_write", "%s: %zu batch(es) answered retry-after",
                tc_strerror(rc), n);
     } else {
         d->n_dels = 0;
+        d->n_deads = 0;
     }
     for (size_t i = 0; i < n; i++) {
         if (i < appended) {
@@ -1169,7 +1221,7 @@ static void replay_step(col_daemon_t *d)
         return;
     }
     if (col_spool_entries(d->spool) == 0 && col_inflight_count(d->replays) == 0 && d->n_dels == 0 &&
-        atomic_load(&d->probe.up_flag) != 0) {
+        d->n_deads == 0 && atomic_load(&d->probe.up_flag) != 0) {
         d->mode = MODE_LIVE;
         d->replay_cursor = 0;
         tc_log(TC_LOG_INFO, "collector.live", "spool empty: batches go to Kafka again");
@@ -2184,6 +2236,8 @@ static void daemon_stop(col_daemon_t *d)
     free(d->pending_values);
     free(d->pending_lens);
     free(d->dels);
+    free(d->deads);
+    d->deads = NULL;
     for (int i = 0; i < COL_TOPIC_COUNT; i++) {
         free(d->kmsgs[i]);
         d->kmsgs[i] = NULL;

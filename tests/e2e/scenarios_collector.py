@@ -190,8 +190,23 @@ def scenario_bad_input(c):
     rc, lines = client(c, col.endpoint, "seq", "after", "50", "50")
     check(rc == 0, f"good traffic after an oversized frame failed: {lines}")
 
-    summary, _ = consume(c, expect=good + 50)
+    # A record above what Kafka takes (here the producer's message.max.bytes) can never be
+    # stored: its batch is rejected too_big, nothing is spooled, the rest flows.
+    small = c.start_collector(name="col-small", extra={
+        "kafka.message.max.bytes": "1000", "spool.dir": os.path.join(c.dir, "spool-small")})
+    big = os.path.join(c.dir, "big")
+    with open(big, "wb") as f:
+        f.write(batch(77, [event(service=b"big", body=ld(13, ld(2, b"y" * 1500)))]))
+    rc, lines = client(c, small.endpoint, "raw", big)
+    check(lines[0]["status"] == "rejected" and lines[0]["reason"].startswith("too_big:"),
+          f"a record Kafka cannot take: {lines[0]}")
+    rc, lines = client(c, small.endpoint, "seq", "beside", "20", "10")
+    check(rc == 0, f"batches beside a too-large one: {lines}")
+    check(metric(small, "tocsin_collector_spooling") == 0, "a too-large record made it spool")
+
+    summary, _ = consume(c, expect=good + 50 + 20)
     check_delivered(summary, ["corpus"], good)
+    check("big" not in summary["services"], "a rejected record reached Kafka")
     check(summary["services"]["after"]["unique"] == 50, f"after: {summary}")
     check(summary["duplicates"] == 0, f"duplicates without any failure: {summary}")
     m = metrics(col)
@@ -299,6 +314,35 @@ def scenario_spool_restart(c):
     summary, _ = consume(c, expect=2000 + stored_full)
     check_delivered(summary, ["K9", "TERM"], 1000)
     check_delivered(summary, ["FULL"], stored_full)
+    check(col.stop() == 0, "col-d did not stop cleanly")
+    c.procs.remove(col)
+
+    # An entry Kafka will never take (spooled by a collector whose producer took it, replayed
+    # by one whose producer does not) moves to the dead entries instead of holding the spool
+    # up; the entries around it are delivered.
+    c.bus_brokers("down")
+    col = c.start_collector(name="col-e", extra=extra, wait_live=True)
+    rc, lines = client(c, col.endpoint, "seq", "BEFORE", "10", "10", name="before")
+    check(rc == 0, f"BEFORE: {lines}")
+    big = os.path.join(c.dir, "big")
+    with open(big, "wb") as f:
+        f.write(batch(91, [event(service=b"big", body=ld(13, ld(2, b"y" * 1500)))]))
+    rc, lines = client(c, col.endpoint, "raw", big, name="big")
+    check(lines[0]["status"] == "stored", f"big batch not spooled: {lines}")
+    rc, lines = client(c, col.endpoint, "seq", "AFTER", "10", "10", name="after")
+    check(rc == 0, f"AFTER: {lines}")
+    check(col.stop() == 0, "col-e did not stop cleanly")
+    c.procs.remove(col)
+    c.bus_brokers("up")
+    col = c.start_collector(name="col-f", extra=dict(extra, **{"kafka.message.max.bytes": "1000"}),
+                            wait_live=True)
+    wait_until("the spool to be replayed around the dead entry",
+               lambda: metric(col, "tocsin_collector_spool_entries") == 0
+               and metric(col, "tocsin_collector_spooling") == 0, 30)
+    check(metric(col, "tocsin_collector_spool_dead_entries") == 1, "no dead entry")
+    summary, _ = consume(c, expect=2000 + stored_full + 20)
+    check_delivered(summary, ["BEFORE", "AFTER"], 10)
+    check("big" not in summary["services"], "the dead entry reached Kafka")
     print(f"K9 and TERM complete after kill -9 and SIGTERM; the full spool acked "
           f"{stored_full} FULL events and exactly those arrived")
 

@@ -66,7 +66,7 @@ static void test_append_read_delete(void **state)
     size_t lens[3] = {5, 6, 5};
     uint64_t keys[3];
     size_t n = 0;
-    assert_int_equal(col_spool_commit(s, NULL, 0, vals, lens, 3, &n, keys), 0);
+    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, 0, vals, lens, 3, &n, keys), 0);
     assert_int_equal(n, 3);
     assert_true(keys[0] < keys[1] && keys[1] < keys[2]);
     assert_int_equal(col_spool_entries(s), 3);
@@ -82,14 +82,14 @@ static void test_append_read_delete(void **state)
     const uint8_t *more[1] = {(const uint8_t *)"fourth"};
     size_t more_len[1] = {6};
     uint64_t key4;
-    assert_int_equal(col_spool_commit(s, del, 2, more, more_len, 1, &n, &key4), 0);
+    assert_int_equal(col_spool_commit(s, del, 2, NULL, 0, more, more_len, 1, &n, &key4), 0);
     assert_int_equal(n, 1);
     assert_true(key4 > keys[2]);
     assert_int_equal(col_spool_entries(s), 3);
     assert_int_equal(col_spool_bytes(s), 16);
     read_expect(s, keys[0] + 1, keys[2], "third");
     /* Nothing to do is fine. */
-    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, NULL, 0, &n, NULL), 0);
+    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, 0, NULL, NULL, 0, &n, NULL), 0);
     col_spool_close(&s);
     col_spool_close(&s);
 
@@ -100,10 +100,10 @@ static void test_append_read_delete(void **state)
     assert_int_equal(col_spool_bytes(s), 16);
     read_expect(s, 0, keys[0], "first");
     uint64_t key5;
-    assert_int_equal(col_spool_commit(s, NULL, 0, more, more_len, 1, &n, &key5), 0);
+    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, 0, more, more_len, 1, &n, &key5), 0);
     assert_true(key5 > key4);
     uint64_t all[4] = {keys[0], keys[2], key4, key5};
-    assert_int_equal(col_spool_commit(s, all, 4, NULL, NULL, 0, &n, NULL), 0);
+    assert_int_equal(col_spool_commit(s, all, 4, NULL, 0, NULL, NULL, 0, &n, NULL), 0);
     assert_int_equal(col_spool_entries(s), 0);
     assert_int_equal(col_spool_bytes(s), 0);
     col_spool_close(&s);
@@ -126,9 +126,9 @@ static void test_bound_keeps_order(void **state)
     size_t n = 0;
     /* Three fit (900 KiB of 1 MiB); the fourth (300 KiB) does not, so neither does the small
      * one after it: the order is kept, the caller refuses the rest. */
-    assert_int_equal(col_spool_commit(s, NULL, 0, vals + 0, lens + 0, 2, &n, NULL), 0);
+    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, 0, vals + 0, lens + 0, 2, &n, NULL), 0);
     assert_int_equal(n, 2);
-    assert_int_equal(col_spool_commit(s, NULL, 0, vals + 1, lens + 1, 4, &n, NULL), 0);
+    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, 0, vals + 1, lens + 1, 4, &n, NULL), 0);
     assert_int_equal(n, 1);
     assert_int_equal(col_spool_bytes(s), 3 * big);
     assert_true(col_spool_bytes(s) <= col_spool_max_bytes(s));
@@ -138,7 +138,7 @@ static void test_bound_keeps_order(void **state)
     size_t len;
     assert_int_equal(col_spool_read(s, 0, &first, &v, &len), 0);
     free(v);
-    assert_int_equal(col_spool_commit(s, &first, 1, vals + 3, lens + 3, 2, &n, NULL), 0);
+    assert_int_equal(col_spool_commit(s, &first, 1, NULL, 0, vals + 3, lens + 3, 2, &n, NULL), 0);
     assert_int_equal(n, 2);
     assert_int_equal(col_spool_bytes(s), 3 * big + 4);
     free(buf);
@@ -150,11 +150,43 @@ static void test_bound_keeps_order(void **state)
     assert_int_not_equal(err, 0);
 }
 
+/* Entries Kafka will never take move to the dead entries: out of the replay, still on disk
+ * and counted against the bound, across a reopen. */
+static void test_dead_entries(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof(path), "%s/c", dir);
+    int err;
+    col_spool_t *s = col_spool_open(path, 1 << 20, &err);
+    assert_non_null(s);
+    const uint8_t *vals[3] = {(const uint8_t *)"aaaa", (const uint8_t *)"bbbbbb",
+                              (const uint8_t *)"cc"};
+    size_t lens[3] = {4, 6, 2};
+    uint64_t keys[3];
+    size_t n;
+    assert_int_equal(col_spool_commit(s, NULL, 0, NULL, 0, vals, lens, 3, &n, keys), 0);
+    uint64_t dead[2] = {keys[1], 424242}; /* the second one is not there: ignored */
+    assert_int_equal(col_spool_commit(s, NULL, 0, dead, 2, NULL, NULL, 0, &n, NULL), 0);
+    assert_int_equal(col_spool_entries(s), 2);
+    assert_int_equal(col_spool_dead_entries(s), 1);
+    assert_int_equal(col_spool_bytes(s), 12);
+    read_expect(s, keys[0] + 1, keys[2], "cc"); /* the replay passes it by */
+    col_spool_close(&s);
+    s = col_spool_open(path, 1 << 20, &err);
+    assert_non_null(s);
+    assert_int_equal(col_spool_entries(s), 2);
+    assert_int_equal(col_spool_dead_entries(s), 1);
+    assert_int_equal(col_spool_bytes(s), 12);
+    col_spool_close(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_read_delete),
         cmocka_unit_test(test_bound_keeps_order),
+        cmocka_unit_test(test_dead_entries),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -20,7 +20,8 @@
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Steps: 'p' produce one record, 's' seal, 'a' abort, 'd' divert, 'o' report ok,
- * 'r' report a retriable failure, 'x' report a permanent failure. */
+ * 'r' report a retriable failure, 'x' report a permanent failure, 'l' report a record too
+ * large, 'P' refuse permanently, 'L' refuse as too large. */
 typedef struct {
     const char *name;
     uint32_t records;
@@ -43,6 +44,10 @@ static const tcase_t cases[] = {
     {"refused after two records", 4, "ppaoo", COL_OUTCOME_SPOOL, "aborted", 0},
     {"refused, then a retriable failure", 4, "ppaor", COL_OUTCOME_SPOOL, "aborted", 1},
     {"diverted to the spool", 5, "d", COL_OUTCOME_SPOOL, "diverted", 0},
+    {"a record too large", 3, "pppsolo", COL_OUTCOME_REJECT, "too large", 1},
+    {"too large wins over permanent", 3, "pppsxlo", COL_OUTCOME_REJECT, "permanent", 2},
+    {"refused for good", 4, "ppPoo", COL_OUTCOME_RETRY, "refused for good", 1},
+    {"refused as too large", 4, "pLo", COL_OUTCOME_REJECT, "refused too large", 1},
 };
 
 static const col_peer_t peer = {.identity = {1, 2, 3}, .identity_len = 3, .delimited = true};
@@ -108,7 +113,18 @@ static void test_scripts(void **state)
                 done = col_track_report(t, COL_DELIVERY_RETRIABLE, "retriable: timed out");
                 break;
             case 'x':
-                done = col_track_report(t, COL_DELIVERY_PERMANENT, "permanent: too large");
+                done = col_track_report(t, COL_DELIVERY_PERMANENT, "permanent: not allowed");
+                break;
+            case 'l':
+                done = col_track_report(t, COL_DELIVERY_TOO_LARGE, "too large: 2 MB");
+                break;
+            case 'P':
+                col_track_refuse(t, COL_DELIVERY_PERMANENT, "refused for good: not allowed");
+                done = col_track_done(t);
+                break;
+            case 'L':
+                col_track_refuse(t, COL_DELIVERY_TOO_LARGE, "refused too large");
+                done = col_track_done(t);
                 break;
             }
             if (done != (s + 1 == nsteps)) {
