@@ -354,7 +354,7 @@ def scenario_failover_kill9(c):
     c1 = c.start_collector(name="col-1")
     c2 = c.start_collector(name="col-2")
     agg = c.start_aggregator(extra={"grace": "1s"})
-    count = 20000
+    count = 12000
     emit = subprocess.Popen([c.bin("tests/e2e/e2e_col_emit"), f"{c1.endpoint},{c2.endpoint}",
                              "failover", str(count), "5000"], stdout=subprocess.PIPE,
                             stderr=open(os.path.join(c.dir, "emit.log"), "w"))
