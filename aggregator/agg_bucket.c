@@ -383,11 +383,17 @@ size_t agg_bucket_store_size(const agg_bucket_t *b)
         n += 32 + uv_size(zz(b->last_time_us));
     }
     if (f & F_SKETCH) {
-        n += uv_size(b->sketch.zero_count) + uv_size(zz(b->sketch.offset)) +
-             uv_size(b->sketch.len);
+        /* The bins that are not zero, as (gap from the previous one, count) pairs. */
+        uint32_t nnz = 0, prev = 0;
+        size_t pairs = 0;
         for (uint32_t i = 0; i < b->sketch.len; i++) {
-            n += uv_size(b->sketch.counts[i]);
+            if (b->sketch.counts[i]) {
+                pairs += uv_size(i - prev) + uv_size(b->sketch.counts[i]);
+                prev = i;
+                nnz++;
+            }
         }
+        n += uv_size(b->sketch.zero_count) + uv_size(zz(b->sketch.offset)) + uv_size(nnz) + pairs;
     }
     if (f & F_USERS) {
         size_t h = tc_hll_encoded_size(&b->users);
@@ -421,11 +427,19 @@ size_t agg_bucket_store_encode(const agg_bucket_t *b, uint8_t *out)
         n += uv_put(out + n, zz(b->last_time_us));
     }
     if (f & F_SKETCH) {
+        uint32_t nnz = 0, prev = 0;
+        for (uint32_t i = 0; i < b->sketch.len; i++) {
+            nnz += b->sketch.counts[i] != 0;
+        }
         n += uv_put(out + n, b->sketch.zero_count);
         n += uv_put(out + n, zz(b->sketch.offset));
-        n += uv_put(out + n, b->sketch.len);
+        n += uv_put(out + n, nnz);
         for (uint32_t i = 0; i < b->sketch.len; i++) {
-            n += uv_put(out + n, b->sketch.counts[i]);
+            if (b->sketch.counts[i]) {
+                n += uv_put(out + n, i - prev);
+                n += uv_put(out + n, b->sketch.counts[i]);
+                prev = i;
+            }
         }
     }
     if (f & F_USERS) {
@@ -441,8 +455,12 @@ typedef struct {
     const uint8_t *end;
 } rd_t;
 
-static bool rd_uv(rd_t *r, uint64_t *out)
+static inline bool rd_uv(rd_t *r, uint64_t *out)
 {
+    if (r->p < r->end && *r->p < 0x80) { /* the common one-byte case */
+        *out = *r->p++;
+        return true;
+    }
     uint64_t v = 0;
     for (int i = 0; i < 10 && r->p < r->end; i++) {
         uint8_t c = *r->p++;
@@ -505,36 +523,166 @@ int agg_bucket_check(const agg_bucket_t *b)
     return 0;
 }
 
-/* Loads sketch bins held as varints into `b->sketch`. */
-static int rd_sketch(rd_t *r, agg_bucket_t *b)
+/* A stored bucket, parsed and checked but not built: the sketch's bins and the users are
+ * left in the bytes, so that a query merges them straight into its accumulator. */
+typedef struct {
+    agg_kind_t kind;
+    uint32_t width_s;
+    int64_t source_offset;
+    uint64_t count, errors, late;
+    uint32_t nslo;
+    uint64_t slo_us[AGG_SLO_MAX];
+    uint64_t slow[AGG_SLO_MAX];
+    bool values;
+    double sum, min, max, last;
+    int64_t last_time_us;
+    uint64_t zero;
+    int32_t offset;
+    uint64_t nnz;
+    const uint8_t *pairs; /* nnz (gap, count) varint pairs, up to pairs_end */
+    const uint8_t *pairs_end;
+    const uint8_t *users; /* a serialized tc_hll, users_len bytes (0: none) */
+    size_t users_len;
+} stored_t;
+
+/* Walks the sketch's (gap, count) pairs, checking them; with `sk` not NULL, adds them (the
+ * first `limit` pairs only; all with UINT64_MAX). */
+static int walk_pairs(const stored_t *v, const uint8_t *end, tc_sketch_t *sk, uint64_t *total,
+                      const uint8_t **after)
 {
-    uint64_t zero, off, len;
-    if (!rd_uv(r, &zero) || !rd_uv(r, &off) || !rd_uv(r, &len) || len > TC_SKETCH_MAX_BINS ||
-        len > (uint64_t)(r->end - r->p)) {
-        return TC_EPARSE;
-    }
-    int64_t offset = unzz(off);
-    if (offset < INT32_MIN || offset > INT32_MAX) {
-        return TC_EINVAL;
-    }
-    uint64_t stack[256];
-    uint64_t *counts = len <= 256 ? stack : malloc(len * sizeof(*counts));
-    if (!counts) {
-        return TC_ENOMEM;
-    }
-    int rc = 0;
-    for (uint64_t i = 0; i < len; i++) {
-        if (!rd_uv(r, &counts[i])) {
-            rc = TC_EPARSE;
-            break;
+    rd_t r = {v->pairs, end};
+    int64_t idx = v->offset;
+    uint64_t sum = v->zero;
+    for (uint64_t i = 0; i < v->nnz; i++) {
+        uint64_t gap, c;
+        if (!rd_uv(&r, &gap) || !rd_uv(&r, &c) || c == 0 || (i == 0 && gap != 0) ||
+            (i > 0 && gap == 0) || gap >= TC_SKETCH_MAX_BINS) {
+            return TC_EPARSE;
+        }
+        idx += (int64_t)gap;
+        if (idx > INT32_MAX || sum + c < sum) {
+            return TC_EINVAL;
+        }
+        sum += c;
+        if (sk) {
+            int rc = tc_sketch_add_bin(sk, (int32_t)idx, c);
+            if (rc != 0) {
+                return rc;
+            }
         }
     }
-    if (rc == 0) {
-        rc = tc_sketch_load(&b->sketch, TC_SKETCH_SCHEMA, zero, (int32_t)offset, counts,
-                            (size_t)len);
+    if (total) {
+        *total = sum;
     }
-    if (counts != stack) {
-        free(counts);
+    if (after) {
+        *after = r.p;
+    }
+    return 0;
+}
+
+/* Parses and checks everything a stored bucket promises (see agg_bucket_store_decode). */
+static int parse_stored(const uint8_t *data, size_t len, stored_t *v)
+{
+    memset(v, 0, sizeof(*v));
+    if (len > AGG_MAX_STORED_BYTES) {
+        return TC_ETOOBIG;
+    }
+    if (len < 5 || data[0] != STORE_FORMAT) {
+        return TC_EPARSE;
+    }
+    rd_t r = {data + 4, data + len};
+    v->kind = (agg_kind_t)data[1];
+    v->width_s = data[2];
+    uint8_t f = data[3];
+    uint64_t off;
+    if ((f & ~(F_SKETCH | F_USERS | F_VALUES)) || !rd_uv(&r, &off) || off > INT64_MAX ||
+        !rd_uv(&r, &v->count) || !rd_uv(&r, &v->errors) || !rd_uv(&r, &v->late) ||
+        r.p >= r.end) {
+        return TC_EPARSE;
+    }
+    v->source_offset = (int64_t)off;
+    v->nslo = *r.p++;
+    if (v->nslo > AGG_SLO_MAX) {
+        return TC_EPARSE;
+    }
+    for (uint32_t i = 0; i < v->nslo; i++) {
+        if (!rd_uv(&r, &v->slo_us[i]) || !rd_uv(&r, &v->slow[i])) {
+            return TC_EPARSE;
+        }
+    }
+    if (f & F_VALUES) {
+        uint64_t lt;
+        if (!rd_f64(&r, &v->sum) || !rd_f64(&r, &v->min) || !rd_f64(&r, &v->max) ||
+            !rd_f64(&r, &v->last) || !rd_uv(&r, &lt)) {
+            return TC_EPARSE;
+        }
+        v->values = true;
+        v->last_time_us = unzz(lt);
+    }
+    uint64_t total = 0;
+    if (f & F_SKETCH) {
+        uint64_t zoff;
+        if (!rd_uv(&r, &v->zero) || !rd_uv(&r, &zoff) || !rd_uv(&r, &v->nnz) ||
+            v->nnz > TC_SKETCH_MAX_BINS || v->nnz > (uint64_t)(r.end - r.p) / 2) {
+            return TC_EPARSE;
+        }
+        int64_t o = unzz(zoff);
+        if (o < INT32_MIN || o > INT32_MAX) {
+            return TC_EINVAL;
+        }
+        v->offset = (int32_t)o;
+        v->pairs = r.p;
+        int rc = walk_pairs(v, r.end, NULL, &total, &r.p);
+        v->pairs_end = r.p;
+        if (rc != 0) {
+            return rc;
+        }
+        if (total == 0) {
+            return TC_EPARSE;
+        }
+    }
+    if (f & F_USERS) {
+        uint64_t h;
+        if (!rd_uv(&r, &h) || h == 0 || h > (uint64_t)(r.end - r.p)) {
+            return TC_EPARSE;
+        }
+        v->users = r.p;
+        v->users_len = (size_t)h;
+        if (tc_hll_check_encoded(v->users, v->users_len) != 0) {
+            return TC_EPARSE;
+        }
+        r.p += h;
+    }
+    if (r.p != r.end) {
+        return TC_EPARSE;
+    }
+    /* The invariants of agg_bucket_check, on the parsed figures. */
+    if (v->kind < AGG_KIND_REQUESTS || v->kind > AGG_KIND_TIMING ||
+        (v->width_s != AGG_BUCKET_WIDTH_S && v->width_s != AGG_ROLLUP_WIDTH_S) ||
+        (v->count == 0 && v->late == 0) || v->errors > v->count ||
+        (v->nslo > 0 && v->kind != AGG_KIND_REQUESTS) ||
+        total != (sketched(v->kind) ? v->count : 0) ||
+        (v->users_len && v->kind != AGG_KIND_REQUESTS && v->kind != AGG_KIND_ERRORS)) {
+        return TC_EINVAL;
+    }
+    for (uint32_t i = 0; i < v->nslo; i++) {
+        if (v->slo_us[i] == 0 || v->slow[i] > v->count ||
+            (i > 0 && v->slo_us[i] <= v->slo_us[i - 1])) {
+            return TC_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Adds the parsed sketch bins to `sk`. */
+static int add_stored_sketch(const stored_t *v, tc_sketch_t *sk)
+{
+    if (!v->pairs) {
+        return 0;
+    }
+    int rc = tc_sketch_add(sk, 0.0, v->zero);
+    if (rc == 0) {
+        rc = walk_pairs(v, v->pairs_end, sk, NULL, NULL);
     }
     return rc;
 }
@@ -542,74 +690,69 @@ static int rd_sketch(rd_t *r, agg_bucket_t *b)
 int agg_bucket_store_decode(const uint8_t *data, size_t len, agg_bucket_t *b)
 {
     agg_bucket_reset(b);
-    if (len > AGG_MAX_STORED_BYTES) {
-        return TC_ETOOBIG;
+    stored_t v;
+    int rc = parse_stored(data, len, &v);
+    if (rc != 0) {
+        return rc;
     }
-    rd_t r = {data, data + len};
-    if (len < 5 || data[0] != STORE_FORMAT) {
-        return TC_EPARSE;
+    b->kind = v.kind;
+    b->width_s = v.width_s;
+    b->source_offset = v.source_offset;
+    b->count = v.count;
+    b->errors = v.errors;
+    b->late = v.late;
+    b->nslo = v.nslo;
+    memcpy(b->slo_us, v.slo_us, sizeof(b->slo_us));
+    memcpy(b->slow, v.slow, sizeof(b->slow));
+    b->sum = v.sum;
+    b->min = v.min;
+    b->max = v.max;
+    b->last = v.last;
+    b->last_time_us = v.last_time_us;
+    rc = add_stored_sketch(&v, &b->sketch);
+    if (rc == 0 && v.users_len) {
+        rc = tc_hll_decode(&b->users, v.users, v.users_len);
     }
-    b->kind = (agg_kind_t)data[1];
-    b->width_s = data[2];
-    uint8_t f = data[3];
-    r.p += 4;
-    uint64_t off, nslo;
-    int rc = TC_EPARSE;
-    if (f & ~(F_SKETCH | F_USERS | F_VALUES)) {
-        goto out;
-    }
-    if (!rd_uv(&r, &off) || off > INT64_MAX || !rd_uv(&r, &b->count) ||
-        !rd_uv(&r, &b->errors) || !rd_uv(&r, &b->late) || r.p >= r.end) {
-        goto out;
-    }
-    b->source_offset = (int64_t)off;
-    nslo = *r.p++;
-    if (nslo > AGG_SLO_MAX) {
-        goto out;
-    }
-    b->nslo = (uint32_t)nslo;
-    for (uint32_t i = 0; i < b->nslo; i++) {
-        if (!rd_uv(&r, &b->slo_us[i]) || !rd_uv(&r, &b->slow[i])) {
-            goto out;
-        }
-    }
-    if (f & F_VALUES) {
-        uint64_t lt;
-        if (!rd_f64(&r, &b->sum) || !rd_f64(&r, &b->min) || !rd_f64(&r, &b->max) ||
-            !rd_f64(&r, &b->last) || !rd_uv(&r, &lt)) {
-            goto out;
-        }
-        b->last_time_us = unzz(lt);
-    }
-    if (f & F_SKETCH) {
-        rc = rd_sketch(&r, b);
-        if (rc != 0) {
-            goto out;
-        }
-        rc = TC_EPARSE;
-        if (b->sketch.count == 0) {
-            goto out;
-        }
-    }
-    if (f & F_USERS) {
-        uint64_t h;
-        if (!rd_uv(&r, &h) || h == 0 || h > (uint64_t)(r.end - r.p)) {
-            goto out;
-        }
-        rc = tc_hll_decode(&b->users, r.p, (size_t)h);
-        if (rc != 0) {
-            goto out;
-        }
-        rc = TC_EPARSE;
-        r.p += h;
-    }
-    if (r.p != r.end) {
-        goto out;
-    }
-    rc = agg_bucket_check(b);
-out:
     if (rc != 0) {
         agg_bucket_reset(b);
+    }
+    return rc;
+}
+
+int agg_bucket_store_merge(agg_bucket_t *dst, const uint8_t *data, size_t len)
+{
+    stored_t v;
+    int rc = parse_stored(data, len, &v);
+    if (rc != 0) {
+        return rc;
+    }
+    if (dst->kind != AGG_KIND_NONE && dst->kind != v.kind) {
+        return TC_EINVAL;
+    }
+    /* The figures, as agg_bucket_merge combines them. */
+    agg_bucket_t src;
+    memset(&src, 0, sizeof(src));
+    src.kind = v.kind;
+    src.count = v.count;
+    src.errors = v.errors;
+    src.late = v.late;
+    src.nslo = v.nslo;
+    memcpy(src.slo_us, v.slo_us, sizeof(src.slo_us));
+    memcpy(src.slow, v.slow, sizeof(src.slow));
+    src.sum = v.sum;
+    src.min = v.min;
+    src.max = v.max;
+    src.last = v.last;
+    src.last_time_us = v.last_time_us;
+    src.source_offset = v.source_offset;
+    tc_sketch_init(&src.sketch, TC_SKETCH_SCHEMA);
+    tc_hll_init(&src.users);
+    rc = agg_bucket_merge(dst, &src); /* an empty sketch and set: adds nothing of them */
+    if (rc == 0) {
+        rc = add_stored_sketch(&v, &dst->sketch);
+    }
+    if (rc == 0 && v.users_len) {
+        rc = tc_hll_merge_encoded(&dst->users, v.users, v.users_len);
     }
     return rc;
 }

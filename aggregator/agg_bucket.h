@@ -152,6 +152,14 @@ size_t agg_bucket_store_encode(const agg_bucket_t *b, uint8_t *out);
  */
 int agg_bucket_store_decode(const uint8_t *data, size_t len, agg_bucket_t *b);
 
+/*
+ * Merges a stored bucket into `dst` (as agg_bucket_merge would merge its decoded form)
+ * without building it: a window query's fast path. Checks exactly what
+ * agg_bucket_store_decode checks, before changing anything. Returns 0, TC_ETOOBIG, TC_EPARSE,
+ * TC_EINVAL (also when the kinds differ; `dst` unchanged) or TC_ENOMEM.
+ */
+int agg_bucket_store_merge(agg_bucket_t *dst, const uint8_t *data, size_t len);
+
 /* Checks the invariants every decoded bucket must keep (see agg_bucket_store_decode).
  * Returns 0 or TC_EINVAL. */
 int agg_bucket_check(const agg_bucket_t *b);

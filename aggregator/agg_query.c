@@ -222,6 +222,13 @@ void agg_query_acc_init(agg_query_acc_t *acc)
     agg_bucket_init(&acc->total);
 }
 
+/* The users of many buckets are merged into a dense set: each merge costs the size of what
+ * is added, instead of the size of what was merged so far. */
+static int acc_dense(agg_query_acc_t *acc)
+{
+    return acc->total.users.regs ? 0 : tc_hll_make_dense(&acc->total.users);
+}
+
 void agg_query_acc_fini(agg_query_acc_t *acc)
 {
     agg_bucket_fini(&acc->total);
@@ -236,6 +243,9 @@ int agg_query_add(agg_query_acc_t *acc, const agg_bucket_t *b)
         acc->skipped++;
         return 0;
     }
+    if (!tc_hll_empty(&b->users) && acc_dense(acc) != 0) {
+        return TC_ENOMEM;
+    }
     int rc = agg_bucket_merge(&acc->total, b);
     if (rc == TC_EINVAL) {
         acc->skipped++;
@@ -246,6 +256,24 @@ int agg_query_add(agg_query_acc_t *acc, const agg_bucket_t *b)
     }
     acc->buckets++;
     return 0;
+}
+
+int agg_query_add_stored(agg_query_acc_t *acc, const uint8_t *data, size_t len)
+{
+    if (acc_dense(acc) != 0) {
+        return TC_ENOMEM;
+    }
+    size_t before = acc->total.count + acc->total.late;
+    int rc = agg_bucket_store_merge(&acc->total, data, len);
+    if (rc == TC_EINVAL && acc->total.kind != AGG_KIND_NONE && len >= 2 &&
+        data[1] != (uint8_t)acc->total.kind) {
+        acc->skipped++; /* another kind: left out, as agg_query_add does */
+        return 0;
+    }
+    if (rc == 0 && acc->total.count + acc->total.late > before) {
+        acc->buckets++;
+    }
+    return rc;
 }
 
 /* Sets a number, or null for NaN and infinities (JSON has neither). */

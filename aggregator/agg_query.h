@@ -84,6 +84,11 @@ void agg_query_acc_fini(agg_query_acc_t *acc);
  * in `skipped` and left out. Returns 0 or TC_ENOMEM. */
 int agg_query_add(agg_query_acc_t *acc, const agg_bucket_t *b);
 
+/* Merges one bucket in its stored form (agg_bucket_store_merge), without decoding it first.
+ * Returns 0 (a bucket of another kind is counted in `skipped`), TC_ENOMEM, or the decoder's
+ * error for a corrupt value (the accumulator is then unchanged). */
+int agg_query_add_stored(agg_query_acc_t *acc, const uint8_t *data, size_t len);
+
 /*
  * The answer to /api/v1/query: service, name, environment (null for all), window,
  * window_s, from, to, kind (null when no data), count, errors, error_rate, rate_per_s

@@ -935,7 +935,7 @@ static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
 /* Merges the buckets of one name hash in [from, to) into the accumulators. */
 static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p,
                        uint64_t hname, bool check_name, agg_query_acc_t *accs, uint64_t *corrupt,
-                       agg_bucket_t *b, agg_series_rec_t *rec)
+                       agg_series_rec_t *rec)
 {
     uint8_t lo[BUCKET_KEY_LEN];
     uint64_t henv = p->environment ? hs(p->environment) : 0;
@@ -963,24 +963,17 @@ static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t
             !series_matches(self, txn, kd, p, check_name, cache, &ncache, rec)) {
             continue;
         }
-        int drc = agg_bucket_store_decode(v.mv_data, v.mv_size, b);
-        if (drc == TC_ENOMEM) {
-            rc = drc;
-            break;
-        }
-        if (drc != 0) {
-            if (corrupt) {
-                (*corrupt)++;
-            }
-            continue;
-        }
         size_t i = p->npoints > 1 ? (size_t)((start - p->from_s) / p->step_s) : 0;
         if (i >= p->npoints) {
             continue;
         }
-        rc = agg_query_add(&accs[i], b);
-        if (rc != 0) {
+        int drc = agg_query_add_stored(&accs[i], v.mv_data, v.mv_size);
+        if (drc == TC_ENOMEM) {
+            rc = drc;
             break;
+        }
+        if (drc != 0 && corrupt) {
+            (*corrupt)++;
         }
     }
     mdb_cursor_close(cur);
@@ -1001,7 +994,7 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     }
     int rc = 0;
     if (strcmp(p->name, AGG_QUERY_ALL) != 0) {
-        rc = scan_series(self, txn, p, hs(p->name), true, accs, corrupt, &b, rec);
+        rc = scan_series(self, txn, p, hs(p->name), true, accs, corrupt, rec);
         agg_bucket_fini(&b);
         free(rec);
         return rc;
@@ -1040,7 +1033,7 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     }
     mdb_cursor_close(cur);
     for (size_t i = 0; rc == 0 && i < nnames; i++) {
-        rc = scan_series(self, txn, p, names[i], false, accs, corrupt, &b, rec);
+        rc = scan_series(self, txn, p, names[i], false, accs, corrupt, rec);
     }
     free(names);
     free(rec);

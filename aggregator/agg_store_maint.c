@@ -28,7 +28,8 @@ typedef struct {
     int64_t now_us;
     int64_t view_time_us;
     size_t budget;
-    size_t work;
+    size_t visited; /* entries looked at: what the budget bounds */
+    size_t work;    /* entries deleted or merged: what is reported */
 } maint_ctx_t;
 
 /* The next key after every key starting with `prefix` (16 bytes); false past the last. */
@@ -169,7 +170,7 @@ static int buckets_slice(MDB_txn *txn, maint_ctx_t *c)
     }
     int rc = 0;
     MDB_cursor *cur = NULL;
-    while (c->work < c->budget) {
+    while (c->visited < c->budget) {
         int mrc = mdb_cursor_open(txn, self->buckets, &cur);
         if (mrc != 0) {
             rc = mrc;
@@ -193,7 +194,7 @@ static int buckets_slice(MDB_txn *txn, maint_ctx_t *c)
         cur = NULL;
         int64_t start = agg_unbiased(tc_be64_get(key + 16));
         uint32_t part = tc_be32_get(key + 32);
-        c->work++;
+        c->visited++;
         if (start < max_h) {
             MDB_val dk = {BUCKET_KEY_LEN, key};
             mrc = mdb_del(txn, self->buckets, &dk, NULL);
@@ -201,11 +202,14 @@ static int buckets_slice(MDB_txn *txn, maint_ctx_t *c)
                 rc = mrc;
                 break;
             }
+            c->work++;
             memcpy(self->maint_key, key, BUCKET_KEY_LEN);
             continue;
         }
         if (start < horizon && part != AGG_PART_MERGED) {
+            size_t before = c->work;
             rc = merge_minute(txn, self, key, accs, &tmp, &c->work);
+            c->visited += c->work - before;
             if (rc != 0) {
                 break;
             }
@@ -250,7 +254,9 @@ static int logs_slice(MDB_txn *txn, maint_ctx_t *c, uint64_t *bytes)
         return mrc;
     }
     MDB_val k, v;
-    while (c->work < c->budget && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+    uint64_t start_bytes = *bytes;
+    size_t deleted = 0;
+    while (c->visited < c->budget && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
         if (k.mv_size != LOG_TIME_KEY_LEN || v.mv_size != 12) {
             mrc = mdb_cursor_del(cur, 0);
             if (mrc != 0) {
@@ -280,10 +286,15 @@ static int logs_slice(MDB_txn *txn, maint_ctx_t *c, uint64_t *bytes)
         }
         *bytes = *bytes > size ? *bytes - size : 0;
         c->work++;
+        c->visited++;
+        deleted++;
     }
     mdb_cursor_close(cur);
     if (mrc != 0 && mrc != MDB_NOTFOUND) {
         return mrc;
+    }
+    if (deleted == 0 && *bytes == start_bytes) {
+        return 0;
     }
     uint8_t b[8];
     tc_be64_put(b, *bytes);
@@ -309,7 +320,7 @@ static int maint_txn(MDB_txn *txn, void *arg)
     memcpy(self->maint_key, r->key, BUCKET_KEY_LEN);
     self->maint_started = r->started;
     atomic_store(&self->compacted_s, r->compacted);
-    c->work = 0;
+    c->work = c->visited = 0;
     r->bytes = atomic_load(&self->logs_bytes);
     int rc = buckets_slice(txn, c);
     if (rc == 0) {
@@ -320,7 +331,7 @@ static int maint_txn(MDB_txn *txn, void *arg)
 
 int agg_store_maintain(agg_store_t *self, int64_t now_us, int64_t view_time_us, size_t budget)
 {
-    maint_ctx_t c = {self, now_us, view_time_us, budget ? budget : 1, 0};
+    maint_ctx_t c = {self, now_us, view_time_us, budget ? budget : 1, 0, 0};
     run_ctx_t r;
     memset(&r, 0, sizeof(r));
     r.c = &c;

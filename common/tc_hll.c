@@ -370,8 +370,12 @@ static size_t varint_put(uint8_t *p, uint32_t v)
 }
 
 /* Reads a varint of at most 32 bits; returns its length, or 0 when malformed or cut. */
-static size_t varint_get(const uint8_t *p, size_t len, uint32_t *out)
+static inline size_t varint_get(const uint8_t *p, size_t len, uint32_t *out)
 {
+    if (len > 0 && p[0] < 0x80) { /* the common one-byte case */
+        *out = p[0];
+        return 1;
+    }
     uint64_t v = 0;
     for (size_t i = 0; i < len && i < 5; i++) {
         v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
@@ -514,7 +518,8 @@ size_t tc_hll_encode(const tc_hll_t *h, uint8_t *out)
     return n;
 }
 
-/* Walks a serialized set, calling set_max for every register it names. */
+/* Walks a serialized set, setting every register it names in `dst`; with `dst` NULL it
+ * only checks the bytes. */
 static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
 {
     if (len == 0) {
@@ -532,6 +537,9 @@ static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
             if (dense_get(bytes, i) > TC_HLL_MAX_RANK) {
                 return TC_EPARSE;
             }
+        }
+        if (!dst) {
+            return 0;
         }
         int rc = tc_hll_make_dense(dst);
         if (rc != 0) {
@@ -558,9 +566,9 @@ static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
     pos += k;
     /* An empty sparse set takes the entries as they come (they ascend); a dense one sets its
      * registers; a sparse one with entries merges them in one pass. */
-    bool append = !dst->regs && dst->nsparse == 0 && n <= TC_HLL_SPARSE_MEM;
+    bool append = dst && !dst->regs && dst->nsparse == 0 && n <= TC_HLL_SPARSE_MEM;
     uint32_t *tmp = NULL;
-    if (!dst->regs && !append) {
+    if (dst && !dst->regs && !append) {
         if (dst->nsparse + n > TC_HLL_SPARSE_MEM) {
             int rc = tc_hll_make_dense(dst);
             if (rc != 0) {
@@ -601,7 +609,7 @@ static int walk_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
             dst->sparse[dst->nsparse++] = (uint32_t)e;
         } else if (tmp) {
             tmp[i] = (uint32_t)e;
-        } else {
+        } else if (dst) {
             rc = set_max(dst, reg, (uint8_t)rank);
         }
         prev = e;
@@ -629,4 +637,9 @@ int tc_hll_decode(tc_hll_t *h, const uint8_t *data, size_t len)
 int tc_hll_merge_encoded(tc_hll_t *dst, const uint8_t *data, size_t len)
 {
     return walk_encoded(dst, data, len);
+}
+
+int tc_hll_check_encoded(const uint8_t *data, size_t len)
+{
+    return walk_encoded(NULL, data, len);
 }

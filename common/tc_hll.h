@@ -103,4 +103,8 @@ int tc_hll_decode(tc_hll_t *h, const uint8_t *data, size_t len);
  * TC_ENOMEM. */
 int tc_hll_merge_encoded(tc_hll_t *dst, const uint8_t *data, size_t len);
 
+/* Checks a serialized set as tc_hll_decode does, without building it. Returns 0 or
+ * TC_EPARSE. */
+int tc_hll_check_encoded(const uint8_t *data, size_t len);
+
 #endif

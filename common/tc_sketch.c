@@ -1,6 +1,7 @@
 #include "tc_sketch.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,6 +132,25 @@ int tc_sketch_add(tc_sketch_t *s, double v, uint64_t n)
         return rc;
     }
     s->counts[idx - s->offset] += n;
+    s->count += n;
+    return 0;
+}
+
+int tc_sketch_add_bin(tc_sketch_t *s, int32_t index, uint64_t n)
+{
+    /* Inside the bins in use, the bounds were checked when they were made room for. */
+    bool inside = s->len > 0 && index >= s->offset && (int64_t)index < (int64_t)s->offset + s->len;
+    if (!inside && (index < index_min(s->schema) || index > index_max(s->schema))) {
+        return TC_EINVAL;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    int rc = inside ? 0 : ensure_bin(s, index);
+    if (rc != 0) {
+        return rc;
+    }
+    s->counts[index - s->offset] += n;
     s->count += n;
     return 0;
 }

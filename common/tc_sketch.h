@@ -66,6 +66,11 @@ double tc_sketch_relative_accuracy(int schema);
 int32_t tc_sketch_index(int schema, double v);
 double tc_sketch_bin_value(int schema, int32_t index);
 
+/* Adds `n` occurrences to bin `index` directly (the bin tc_sketch_index gives; for decoders
+ * that keep bins by index). Returns 0, TC_EINVAL for an index outside the schema's bounds,
+ * or TC_ENOMEM. */
+int tc_sketch_add_bin(tc_sketch_t *s, int32_t index, uint64_t n);
+
 /*
  * Sets the bins from raw parts (as decoded from the wire or from LMDB), after checking
  * them: `schema` 0..8, `len` at most TC_SKETCH_MAX_BINS, the index range inside the

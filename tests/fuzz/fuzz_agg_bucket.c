@@ -25,14 +25,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    agg_bucket_t b;
+    agg_bucket_t b, direct;
     agg_bucket_init(&b);
+    agg_bucket_init(&direct);
     int rc = agg_bucket_store_decode(data, size, &b);
+    /* The query's fast path accepts exactly what the decoder accepts, and adds the same. */
+    int mrc = agg_bucket_store_merge(&direct, data, size);
+    CHECK((rc == 0) == (mrc == 0) || rc == TC_ENOMEM || mrc == TC_ENOMEM);
     if (rc != 0) {
         CHECK(b.count == 0 && b.kind == AGG_KIND_NONE);
+        CHECK(mrc == 0 || direct.count == 0);
         agg_bucket_fini(&b);
+        agg_bucket_fini(&direct);
         return 0;
     }
+    if (mrc == 0) {
+        CHECK(direct.count == b.count && direct.errors == b.errors && direct.late == b.late);
+        CHECK(direct.sketch.count == b.sketch.count);
+        CHECK(tc_hll_count(&direct.users) == tc_hll_count(&b.users));
+    }
+    agg_bucket_fini(&direct);
     CHECK(agg_bucket_check(&b) == 0);
     CHECK(b.errors <= b.count);
     for (int i = 0; i <= 10; i++) {
