@@ -132,6 +132,7 @@ typedef struct {
 typedef struct {
     agg_config_t cfg;
     char *instance_id;
+    char producer_id[320]; /* "instance/nonce": names this process's rollups (see agg_view.c) */
     agg_slo_t slo;
     agg_store_t *store;
     tc_metrics_t *metrics;

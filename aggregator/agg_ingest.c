@@ -530,6 +530,7 @@ int agg_commit(agg_daemon_t *d)
         .changes_done = d->changes_done,
         .nchanges_done = d->nchanges_done,
         .now_us = tc_now_us(),
+        .self_producer = d->producer_id,
     };
     agg_batch_stats_t st;
     int rc = agg_store_commit(d->store, &c, &st);

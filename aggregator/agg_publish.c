@@ -448,7 +448,7 @@ static int publish_checkpoint(agg_daemon_t *d, const agg_checkpoint_t *cp)
     pb.dedupe_from = cp->dedupe_from <= cp->offset ? cp->dedupe_from : cp->offset;
     pb.time_us = tc_now_us();
     Tocsin__V1__Rollup r = TOCSIN__V1__ROLLUP__INIT;
-    r.producer = d->instance_id;
+    r.producer = d->producer_id;
     r.revision = (uint64_t)cp->offset;
     r.body_case = TOCSIN__V1__ROLLUP__BODY_CHECKPOINT;
     r.checkpoint = &pb;
@@ -480,7 +480,7 @@ void agg_publish_tick(agg_daemon_t *d, bool force)
     d->last_tick_us = now;
     tick_ctx_t t = {d, 0, false};
     agg_checkpoint_t cps[AGG_MAX_PARTITIONS];
-    int rc = agg_store_owed(d->store, tc_now_us(), d->instance_id, in_flight, publish_item, &t,
+    int rc = agg_store_owed(d->store, tc_now_us(), d->producer_id, in_flight, publish_item, &t,
                             d->owned, d->nowned, cps);
     if (rc != 0) {
         tc_log(TC_LOG_ERROR, "publish.tick", "reading owed states failed: %s", tc_strerror(rc));

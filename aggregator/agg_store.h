@@ -131,6 +131,10 @@ typedef struct {
     const uint64_t *changes_done; /* sequences of published changes to forget */
     size_t nchanges_done;
     int64_t now_us;
+    /* The producer name of this process's own rollups (may be NULL): the view passes over
+     * them without decoding, since the states they carry were stored before they were
+     * published. It must be unique to the process (a restarted instance is another one). */
+    const char *self_producer;
 } agg_commit_t;
 
 typedef struct {

@@ -657,21 +657,33 @@ static int64_t received(const agg_event_t *ev, int64_t now_us)
     return ev->received_us > 0 && ev->received_us < now_us ? ev->received_us : now_us;
 }
 
+/* The whole event, decoded by protobuf-c; NULL when out of memory (agg_wire_scan accepted
+ * the record, so protobuf-c refuses it on nothing else). */
+static Tocsin__V1__Event *unpack_error(const agg_msg_t *m)
+{
+    Tocsin__V1__Event *full = agg_wire_unpack(m->value, m->len);
+    if (full && (full->body_case != TOCSIN__V1__EVENT__BODY_ERROR || !full->error)) {
+        tocsin__v1__event__free_unpacked(full, NULL);
+        full = NULL;
+    }
+    return full;
+}
+
+/* Applies an ErrorEvent to its issue. The event is decoded in full only when it must be:
+ * without a grouping hash (the fingerprint needs its frames), or as an issue's first event
+ * (its sample and culprit). */
 static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool *covered)
 {
-    agg_store_t *self = x->self;
-    Tocsin__V1__Event *full = agg_wire_unpack(m->value, m->len);
-    if (!full || full->body_case != TOCSIN__V1__EVENT__BODY_ERROR || !full->error) {
-        if (full) {
-            tocsin__v1__event__free_unpacked(full, NULL);
-        }
-        return 0; /* agg_wire_scan accepted it; protobuf-c would only refuse on memory */
-    }
+    Tocsin__V1__Event *full = NULL;
     char idbuf[AGG_ISSUE_ID_MAX + 1];
     if (ev->grouping_hash.n > 0 && ev->grouping_hash.n <= AGG_ISSUE_ID_MAX) {
         memcpy(idbuf, ev->grouping_hash.p, ev->grouping_hash.n);
         idbuf[ev->grouping_hash.n] = '\0';
     } else {
+        full = unpack_error(m);
+        if (!full) {
+            return 0;
+        }
         agg_issue_fingerprint(full->error, idbuf);
     }
     uint64_t hsvc = agg_h64(ev->service.p, ev->service.n), hid = agg_h64(idbuf, strlen(idbuf));
@@ -684,21 +696,29 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
     if (rc == 0 && !existed) {
         rc = issue_known(x, key, &known);
     }
-    if (rc != 0) {
-        tocsin__v1__event__free_unpacked(full, NULL);
+    islot_t *sl = rc == 0 ? &x->b->i[ii] : NULL;
+    if (rc != 0 ||
+        (existed && (strcmp(sl->is.id, idbuf) != 0 || !agg_str_eq(ev->service, sl->is.service)))) {
+        /* An error, or another issue with colliding hashes: counted in $errors only. */
+        if (full) {
+            tocsin__v1__event__free_unpacked(full, NULL);
+        }
         return rc;
-    }
-    islot_t *sl = &x->b->i[ii];
-    if (existed && (strcmp(sl->is.id, idbuf) != 0 || !agg_str_eq(ev->service, sl->is.service))) {
-        tocsin__v1__event__free_unpacked(full, NULL);
-        return 0; /* another issue with colliding hashes: counted in $errors only */
     }
     if (m->offset < sl->is.source_offset) {
         *covered = true;
-        tocsin__v1__event__free_unpacked(full, NULL);
+        if (full) {
+            tocsin__v1__event__free_unpacked(full, NULL);
+        }
         return 0;
     }
     *covered = false;
+    if (!sl->is.id && !full) {
+        full = unpack_error(m);
+        if (!full) {
+            return TC_ENOMEM;
+        }
+    }
     /* Regression: an event received after the issue was resolved. */
     char svc[AGG_MAX_SERVICE + 1];
     memcpy(svc, ev->service.p, ev->service.n);
@@ -706,7 +726,9 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
     uint32_t si = 0;
     rc = status_get(x, key, svc, idbuf, &si);
     if (rc != 0) {
-        tocsin__v1__event__free_unpacked(full, NULL);
+        if (full) {
+            tocsin__v1__event__free_unpacked(full, NULL);
+        }
         return rc;
     }
     int64_t arrival = received(ev, x->c->now_us);
@@ -714,7 +736,9 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
     bool regressed = st->exists && st->st.status == AGG_STATUS_RESOLVED &&
                      arrival > st->st.updated_us;
     rc = agg_issue_apply(&sl->is, ev, full, idbuf, (uint32_t)m->partition, m->offset);
-    tocsin__v1__event__free_unpacked(full, NULL);
+    if (full) {
+        tocsin__v1__event__free_unpacked(full, NULL);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -760,7 +784,6 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
             return rc;
         }
     }
-    (void)self;
     return 0;
 }
 
@@ -1045,6 +1068,20 @@ static int view_checkpoint(ctx_t *x, agg_msg_t *m, agg_rollup_t *r)
     return 0;
 }
 
+/* True when a rollup's producer (field 1, first as protobuf-c packs it) is this process. */
+static bool own_rollup(const agg_msg_t *m, const char *self)
+{
+    if (!self || !*self) {
+        return false;
+    }
+    const uint8_t *p = m->value;
+    size_t n = strlen(self);
+    if (m->len < 2 + n || n > 127 || p[0] != 0x0a || p[1] != n) {
+        return false;
+    }
+    return memcmp(p + 2, self, n) == 0;
+}
+
 static int apply_rollup(ctx_t *x, agg_msg_t *m)
 {
     struct batch *b = x->b;
@@ -1061,6 +1098,11 @@ static int apply_rollup(ctx_t *x, agg_msg_t *m)
     }
     p->next = m->offset + 1;
     p->dirty = true;
+    if (own_rollup(m, x->c->self_producer)) {
+        m->result = AGG_MSG_COVERED;
+        b->st_.covered++;
+        return 0;
+    }
     if (!b->rollup_init) {
         agg_rollup_init(&b->rollup);
         b->rollup_init = true;
@@ -1429,11 +1471,11 @@ static int commit_txn(MDB_txn *txn, void *arg)
         /* The dedupe table is large and probed at random: ask for a later record's slot
          * now, so that it is in the cache when that record comes. */
         if (i + PREFETCH_AHEAD < c->nevents) {
+            /* Encoders write field 1 (the 16-byte event id) first: a hint needs no more. */
             const agg_msg_t *ahead = &c->events[i + PREFETCH_AHEAD];
-            const uint8_t *id = NULL;
-            int64_t recv = 0;
-            if (agg_wire_scan_id(ahead->value, ahead->len, &id, &recv) == 0) {
-                agg_dedupe_prefetch(x->self->dedupe, id);
+            const uint8_t *v = ahead->value;
+            if (ahead->len > 2 + AGG_EVENT_ID_LEN && v[0] == 0x0a && v[1] == AGG_EVENT_ID_LEN) {
+                agg_dedupe_prefetch(x->self->dedupe, v + 2);
             }
         }
         rc = apply_event(x, &c->events[i]);

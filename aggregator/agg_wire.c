@@ -16,8 +16,12 @@ typedef struct {
 } cursor_t;
 
 /* Reads a varint of up to 10 bytes. Returns false when malformed or cut off. */
-static bool get_varint(cursor_t *c, uint64_t *out)
+static inline bool get_varint(cursor_t *c, uint64_t *out)
 {
+    if (c->p < c->end && *c->p < 0x80) { /* the common one-byte case */
+        *out = *c->p++;
+        return true;
+    }
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
         if (c->p >= c->end) {
@@ -68,7 +72,7 @@ static bool get_len(cursor_t *c, const uint8_t **data, size_t *len)
 /* Skips a field of wire type `wt`. Groups (3, 4) and unknown types are refused. */
 static bool skip(cursor_t *c, int wt)
 {
-    uint64_t v;
+    uint64_t v = 0;
     const uint8_t *d;
     size_t n;
     switch (wt) {
@@ -161,7 +165,7 @@ static int scan_request(const uint8_t *d, size_t n, agg_event_t *ev, const char 
     uint32_t f;
     int wt;
     bool ok;
-    uint64_t v;
+    uint64_t v = 0;
     while (get_tag(&c, &f, &wt, &ok)) {
         bool good;
         switch (f) {
@@ -202,7 +206,7 @@ static int scan_metric(const uint8_t *d, size_t n, agg_event_t *ev, const char *
     uint32_t f;
     int wt;
     bool ok;
-    uint64_t v;
+    uint64_t v = 0;
     while (get_tag(&c, &f, &wt, &ok)) {
         bool good;
         switch (f) {
@@ -248,7 +252,7 @@ static int scan_error(const uint8_t *d, size_t n, agg_event_t *ev, const char **
     uint32_t f;
     int wt;
     bool ok;
-    uint64_t v;
+    uint64_t v = 0;
     while (get_tag(&c, &f, &wt, &ok)) {
         bool good;
         switch (f) {
@@ -297,7 +301,7 @@ static int scan_log(const uint8_t *d, size_t n, agg_event_t *ev, const char **re
     uint32_t f;
     int wt;
     bool ok;
-    uint64_t v;
+    uint64_t v = 0;
     while (get_tag(&c, &f, &wt, &ok)) {
         bool good;
         switch (f) {
@@ -348,7 +352,7 @@ int agg_wire_scan(const uint8_t *data, size_t len, agg_event_t *ev, const char *
     uint32_t f;
     int wt;
     bool ok;
-    uint64_t v;
+    uint64_t v = 0;
     const uint8_t *body = NULL;
     size_t body_len = 0;
     agg_str_t id = {NULL, 0};
@@ -454,7 +458,7 @@ int agg_wire_scan_id(const uint8_t *data, size_t len, const uint8_t **event_id,
     uint32_t f;
     int wt;
     bool ok;
-    uint64_t v;
+    uint64_t v = 0;
     agg_str_t id = {NULL, 0};
     *event_id = NULL;
     *received_us = 0;

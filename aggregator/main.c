@@ -367,6 +367,9 @@ int main(int argc, char **argv)
     if (!d->instance_id || tc_signal_init() != 0) {
         goto out;
     }
+    uint32_t nonce = 0;
+    tc_random_bytes(&nonce, sizeof(nonce));
+    snprintf(d->producer_id, sizeof(d->producer_id), "%s/%08x", d->instance_id, nonce);
     d->metrics = tc_metrics_new();
     if (!d->metrics || metrics_register(d->metrics, &d->m) != 0) {
         tc_log(TC_LOG_ERROR, "aggregator.start", "out of memory registering metrics");

@@ -23,8 +23,10 @@ void tc_sketch_fini(tc_sketch_t *s)
 
 void tc_sketch_reset(tc_sketch_t *s)
 {
+    /* Bins past len are always zero (ensure_bin relies on it), so only the used ones are
+     * cleared: a reused sketch costs what it held, not what it once grew to. */
     if (s->counts) {
-        memset(s->counts, 0, s->cap * sizeof(uint64_t));
+        memset(s->counts, 0, s->len * sizeof(uint64_t));
     }
     s->len = 0;
     s->offset = 0;

@@ -1,6 +1,7 @@
 /*
  * agg_produce — writes encoded tocsin.v1.Events straight into the bus, as collectors would
- * (keyed by service, received_us and collector_id set), for the aggregator's end-to-end
+ * (keyed by service; received_us, collector_id and errors' grouping_hash set), for the
+ * aggregator's end-to-end
  * tests and benchmark. Prints what it wrote as one JSON line: the unique events per service
  * and kind, so a test can compare the aggregator's answers against the truth.
  *
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tc_grouping.h"
 #include "tocsin/v1/event.pb-c.h"
 
 #define MAX_SERVICES 256
@@ -306,6 +308,7 @@ int main(int argc, char **argv)
         }
         rd_kafka_topic_t *target = rkt;
         char msg[128];
+        char grouping[TC_GROUPING_HASH_LEN + 1];
         if (strcmp(k, "request") == 0) {
             req.route = (char *)routes[rng_next() % 3];
             req.method = "GET";
@@ -330,6 +333,9 @@ int main(int argc, char **argv)
             fr.in_app = true;
             er.n_frames = 1;
             er.frames = frames;
+            /* Set by a collector: the issue the event joins. */
+            tc_grouping_hash(&er, grouping);
+            er.grouping_hash = grouping;
             ev.body_case = TOCSIN__V1__EVENT__BODY_ERROR;
             ev.error = &er;
             truth[s].errors++;
