@@ -1,9 +1,9 @@
 /*
  * agg_produce — writes encoded tocsin.v1.Events straight into the bus, as collectors would
  * (keyed by service; received_us, collector_id and errors' grouping_hash set), for the
- * aggregator's end-to-end
- * tests and benchmark. Prints what it wrote as one JSON line: the unique events per service
- * and kind, so a test can compare the aggregator's answers against the truth.
+ * aggregator's end-to-end tests and benchmark. Prints what it wrote as one JSON line: the
+ * unique events per service and kind, so a test can compare the aggregator's answers
+ * against the truth.
  *
  * usage: agg_produce --bootstrap-file FILE [options]
  *   --topic T          tocsin.events (logs go to --logs-topic, default tocsin.logs)
