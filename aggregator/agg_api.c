@@ -331,11 +331,10 @@ static void handle_issues(void *ctx, const tc_http_req_t *req, tc_http_resp_t *r
         store_failed(d, resp, rc ? rc : TC_ENOMEM);
         return;
     }
-    json_t *doc = json_pack("{s:o, s:s, s:s, s:I, s:b, s:o}", "service",
-                            service ? json_string(service) : json_null(), "status",
-                            status ? status : "all", "sort", sort ? sort : "last_seen", "total",
-                            (json_int_t)c.n, "truncated", c.truncated || c.n > limit, "issues",
-                            list);
+    json_t *doc = json_pack(
+        "{s:o, s:s, s:s, s:I, s:b, s:o}", "service", service ? json_string(service) : json_null(),
+        "status", status ? status : "all", "sort", sort ? sort : "last_seen", "total",
+        (json_int_t)c.n, "truncated", c.truncated || c.n > limit, "issues", list);
     if (!doc) {
         store_failed(d, resp, TC_ENOMEM);
         return;
@@ -443,7 +442,8 @@ static void handle_issue_post(void *ctx, const tc_http_req_t *req, tc_http_resp_
     json_t *doc = body && len ? json_loadb(body, len, 0, &jerr) : NULL;
     if (!json_is_object(doc)) {
         json_decref(doc);
-        fail(d, resp, 400, "body", "the body must be a JSON object such as {\"status\":\"resolved\"}");
+        fail(d, resp, 400, "body",
+             "the body must be a JSON object such as {\"status\":\"resolved\"}");
         return;
     }
     const char *status = json_string_value(json_object_get(doc, "status"));
@@ -576,10 +576,9 @@ static void handle_logs(void *ctx, const tc_http_req_t *req, tc_http_resp_t *res
         store_failed(d, resp, rc);
         return;
     }
-    json_t *doc = json_pack("{s:s, s:I, s:I, s:o, s:b}", "service", service, "since",
-                            (json_int_t)(since_us / 1000000), "until",
-                            (json_int_t)(until_us / 1000000), "logs", c.list, "truncated",
-                            c.truncated);
+    json_t *doc = json_pack(
+        "{s:s, s:I, s:I, s:o, s:b}", "service", service, "since", (json_int_t)(since_us / 1000000),
+        "until", (json_int_t)(until_us / 1000000), "logs", c.list, "truncated", c.truncated);
     if (!doc) {
         store_failed(d, resp, TC_ENOMEM);
         return;

@@ -596,8 +596,7 @@ static int parse_stored(const uint8_t *data, size_t len, stored_t *v)
     uint8_t f = data[3];
     uint64_t off;
     if ((f & ~(F_SKETCH | F_USERS | F_VALUES)) || !rd_uv(&r, &off) || off > INT64_MAX ||
-        !rd_uv(&r, &v->count) || !rd_uv(&r, &v->errors) || !rd_uv(&r, &v->late) ||
-        r.p >= r.end) {
+        !rd_uv(&r, &v->count) || !rd_uv(&r, &v->errors) || !rd_uv(&r, &v->late) || r.p >= r.end) {
         return TC_EPARSE;
     }
     v->source_offset = (int64_t)off;

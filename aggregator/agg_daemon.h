@@ -124,7 +124,7 @@ typedef struct agg_inflight agg_inflight_t;
 
 /* Where a partition of the view stands. */
 typedef struct {
-    int64_t position;  /* next offset to read (from the records handed over) */
+    int64_t position;   /* next offset to read (from the records handed over) */
     int64_t last_ts_ms; /* timestamp of the last record read */
     bool eof;
 } agg_view_part_t;
@@ -186,8 +186,8 @@ typedef struct {
     size_t nchanges_inflight;
     size_t changes_inflight_cap;
     int64_t checkpoint_sent[AGG_MAX_PARTITIONS]; /* offset of the last checkpoint delivered */
-    int64_t last_tick_us; /* monotonic */
-    _Atomic bool changes_pending; /* set by the HTTP thread after a status change */
+    int64_t last_tick_us;                        /* monotonic */
+    _Atomic bool changes_pending;                /* set by the HTTP thread after a status change */
     tc_log_limit_t rollup_log;
 
     bool fatal; /* a Kafka fatal error or an unrecoverable store error: exit 1 */

@@ -47,8 +47,8 @@ agg_dedupe_t *agg_dedupe_new(int64_t window_s, size_t max_ids, uint64_t seed)
         free(self);
         return NULL;
     }
-    self->window_s = window_s < 1 ? 1 : (window_s > UINT32_MAX / 2 ? UINT32_MAX / 2
-                                                                    : (uint32_t)window_s);
+    self->window_s =
+        window_s < 1 ? 1 : (window_s > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)window_s);
     self->max_ids = max_ids < MIN_CAP ? MIN_CAP : max_ids;
     self->seed = seed;
     return self;

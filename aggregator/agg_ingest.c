@@ -44,8 +44,8 @@ static const char *result_name(agg_msg_result_t r)
 
 /* The first (`which` RD_KAFKA_OFFSET_BEGINNING) or next (RD_KAFKA_OFFSET_END) offset of
  * each partition of `parts`, in one ListOffsets request per broker; -1 where unknown. */
-static void log_bounds(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
-                       int64_t which, int64_t *out)
+static void log_bounds(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts, int64_t which,
+                       int64_t *out)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
     for (int i = 0; i < l->cnt; i++) {
@@ -53,8 +53,8 @@ static void log_bounds(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *pa
     }
     rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, l, WATERMARK_TIMEOUT_MS);
     for (int i = 0; i < l->cnt; i++) {
-        out[i] = err == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[i].err == 0 ? l->elems[i].offset
-                                                                            : -1;
+        out[i] =
+            err == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[i].err == 0 ? l->elems[i].offset : -1;
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -81,8 +81,8 @@ static void set_start_offsets(agg_daemon_t *d, rd_kafka_t *rk,
             p->offset = RD_KAFKA_OFFSET_BEGINNING;
             continue;
         }
-        rd_kafka_resp_err_t err = lo >= 0 && hi >= 0 ? RD_KAFKA_RESP_ERR_NO_ERROR
-                                                     : RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+        rd_kafka_resp_err_t err =
+            lo >= 0 && hi >= 0 ? RD_KAFKA_RESP_ERR_NO_ERROR : RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
         if (err) {
             err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi,
                                                    WATERMARK_TIMEOUT_MS);
@@ -159,8 +159,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         set_start_offsets(d, rk, parts);
         aerr = rd_kafka_assign(rk, parts);
         set_owned(d, aerr ? NULL : parts);
-        tc_log(TC_LOG_INFO, "ingest.assigned", "%d partition(s) assigned (view caught up in %.1f ms)",
-               parts->cnt, (double)(tc_mono_us() - t0) / 1000.0);
+        tc_log(TC_LOG_INFO, "ingest.assigned",
+               "%d partition(s) assigned (view caught up in %.1f ms)", parts->cnt,
+               (double)(tc_mono_us() - t0) / 1000.0);
         break;
     }
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:

@@ -41,7 +41,7 @@ int agg_status_parse(const char *s, agg_status_t *out)
     return 0;
 }
 
-static const char *const level_names[] = {"error", "trace", "debug", "info",
+static const char *const level_names[] = {"error",   "trace", "debug", "info",
                                           "warning", "error", "fatal"};
 
 const char *agg_level_name(int level)
@@ -127,13 +127,14 @@ void agg_issue_culprit(const Tocsin__V1__ErrorEvent *e, char *out, size_t cap)
     if (!pick) {
         return;
     }
-    const char *mod = pick->module && pick->module[0] ? pick->module
-                                                      : base_name(pick->file ? pick->file : "");
+    const char *mod =
+        pick->module && pick->module[0] ? pick->module : base_name(pick->file ? pick->file : "");
     const char *fn = pick->function && pick->function[0] ? pick->function : "?";
     snprintf(out, cap, "%s in %s", mod[0] ? mod : "?", fn);
 }
 
-/* ---- applying events -------------------------------------------------------------------------- */
+/* ---- applying events --------------------------------------------------------------------------
+ */
 
 /* A copy of at most `max` bytes of `s`, cut on a UTF-8 character boundary. */
 static char *dup_bounded(const char *s, size_t n, size_t max)
@@ -231,8 +232,8 @@ static int first_event(agg_issue_t *is, const agg_event_t *ev, const Tocsin__V1_
     is->id = strdup(id);
     is->type = dup_bounded(ev->error_type.p ? ev->error_type.p : "", ev->error_type.n,
                            AGG_ISSUE_MESSAGE_MAX);
-    is->message = dup_bounded(ev->error_message.p ? ev->error_message.p : "",
-                              ev->error_message.n, AGG_ISSUE_MESSAGE_MAX);
+    is->message = dup_bounded(ev->error_message.p ? ev->error_message.p : "", ev->error_message.n,
+                              AGG_ISSUE_MESSAGE_MAX);
     is->culprit = strdup(culprit);
     if (!is->service || !is->id || !is->type || !is->message || !is->culprit) {
         return TC_ENOMEM;
@@ -388,7 +389,8 @@ int agg_issue_merge(agg_issue_t *dst, const agg_issue_t *src)
     return 0;
 }
 
-/* ---- encoding ----------------------------------------------------------------------------------- */
+/* ---- encoding -----------------------------------------------------------------------------------
+ */
 
 /* Appends field 16 (the sample, length-delimited) to a packed IssueState. */
 static size_t put_varint(uint8_t *p, uint64_t v)
@@ -470,8 +472,8 @@ int agg_issue_decode(const uint8_t *data, size_t len, agg_issue_t *is)
         return TC_EPARSE;
     }
     int rc = TC_EINVAL;
-    if (!pb->service || !pb->service[0] || !str_ok(pb->service, AGG_MAX_SERVICE) ||
-        !pb->issue_id || !pb->issue_id[0] || !str_ok(pb->issue_id, AGG_ISSUE_ID_MAX) ||
+    if (!pb->service || !pb->service[0] || !str_ok(pb->service, AGG_MAX_SERVICE) || !pb->issue_id ||
+        !pb->issue_id[0] || !str_ok(pb->issue_id, AGG_ISSUE_ID_MAX) ||
         !str_ok(pb->type, AGG_ISSUE_MESSAGE_MAX) || !str_ok(pb->message, AGG_ISSUE_MESSAGE_MAX) ||
         !str_ok(pb->culprit, AGG_ISSUE_MESSAGE_MAX) || !str_ok(pb->last_release, AGG_MAX_SHORT) ||
         pb->n_releases > AGG_ISSUE_RELEASES_MAX || pb->n_environments > AGG_ISSUE_ENVS_MAX ||
@@ -568,8 +570,7 @@ static int wrap_rollup(uint32_t field, const uint8_t *body, size_t blen, const c
     return 0;
 }
 
-int agg_issue_rollup_encode(const agg_issue_t *is, const char *producer, uint8_t **out,
-                            size_t *len)
+int agg_issue_rollup_encode(const agg_issue_t *is, const char *producer, uint8_t **out, size_t *len)
 {
     uint8_t *body = NULL;
     size_t blen = 0;
@@ -628,8 +629,8 @@ int agg_issue_change_encode(const agg_issue_t *is, int kind, const agg_event_t *
     Tocsin__V1__IssueChange pb = TOCSIN__V1__ISSUE_CHANGE__INIT;
     char *env = dup_bounded(ev->environment.p, ev->environment.n, AGG_MAX_ENVIRONMENT);
     char *rel = dup_bounded(ev->release.p ? ev->release.p : "", ev->release.n, AGG_MAX_SHORT);
-    char *msg = dup_bounded(is->message ? is->message : "",
-                            is->message ? strlen(is->message) : 0, CHANGE_MESSAGE_MAX);
+    char *msg = dup_bounded(is->message ? is->message : "", is->message ? strlen(is->message) : 0,
+                            CHANGE_MESSAGE_MAX);
     int rc = TC_ENOMEM;
     if (!env || !rel || !msg) {
         goto out;

@@ -26,8 +26,8 @@
 #define AGG_ISSUE_ID_HEX 32 /* a fingerprint computed here: 32 hex digits */
 #define AGG_ISSUE_RELEASES_MAX 32
 #define AGG_ISSUE_ENVS_MAX 16
-#define AGG_ISSUE_MESSAGE_MAX 8192 /* bytes of message kept (type and sample too) */
-#define AGG_ISSUE_FRAMES_MAX 64    /* frames kept in the sample */
+#define AGG_ISSUE_MESSAGE_MAX 8192          /* bytes of message kept (type and sample too) */
+#define AGG_ISSUE_FRAMES_MAX 64             /* frames kept in the sample */
 #define AGG_ISSUE_STORED_MAX (1024u * 1024) /* a stored issue above this is refused */
 
 /* Values equal to tocsin.v1.IssueStatus.Status. */
@@ -89,8 +89,8 @@ void agg_issue_culprit(const Tocsin__V1__ErrorEvent *e, char *out, size_t cap);
  * Adds one event (scanned `ev`, and `full`, the same record decoded by protobuf-c: needed for
  * the issue's first event, may be NULL for the others) with issue id `id`, from offset
  * `offset` of `partition`. The first event sets the identity, type, message, culprit and
- * sample (without `full`: no culprit and no sample). Returns 0 or TC_ENOMEM (the issue may then be partly updated; the
- * caller drops it).
+ * sample (without `full`: no culprit and no sample). Returns 0 or TC_ENOMEM (the issue may then be
+ * partly updated; the caller drops it).
  */
 int agg_issue_apply(agg_issue_t *is, const agg_event_t *ev, const Tocsin__V1__Event *full,
                     const char *id, uint32_t partition, int64_t offset);

@@ -139,8 +139,9 @@ int agg_log_decode(const uint8_t *data, size_t len, agg_log_t *out)
     out->level = data[1];
     rd_t r = {data + 2, data + len};
     uint64_t nf;
-    if (!rd_str(&r, &out->environment, AGG_MAX_SHORT) || !rd_str(&r, &out->release, AGG_MAX_SHORT) ||
-        !rd_str(&r, &out->host, AGG_MAX_SHORT) || !rd_str(&r, &out->logger, AGG_MAX_SHORT) ||
+    if (!rd_str(&r, &out->environment, AGG_MAX_SHORT) ||
+        !rd_str(&r, &out->release, AGG_MAX_SHORT) || !rd_str(&r, &out->host, AGG_MAX_SHORT) ||
+        !rd_str(&r, &out->logger, AGG_MAX_SHORT) ||
         !rd_str(&r, &out->message, AGG_LOG_MESSAGE_MAX) || !rd_uv(&r, &nf) ||
         nf > AGG_LOG_FIELDS_MAX) {
         return TC_EPARSE;

@@ -15,8 +15,8 @@
 #include "agg_wire.h"
 #include "tocsin/v1/event.pb-c.h"
 
-#define AGG_LOG_FIELDS_MAX 64          /* fields kept per record */
-#define AGG_LOG_FIELD_MAX 4096         /* bytes of a field's key or value kept */
+#define AGG_LOG_FIELDS_MAX 64           /* fields kept per record */
+#define AGG_LOG_FIELD_MAX 4096          /* bytes of a field's key or value kept */
 #define AGG_LOG_MESSAGE_MAX (64 * 1024) /* bytes of message kept */
 #define AGG_LOG_STORED_MAX (512 * 1024) /* a stored value above this is refused */
 

@@ -178,9 +178,9 @@ typedef enum { OP_STATE, OP_CHANGE, OP_CHECKPOINT } op_kind_t;
 
 typedef struct {
     op_kind_t kind;
-    agg_owed_ref_t ref;   /* OP_STATE */
-    uint64_t seq;         /* OP_CHANGE */
-    int32_t partition;    /* OP_CHECKPOINT */
+    agg_owed_ref_t ref; /* OP_STATE */
+    uint64_t seq;       /* OP_CHANGE */
+    int32_t partition;  /* OP_CHECKPOINT */
     int64_t offset;
 } op_t;
 
@@ -255,8 +255,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         }
         break;
     case OP_CHANGE:
-        if (ok && push_u64(&d->changes_done, &d->nchanges_done, &d->changes_done_cap, op->seq) ==
-                      0) {
+        if (ok &&
+            push_u64(&d->changes_done, &d->nchanges_done, &d->changes_done_cap, op->seq) == 0) {
             tc_counter_inc(d->m.changes_published);
         } else {
             if (!ok) {
@@ -511,8 +511,8 @@ static int publish_change(void *ctx, uint64_t seq, const uint8_t *key, size_t kl
         return 0;
     }
     op_t *op = calloc(1, sizeof(*op));
-    if (!op || push_u64(&d->changes_inflight, &d->nchanges_inflight, &d->changes_inflight_cap,
-                        seq) != 0) {
+    if (!op ||
+        push_u64(&d->changes_inflight, &d->nchanges_inflight, &d->changes_inflight_cap, seq) != 0) {
         free(op);
         return 1;
     }
@@ -570,9 +570,9 @@ void agg_publish_flush(agg_daemon_t *d, int64_t timeout_ms)
         if (agg_publish_inflight(d) == 0) {
             /* Delivered and cleared: one more tick publishes the checkpoints they allow. */
             agg_publish_tick(d, true);
-            rd_kafka_flush(d->producer, (int)((deadline - tc_mono_us()) / 1000 > 0
-                                                  ? (deadline - tc_mono_us()) / 1000
-                                                  : 0));
+            rd_kafka_flush(
+                d->producer,
+                (int)((deadline - tc_mono_us()) / 1000 > 0 ? (deadline - tc_mono_us()) / 1000 : 0));
             break;
         }
     }

@@ -166,8 +166,8 @@ int agg_range_params_parse(agg_query_params_t *p, const char *service, const cha
                            const char **bad_param, char *err, size_t errlen)
 {
     /* The shared checks, with a stand-in window. */
-    int rc = agg_query_params_parse(p, service, name, "10s", environment, q, now_us, bad_param,
-                                    err, errlen);
+    int rc = agg_query_params_parse(p, service, name, "10s", environment, q, now_us, bad_param, err,
+                                    errlen);
     if (rc != 0) {
         return rc;
     }
@@ -193,8 +193,8 @@ int agg_range_params_parse(agg_query_params_t *p, const char *service, const cha
         return bad(bad_param, "from", err, errlen, "from and to must be at most 31d apart");
     }
     int64_t step_s = step_ms / 1000;
-    int64_t from_s = floor_to(from_us / 1000000 - (from_us % 1000000 < 0 ? 1 : 0),
-                              AGG_BUCKET_WIDTH_S);
+    int64_t from_s =
+        floor_to(from_us / 1000000 - (from_us % 1000000 < 0 ? 1 : 0), AGG_BUCKET_WIDTH_S);
     int64_t span = (to_us + 999999) / 1000000 - from_s;
     int64_t n = (span + step_s - 1) / step_s;
     if (n > AGG_QUERY_MAX_POINTS) {
@@ -292,16 +292,15 @@ static int figures(json_t *doc, const agg_query_params_t *p, const agg_query_acc
     if (!qs) {
         return TC_ENOMEM;
     }
-    json_object_set_new(doc, "kind",
-                        t->kind != AGG_KIND_NONE ? json_string(agg_kind_name(t->kind)) : json_null());
+    json_object_set_new(
+        doc, "kind", t->kind != AGG_KIND_NONE ? json_string(agg_kind_name(t->kind)) : json_null());
     json_object_set_new(doc, "count", json_integer((json_int_t)t->count));
     json_object_set_new(doc, "errors", json_integer((json_int_t)t->errors));
     set_real(doc, "error_rate", any ? (double)t->errors / (double)t->count : 0.0);
     set_real(doc, "rate_per_s", (double)t->count / (double)span_s);
     bool has_users = t->kind == AGG_KIND_REQUESTS || t->kind == AGG_KIND_ERRORS;
-    json_object_set_new(doc, "users",
-                        has_users ? json_integer((json_int_t)tc_hll_count(&t->users))
-                                  : json_null());
+    json_object_set_new(
+        doc, "users", has_users ? json_integer((json_int_t)tc_hll_count(&t->users)) : json_null());
     json_object_set_new(doc, "late", json_integer((json_int_t)t->late));
     json_object_set_new(doc, "buckets", json_integer((json_int_t)acc->buckets));
     /* Request sketches hold microseconds; the API answers milliseconds. */

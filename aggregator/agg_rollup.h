@@ -21,8 +21,8 @@
 #include "agg_issue.h"
 
 #define AGG_ROLLUP_VALUE_MAX (2u * 1024 * 1024) /* a record value above this is refused */
-#define AGG_TOPIC_MAX 249                        /* Kafka's limit on topic names */
-#define AGG_START_MAX 253402300799LL             /* the last second of year 9999 */
+#define AGG_TOPIC_MAX 249                       /* Kafka's limit on topic names */
+#define AGG_START_MAX 253402300799LL            /* the last second of year 9999 */
 
 typedef enum {
     AGG_ROLLUP_NONE = 0,

@@ -168,7 +168,8 @@ int agg_lmdb_result(int rc)
     return TC_ELMDB;
 }
 
-/* ---- open / close ----------------------------------------------------------------------------- */
+/* ---- open / close -----------------------------------------------------------------------------
+ */
 
 static int meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out)
 {
@@ -192,12 +193,12 @@ static int open_dbis(MDB_txn *txn, void *ctx)
         const char *name;
         MDB_dbi *dbi;
     } dbs[] = {
-        {"buckets", &self->buckets},       {"series", &self->series},
-        {"issues", &self->issues},         {"issue_index", &self->issue_index},
-        {"status", &self->status},         {"parts", &self->parts},
+        {"buckets", &self->buckets},         {"series", &self->series},
+        {"issues", &self->issues},           {"issue_index", &self->issue_index},
+        {"status", &self->status},           {"parts", &self->parts},
         {"checkpoints", &self->checkpoints}, {"owed", &self->owed},
-        {"changes", &self->changes},       {"logs", &self->logs},
-        {"logs_time", &self->logs_time},   {"meta", &self->meta},
+        {"changes", &self->changes},         {"logs", &self->logs},
+        {"logs_time", &self->logs_time},     {"meta", &self->meta},
     };
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
         int rc = tc_lmdb_dbi(txn, dbs[i].name, 0, dbs[i].dbi);
@@ -719,10 +720,10 @@ int agg_store_owed(agg_store_t *self, int64_t now_us, const char *producer, agg_
         uint8_t *key = NULL, *value = NULL;
         size_t klen = 0, vlen = 0;
         int64_t so = t;
-        rc = is_bucket ? owed_bucket(self, txn, kd + 1, open, producer, &b, &key, &klen, &value,
-                                     &vlen, &so)
-                       : owed_issue(self, txn, kd + 1, producer, &is, &key, &klen, &value,
-                                    &vlen, &so);
+        rc = is_bucket
+                 ? owed_bucket(self, txn, kd + 1, open, producer, &b, &key, &klen, &value, &vlen,
+                               &so)
+                 : owed_issue(self, txn, kd + 1, producer, &is, &key, &klen, &value, &vlen, &so);
         if (rc != 0) {
             break;
         }
@@ -818,8 +819,7 @@ int agg_store_changes(agg_store_t *self, uint64_t after, agg_change_fn fn, void 
         if (klen > v.mv_size - 4) {
             continue;
         }
-        if (fn(ctx, tc_be64_get(k.mv_data), p + 4, klen, p + 4 + klen, v.mv_size - 4 - klen) !=
-            0) {
+        if (fn(ctx, tc_be64_get(k.mv_data), p + 4, klen, p + 4 + klen, v.mv_size - 4 - klen) != 0) {
             break;
         }
     }
@@ -862,8 +862,8 @@ static int status_txn(MDB_txn *txn, void *ctx)
         return TC_ENOTFOUND;
     }
     uint8_t val[STATUS_VALUE_MAX];
-    MDB_val sk = {STATUS_KEY_LEN, prefix}, sv = {agg_status_encode(val, &c->st, c->service, c->id),
-                                                 val};
+    MDB_val sk = {STATUS_KEY_LEN, prefix},
+            sv = {agg_status_encode(val, &c->st, c->service, c->id), val};
     mrc = mdb_put(txn, self->status, &sk, &sv, 0);
     if (mrc != 0) {
         return agg_lmdb_result(mrc);
@@ -933,8 +933,8 @@ static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
 }
 
 /* Merges the buckets of one name hash in [from, to) into the accumulators. */
-static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p,
-                       uint64_t hname, bool check_name, agg_query_acc_t *accs, uint64_t *corrupt,
+static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p, uint64_t hname,
+                       bool check_name, agg_query_acc_t *accs, uint64_t *corrupt,
                        agg_series_rec_t *rec)
 {
     uint8_t lo[BUCKET_KEY_LEN];
@@ -1014,9 +1014,8 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (mrc == 0 && k.mv_size == SERIES_KEY_LEN && memcmp(k.mv_data, prefix, 8) == 0) {
         uint64_t hname = tc_be64_get((const uint8_t *)k.mv_data + 8);
-        if (agg_series_decode(v.mv_data, v.mv_size, rec) == 0 &&
-            rec->kind == AGG_KIND_REQUESTS && strcmp(rec->service, p->service) == 0 &&
-            (nnames == 0 || names[nnames - 1] != hname)) {
+        if (agg_series_decode(v.mv_data, v.mv_size, rec) == 0 && rec->kind == AGG_KIND_REQUESTS &&
+            strcmp(rec->service, p->service) == 0 && (nnames == 0 || names[nnames - 1] != hname)) {
             if (nnames == cap) {
                 size_t ncap = cap ? cap * 2 : 16;
                 uint64_t *nn = realloc(names, ncap * sizeof(*nn));

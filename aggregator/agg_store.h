@@ -147,9 +147,9 @@ typedef struct {
     uint64_t ignored;
     uint64_t covered;
     uint64_t late;
-    uint64_t gaps;     /* records missing between the stored offset and the next record */
-    uint64_t corrupt;  /* stored values that failed validation (replaced; logged) */
-    uint64_t old;      /* view states older than the rolled-up horizon (dropped) */
+    uint64_t gaps;    /* records missing between the stored offset and the next record */
+    uint64_t corrupt; /* stored values that failed validation (replaced; logged) */
+    uint64_t old;     /* view states older than the rolled-up horizon (dropped) */
     uint64_t states_written;
     uint64_t view_applied;
     uint64_t logs_stored;

@@ -110,8 +110,8 @@ typedef struct {
     int64_t next; /* -1 while nothing is stored or applied */
     int64_t dedupe_from;
     bool dirty;
-    bool events; /* a partition of the events topic (owned) */
-    int ring;    /* RING_EVENTS, RING_LOGS or RING_NONE */
+    bool events;          /* a partition of the events topic (owned) */
+    int ring;             /* RING_EVENTS, RING_LOGS or RING_NONE */
     int64_t first_offset; /* first live record of this batch, -1 before */
     int64_t recv_before;  /* ring's receive time before this batch */
     int64_t recv_max;     /* largest receive time seen, this batch included */
@@ -411,8 +411,7 @@ static int series_get(ctx_t *x, agg_str_t service, agg_str_t environment, agg_st
     mrc = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE);
     while (mrc == 0 && ck.mv_size == SERIES_KEY_LEN && memcmp(ck.mv_data, key, 16) == 0) {
         if (agg_series_decode(cv.mv_data, cv.mv_size, rec) == 0 &&
-            agg_str_eq(service, rec->service) && agg_str_eq(name, rec->name) &&
-            rec->kind != kind) {
+            agg_str_eq(service, rec->service) && agg_str_eq(name, rec->name) && rec->kind != kind) {
             sl->conflict = "kind";
             break;
         }
@@ -635,7 +634,8 @@ static int add_change(ctx_t *x, const char *key, size_t klen, uint8_t *value, si
     return 0;
 }
 
-/* ---- owned records ---------------------------------------------------------------------------- */
+/* ---- owned records ----------------------------------------------------------------------------
+ */
 
 /* Decides (once, even when the body runs again) whether the record's id was seen. */
 static int dedupe(ctx_t *x, agg_msg_t *m, const uint8_t *id, int64_t t_us, bool *dup)
@@ -733,8 +733,8 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
     }
     int64_t arrival = received(ev, x->c->now_us);
     stslot_t *st = &x->b->st[si];
-    bool regressed = st->exists && st->st.status == AGG_STATUS_RESOLVED &&
-                     arrival > st->st.updated_us;
+    bool regressed =
+        st->exists && st->st.status == AGG_STATUS_RESOLVED && arrival > st->st.updated_us;
     rc = agg_issue_apply(&sl->is, ev, full, idbuf, (uint32_t)m->partition, m->offset);
     if (full) {
         tocsin__v1__event__free_unpacked(full, NULL);
@@ -1222,7 +1222,8 @@ static int apply_log(ctx_t *x, agg_msg_t *m)
     return 0;
 }
 
-/* ---- delivered states -------------------------------------------------------------------------- */
+/* ---- delivered states --------------------------------------------------------------------------
+ */
 
 static int clear_delivered(ctx_t *x)
 {
@@ -1285,7 +1286,8 @@ static int clear_delivered(ctx_t *x)
     return 0;
 }
 
-/* ---- writing back ------------------------------------------------------------------------------ */
+/* ---- writing back ------------------------------------------------------------------------------
+ */
 
 static int mark_owed(ctx_t *x, uint8_t type, const uint8_t *key, size_t klen, int64_t t,
                      int64_t first_change)

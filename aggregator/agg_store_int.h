@@ -28,7 +28,8 @@
 #define FORMAT_VERSION 2
 #define SERIES_VALUE_VERSION 1
 #define SERIES_HEADER_LEN 18
-#define SERIES_VALUE_MAX (SERIES_HEADER_LEN + 6 + AGG_MAX_SERVICE + AGG_MAX_ENVIRONMENT + AGG_MAX_NAME)
+#define SERIES_VALUE_MAX                                                                           \
+    (SERIES_HEADER_LEN + 6 + AGG_MAX_SERVICE + AGG_MAX_ENVIRONMENT + AGG_MAX_NAME)
 #define STATUS_VALUE_MAX (10 + 6 + 64 + AGG_MAX_SERVICE + AGG_ISSUE_ID_MAX)
 #define RING_MAX 256
 #define RING_NONE 0
@@ -43,15 +44,15 @@ typedef struct {
     int32_t partition;
     int64_t dedupe_from; /* as stored */
     size_t n;
-    int64_t offset[RING_MAX];  /* a record's offset ... */
+    int64_t offset[RING_MAX];   /* a record's offset ... */
     int64_t max_recv[RING_MAX]; /* ... and the largest receive time of the records before it */
     int64_t recv_seen;          /* largest receive time seen in this partition */
 } part_ring_t;
 
 struct agg_store {
     MDB_env *env;
-    MDB_dbi buckets, series, issues, issue_index, status, parts, checkpoints, owed, changes,
-        logs, logs_time, meta;
+    MDB_dbi buckets, series, issues, issue_index, status, parts, checkpoints, owed, changes, logs,
+        logs_time, meta;
     size_t max_map;
     int64_t grace_us;
     int64_t dedupe_window_us;

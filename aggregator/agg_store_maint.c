@@ -59,8 +59,8 @@ static int merge_minute(MDB_txn *txn, agg_store_t *self, const uint8_t *key, env
 {
     uint8_t prefix[16];
     memcpy(prefix, key, 16);
-    int64_t minute = agg_bucket_align(agg_unbiased(tc_be64_get(key + 16)) * 1000000,
-                                      AGG_ROLLUP_WIDTH_S);
+    int64_t minute =
+        agg_bucket_align(agg_unbiased(tc_be64_get(key + 16)) * 1000000, AGG_ROLLUP_WIDTH_S);
     uint8_t lo[BUCKET_KEY_LEN];
     agg_bucket_key(lo, tc_be64_get(key), tc_be64_get(key + 8), minute, 0, 0);
     for (int i = 0; i < ENVS_MAX; i++) {
@@ -221,8 +221,7 @@ static int buckets_slice(MDB_txn *txn, maint_ctx_t *c)
         }
         if (start < horizon) {
             /* Merged minutes younger than retention.max: jump to the horizon. */
-            agg_bucket_key(self->maint_key, tc_be64_get(key), tc_be64_get(key + 8), horizon, 0,
-                           0);
+            agg_bucket_key(self->maint_key, tc_be64_get(key), tc_be64_get(key + 8), horizon, 0, 0);
             continue;
         }
         /* Nothing more for this name: on to the next one. */
@@ -273,8 +272,8 @@ static int logs_slice(MDB_txn *txn, maint_ctx_t *c, uint64_t *bytes)
         uint8_t lk[LOG_KEY_LEN];
         memcpy(lk, v.mv_data, 8);
         memcpy(lk + 8, k.mv_data, LOG_TIME_KEY_LEN);
-        uint64_t size = tc_be32_get((const uint8_t *)v.mv_data + 8) + LOG_KEY_LEN +
-                        LOG_TIME_KEY_LEN + 12;
+        uint64_t size =
+            tc_be32_get((const uint8_t *)v.mv_data + 8) + LOG_KEY_LEN + LOG_TIME_KEY_LEN + 12;
         MDB_val lkey = {LOG_KEY_LEN, lk};
         mrc = mdb_del(txn, self->logs, &lkey, NULL);
         if (mrc != 0 && mrc != MDB_NOTFOUND) {

@@ -41,8 +41,8 @@ static void on_viewer_error(rd_kafka_t *rk, int err, const char *reason, void *o
     uint64_t suppressed = 0;
     if (tc_log_limit_allow(&d->kafka_log, tc_mono_us(), &suppressed)) {
         tc_logj(TC_LOG_WARN, "kafka.error",
-                json_pack("{s:I}", "suppressed", (json_int_t)suppressed),
-                "view consumer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+                json_pack("{s:I}", "suppressed", (json_int_t)suppressed), "view consumer: %s: %s",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     }
 }
 
@@ -120,8 +120,8 @@ int agg_view_start(agg_daemon_t *d, const char *bootstrap)
     }
     char client_id[300];
     snprintf(client_id, sizeof(client_id), "%s-view", d->instance_id);
-    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, client_id, &d->cfg.kafka, err,
-                                              sizeof(err));
+    rd_kafka_conf_t *conf =
+        tc_kafka_conf_new(bootstrap, client_id, &d->cfg.kafka, err, sizeof(err));
     if (!conf) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
         return TC_EINVAL;
@@ -131,10 +131,8 @@ int agg_view_start(agg_daemon_t *d, const char *bootstrap)
     char group[320];
     snprintf(group, sizeof(group), "%s-view-%s", d->cfg.group_id, d->instance_id);
     const char *const fixed[][2] = {
-        {"enable.auto.commit", "false"},
-        {"enable.auto.offset.store", "false"},
-        {"enable.partition.eof", "true"},
-        {"group.id", group},
+        {"enable.auto.commit", "false"},    {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "true"},   {"group.id", group},
         {"queued.min.messages", "1000000"},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {

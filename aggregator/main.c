@@ -67,22 +67,20 @@ static const tc_cfg_entry_t config_table[] = {
     {"publish.interval", TC_CFG_DURATION, "250ms", OFF(publish_interval_ms),
      "changed states are published this often (10ms to 250ms)", 0, 0},
     {"slo.thresholds", TC_CFG_STRING, "100ms,500ms,2s", OFF(slo_thresholds),
-     "request series count the requests slower than each of these (at most 8; empty: none)", 0,
-     0},
+     "request series count the requests slower than each of these (at most 8; empty: none)", 0, 0},
     {"retention.raw", TC_CFG_DURATION, "1d", OFF(retention_raw_ms),
      "10 s buckets older than this are merged into 1 min buckets", 0, 0},
     {"retention.max", TC_CFG_DURATION, "30d", OFF(retention_max_ms),
      "buckets older than this are deleted", 0, 0},
     {"retention.slice", TC_CFG_INT, "2000", OFF(retention_slice),
-     "buckets or log records retention handles per slice (one slice a second at most)", 1,
-     1000000},
+     "buckets or log records retention handles per slice (one slice a second at most)", 1, 1000000},
     {"logs.retention", TC_CFG_DURATION, "7d", OFF(logs_retention_ms),
      "log records older than this are deleted", 0, 0},
     {"logs.max_bytes", TC_CFG_SIZE, "1GiB", OFF(logs_max_bytes),
      "the oldest log records are deleted while their bytes exceed this (0: no limit)", 0, 0},
     {"api.token", TC_CFG_STRING, "", OFF(api_token),
-     "bearer token required by mutating HTTP endpoints (POST /api/v1/issues/{id}); empty: none",
-     0, 0},
+     "bearer token required by mutating HTTP endpoints (POST /api/v1/issues/{id}); empty: none", 0,
+     0},
     {"view.catchup_timeout", TC_CFG_DURATION, "30s", OFF(view_catchup_ms),
      "on assignment, how long to wait for the view to read what is already published", 0, 0},
     {"lmdb.map_size", TC_CFG_SIZE, "1GiB", OFF(lmdb_map_size),
@@ -217,8 +215,9 @@ static int metrics_register(tc_metrics_t *reg, agg_metrics_t *m)
                                               "Partitions of topic.events assigned to us");
     m->dedupe_ids = tc_metrics_gauge(reg, "tocsin_aggregator_dedupe_ids", NULL,
                                      "Event ids held in the dedupe set");
-    m->dedupe_evicted = tc_metrics_gauge(reg, "tocsin_aggregator_dedupe_evicted", NULL,
-                                         "Event ids forgotten inside their window (dedupe.max_ids)");
+    m->dedupe_evicted =
+        tc_metrics_gauge(reg, "tocsin_aggregator_dedupe_evicted", NULL,
+                         "Event ids forgotten inside their window (dedupe.max_ids)");
     m->view_lag_seconds = tc_metrics_gauge(reg, "tocsin_aggregator_view_lag_seconds", NULL,
                                            "How far the view is behind topic.rollups");
     m->commit_seconds = tc_metrics_histogram(reg, "tocsin_aggregator_commit_seconds", NULL,

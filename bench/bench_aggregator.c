@@ -104,9 +104,10 @@ static void quantile_table(void)
     if (!v) {
         return;
     }
-    printf("\nquantile relative error, 10^6 values per set (Tocsin sketch schema %d, alpha %.2f %%; "
-           "Prometheus histogram_quantile over its default buckets)\n",
-           TC_SKETCH_SCHEMA, tc_sketch_relative_accuracy(TC_SKETCH_SCHEMA) * 100);
+    printf(
+        "\nquantile relative error, 10^6 values per set (Tocsin sketch schema %d, alpha %.2f %%; "
+        "Prometheus histogram_quantile over its default buckets)\n",
+        TC_SKETCH_SCHEMA, tc_sketch_relative_accuracy(TC_SKETCH_SCHEMA) * 100);
     printf("%-26s %6s %12s %12s %9s %12s %9s\n", "set", "q", "exact ms", "tocsin ms", "error",
            "prom ms", "error");
     for (int dist = 0; dist < 3; dist++) {

@@ -226,8 +226,8 @@ static int merge_sparse(tc_hll_t *dst, const uint32_t *src, uint32_t n)
         } else if (i == dst->nsparse || (src[j] >> RANK_BITS) < (dst->sparse[i] >> RANK_BITS)) {
             out[k++] = src[j++];
         } else {
-            out[k++] = (dst->sparse[i] & RANK_MASK) >= (src[j] & RANK_MASK) ? dst->sparse[i]
-                                                                            : src[j];
+            out[k++] =
+                (dst->sparse[i] & RANK_MASK) >= (src[j] & RANK_MASK) ? dst->sparse[i] : src[j];
             i++;
             j++;
         }
@@ -419,8 +419,7 @@ static size_t dense_as_sparse_size(const tc_hll_t *h)
 {
     size_t n = 2 + varint_size(h->nnz);
     uint32_t prev = 0;
-    for (uint32_t i = next_set(h->regs, 0); i < TC_HLL_REGISTERS;
-         i = next_set(h->regs, i + 1)) {
+    for (uint32_t i = next_set(h->regs, 0); i < TC_HLL_REGISTERS; i = next_set(h->regs, i + 1)) {
         uint32_t e = (i << RANK_BITS) | h->regs[i];
         n += varint_size(e - prev);
         prev = e;

@@ -46,8 +46,8 @@
 #define TC_HLL_MAX_ENCODED (2 + TC_HLL_DENSE_BYTES)
 
 typedef struct {
-    uint8_t *regs;     /* dense: TC_HLL_REGISTERS ranks, or NULL while sparse */
-    uint32_t *sparse;  /* sparse entries (register << 6 | rank), ascending by register */
+    uint8_t *regs;    /* dense: TC_HLL_REGISTERS ranks, or NULL while sparse */
+    uint32_t *sparse; /* sparse entries (register << 6 | rank), ascending by register */
     uint32_t nsparse;
     uint32_t sparse_cap;
     uint32_t nnz; /* dense: registers set */

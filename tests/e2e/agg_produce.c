@@ -290,10 +290,10 @@ int main(int argc, char **argv)
         }
         ev.event_id.data = id;
         ev.event_id.len = 16;
-        int64_t t = time_us ? t0 + (spread_s > 0 ? (int64_t)((double)i * spread_s * 1e6 /
-                                                           (double)count)
-                                                : 0)
-                            : now_us();
+        int64_t t =
+            time_us
+                ? t0 + (spread_s > 0 ? (int64_t)((double)i * spread_s * 1e6 / (double)count) : 0)
+                : now_us();
         ev.time_us = t;
         ev.service = names[s];
         ev.environment = "production";
@@ -324,7 +324,8 @@ int main(int argc, char **argv)
             ev.request = &req;
         } else if (strcmp(k, "error") == 0) {
             er.type = (char *)types[rng_next() % 3];
-            snprintf(msg, sizeof(msg), "order %llu failed", (unsigned long long)(rng_next() % 100000));
+            snprintf(msg, sizeof(msg), "order %llu failed",
+                     (unsigned long long)(rng_next() % 100000));
             er.message = msg;
             er.level = TOCSIN__V1__LEVEL__LEVEL_ERROR;
             fr.function = "handle";

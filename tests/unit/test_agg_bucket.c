@@ -93,8 +93,8 @@ static void test_slo_parse(void **state)
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         agg_slo_t slo;
         int rc = agg_slo_parse(cases[i].text, &slo);
-        if (rc != cases[i].rc || (rc == 0 && (slo.n != cases[i].n ||
-                                              (slo.n && slo.us[0] != cases[i].first_us)))) {
+        if (rc != cases[i].rc ||
+            (rc == 0 && (slo.n != cases[i].n || (slo.n && slo.us[0] != cases[i].first_us)))) {
             fail_msg("'%s': rc %d n %u", cases[i].text, rc, slo.n);
         }
     }
@@ -283,8 +283,7 @@ static void test_store_roundtrip(void **state)
         assert_true(d.last_time_us == b.last_time_us);
         assert_int_equal(d.sketch.count, b.sketch.count);
         if (b.sketch.count > 0) {
-            assert_true(tc_sketch_quantile(&d.sketch, 0.9) ==
-                        tc_sketch_quantile(&b.sketch, 0.9));
+            assert_true(tc_sketch_quantile(&d.sketch, 0.9) == tc_sketch_quantile(&b.sketch, 0.9));
         }
         assert_true(tc_hll_count(&d.users) == tc_hll_count(&b.users));
         free(buf);
@@ -315,9 +314,11 @@ static void test_store_refusals(void **state)
         size_t at;
         uint8_t value;
     } bytes[] = {
-        {"format", 0, 9},        {"kind 0", 1, 0},           {"kind 9", 1, 9},
-        {"width 30", 2, 30},     {"unknown flag", 3, 0x80},  {"errors above count", 6, 11},
-        {"nslo 9", 8, 9},        {"slow above count", 12, 11}, {"count 0", 5, 0},
+        {"format", 0, 9},          {"kind 0", 1, 0},
+        {"kind 9", 1, 9},          {"width 30", 2, 30},
+        {"unknown flag", 3, 0x80}, {"errors above count", 6, 11},
+        {"nslo 9", 8, 9},          {"slow above count", 12, 11},
+        {"count 0", 5, 0},
     };
     for (size_t i = 0; i < N_ELEMS(bytes); i++) {
         uint8_t *bad = malloc(n);
@@ -449,8 +450,8 @@ static void check_quantiles(const char *what, const char *dist, const tc_sketch_
         double got = tc_sketch_quantile(sk, qs[i]);
         double rel = fabs(got - exact) / exact;
         if (rel > 0.01) {
-            fail_msg("%s %s p%g: %.3f vs exact %.3f (%.3f %%)", what, dist, qs[i] * 100, got,
-                     exact, rel * 100);
+            fail_msg("%s %s p%g: %.3f vs exact %.3f (%.3f %%)", what, dist, qs[i] * 100, got, exact,
+                     rel * 100);
         }
     }
 }
@@ -502,10 +503,10 @@ static void test_accuracy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_align),           cmocka_unit_test(test_slo_parse),
-        cmocka_unit_test(test_sample),          cmocka_unit_test(test_apply),
-        cmocka_unit_test(test_merge),           cmocka_unit_test(test_store_roundtrip),
-        cmocka_unit_test(test_store_refusals),  cmocka_unit_test(test_rollup_roundtrip),
+        cmocka_unit_test(test_align),          cmocka_unit_test(test_slo_parse),
+        cmocka_unit_test(test_sample),         cmocka_unit_test(test_apply),
+        cmocka_unit_test(test_merge),          cmocka_unit_test(test_store_roundtrip),
+        cmocka_unit_test(test_store_refusals), cmocka_unit_test(test_rollup_roundtrip),
         cmocka_unit_test(test_accuracy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

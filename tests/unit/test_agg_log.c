@@ -76,9 +76,9 @@ static void test_roundtrip_and_match(void **state)
         const char *q;
         bool match;
     } cases[] = {
-        {0, NULL, true},          {4, "", true},           {5, NULL, false},
-        {1, "retried", true},     {1, "Retried", false},   {1, "app.pay", true},
-        {1, "order-42", true},    {1, "nothing", false},   {4, "payment", true},
+        {0, NULL, true},       {4, "", true},         {5, NULL, false},
+        {1, "retried", true},  {1, "Retried", false}, {1, "app.pay", true},
+        {1, "order-42", true}, {1, "nothing", false}, {4, "payment", true},
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         if (agg_log_match(&d, cases[i].min_level, cases[i].q) != cases[i].match) {

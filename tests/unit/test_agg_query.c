@@ -313,11 +313,11 @@ static void test_range_params(void **state)
         const char *from, *to, *step;
         const char *param;
     } bad[] = {
-        {NULL, "now", "10s", "from"},       {"yesterday", "now", "10s", "from"},
-        {"1h", NULL, "10s", "to"},          {"1h", "soon", "10s", "to"},
-        {"1h", "now", NULL, "step"},        {"1h", "now", "15s", "step"},
-        {"1h", "now", "0s", "step"},        {"now", "1h", "10s", "to"},
-        {"40d", "now", "1h", "from"},       {"1795000000", "1795000000", "10s", "to"},
+        {NULL, "now", "10s", "from"}, {"yesterday", "now", "10s", "from"},
+        {"1h", NULL, "10s", "to"},    {"1h", "soon", "10s", "to"},
+        {"1h", "now", NULL, "step"},  {"1h", "now", "15s", "step"},
+        {"1h", "now", "0s", "step"},  {"now", "1h", "10s", "to"},
+        {"40d", "now", "1h", "from"}, {"1795000000", "1795000000", "10s", "to"},
         {"1d", "now", "10s", "step"}, /* 8,640 points is fine, 31d at 10s is not */
     };
     for (size_t i = 0; i < N_ELEMS(bad); i++) {
@@ -332,8 +332,7 @@ static void test_range_params(void **state)
             continue;
         }
         if (rc != TC_EINVAL || !param || strcmp(param, bad[i].param) != 0) {
-            fail_msg("case %zu: rc %d param %s, want %s", i, rc, param ? param : "-",
-                     bad[i].param);
+            fail_msg("case %zu: rc %d param %s, want %s", i, rc, param ? param : "-", bad[i].param);
         }
     }
     agg_query_params_t p;
@@ -382,11 +381,10 @@ static void test_range_json(void **state)
     assert_non_null(doc);
     json_t *pts = json_object_get(doc, "points");
     assert_int_equal(json_array_size(pts), 3);
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 1), "t")),
-                     1795000020);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 1), "t")), 1795000020);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 1), "count")), 10);
-    assert_true(fabs(json_real_value(json_object_get(json_array_get(pts, 1), "rate_per_s")) -
-                     0.5) < 1e-12);
+    assert_true(fabs(json_real_value(json_object_get(json_array_get(pts, 1), "rate_per_s")) - 0.5) <
+                1e-12);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(pts, 0), "count")), 0);
     assert_int_equal(json_integer_value(json_object_get(doc, "step")), 20);
     json_decref(doc);
@@ -447,12 +445,9 @@ static void test_issue_and_log_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_params_refused),
-        cmocka_unit_test(test_params_window),
-        cmocka_unit_test(test_query_math),
-        cmocka_unit_test(test_quantile_accuracy),
-        cmocka_unit_test(test_range_params),
-        cmocka_unit_test(test_range_json),
+        cmocka_unit_test(test_params_refused),     cmocka_unit_test(test_params_window),
+        cmocka_unit_test(test_query_math),         cmocka_unit_test(test_quantile_accuracy),
+        cmocka_unit_test(test_range_params),       cmocka_unit_test(test_range_json),
         cmocka_unit_test(test_issue_and_log_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

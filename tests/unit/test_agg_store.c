@@ -189,8 +189,12 @@ static agg_batch_stats_t commit_events(agg_store_t *s, int32_t partition, int64_
         msgs[i].len = recs[i].len;
         msgs[i].dedupe = AGG_DEDUPE_UNKNOWN;
     }
-    agg_commit_t c = {.events_topic = EVENTS, .events = msgs, .nevents = n,
-                      .rollups_topic = ROLLUPS, .logs_topic = LOGS, .now_us = T0 + 3600 * SEC};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .events = msgs,
+                      .nevents = n,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .now_us = T0 + 3600 * SEC};
     agg_batch_stats_t st;
     assert_int_equal(agg_store_commit(s, &c, &st), 0);
     for (size_t i = 0; i < n; i++) {
@@ -210,9 +214,9 @@ static uint64_t query_count(agg_store_t *s, const char *service, const char *nam
     agg_query_params_t p;
     const char *param = NULL;
     char err[128];
-    assert_int_equal(agg_query_params_parse(&p, service, name, "1h", NULL, NULL, T0, &param, err,
-                                            sizeof(err)),
-                     0);
+    assert_int_equal(
+        agg_query_params_parse(&p, service, name, "1h", NULL, NULL, T0, &param, err, sizeof(err)),
+        0);
     p.from_s = from_s;
     p.to_s = to_s;
     agg_query_acc_t acc;
@@ -232,7 +236,8 @@ static uint64_t total(agg_store_t *s, const char *name)
     return query_count(s, "checkout", name, T0_S - 86400, T0_S + 86400, NULL);
 }
 
-/* ---- publishing, as the daemon does it -------------------------------------------------------- */
+/* ---- publishing, as the daemon does it --------------------------------------------------------
+ */
 
 typedef struct {
     rec_t recs[4096];
@@ -277,8 +282,12 @@ static agg_checkpoint_t publish(agg_store_t *s, int64_t now, published_t *out)
 /* Confirms the delivery of everything in `p` (the next commit clears it). */
 static void deliver(agg_store_t *s, const published_t *p)
 {
-    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .logs_topic = LOGS,
-                      .delivered = p->refs, .ndelivered = p->n, .now_us = T0};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .delivered = p->refs,
+                      .ndelivered = p->n,
+                      .now_us = T0};
     assert_int_equal(agg_store_commit(s, &c, NULL), 0);
 }
 
@@ -298,8 +307,12 @@ static agg_batch_stats_t view_apply(agg_store_t *s, int64_t first, rec_t *recs, 
         msgs[k].dedupe = AGG_DEDUPE_UNKNOWN;
         k++;
     }
-    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .rollups = msgs,
-                      .nrollups = k, .logs_topic = LOGS, .now_us = T0};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .rollups_topic = ROLLUPS,
+                      .rollups = msgs,
+                      .nrollups = k,
+                      .logs_topic = LOGS,
+                      .now_us = T0};
     agg_batch_stats_t st;
     assert_int_equal(agg_store_commit(s, &c, &st), 0);
     free(msgs);
@@ -411,12 +424,18 @@ static void test_late_and_out_of_order(void **state)
     db_open(&d, 16u << 20);
     /* Buckets [T0, T0+10) and [T0+10, T0+20); grace 2 s. */
     ev_t evs[] = {
-        req(1, T0 + 15 * SEC, 1000, false),               /* second bucket first */
-        req(2, T0 + 3 * SEC, 1000, false),                /* out of order: first bucket */
-        {.id = 3, .body = REQ, .time_us = T0 + 9 * SEC, .value = 1000,
-         .received_us = T0 + 11 * SEC},                   /* within grace: its bucket */
-        {.id = 4, .body = REQ, .time_us = T0 + 1 * SEC, .value = 1000,
-         .received_us = T0 + 25 * SEC},                   /* too late: counted as late */
+        req(1, T0 + 15 * SEC, 1000, false), /* second bucket first */
+        req(2, T0 + 3 * SEC, 1000, false),  /* out of order: first bucket */
+        {.id = 3,
+         .body = REQ,
+         .time_us = T0 + 9 * SEC,
+         .value = 1000,
+         .received_us = T0 + 11 * SEC}, /* within grace: its bucket */
+        {.id = 4,
+         .body = REQ,
+         .time_us = T0 + 1 * SEC,
+         .value = 1000,
+         .received_us = T0 + 25 * SEC}, /* too late: counted as late */
         req(5, T0 + 19 * SEC, 1000, false),
     };
     agg_msg_result_t res[N_ELEMS(evs)];
@@ -625,7 +644,7 @@ static int take_change(void *ctx, uint64_t seq, const uint8_t *key, size_t klen,
     assert_non_null(r);
     if (c->n < 16) {
         c->kinds[c->n++] = r->body_case == TOCSIN__V1__ROLLUP__BODY_ISSUE ? (int)r->issue->kind
-                                                                           : 100 + (int)r->body_case;
+                                                                          : 100 + (int)r->body_case;
     }
     c->last = seq;
     tocsin__v1__rollup__free_unpacked(r, NULL);
@@ -656,8 +675,12 @@ static void test_issues(void **state)
     assert_int_equal(total(d.store, "$errors"), 3);
     /* The published changes are forgotten after their delivery. */
     uint64_t done[2] = {1, 2};
-    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .logs_topic = LOGS,
-                      .changes_done = done, .nchanges_done = 2, .now_us = T0};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .changes_done = done,
+                      .nchanges_done = 2,
+                      .now_us = T0};
     assert_int_equal(agg_store_commit(d.store, &c, NULL), 0);
     memset(&ch, 0, sizeof(ch));
     assert_int_equal(agg_store_changes(d.store, 0, take_change, &ch), 0);
@@ -678,11 +701,21 @@ static void test_issues(void **state)
     assert_int_equal(ch.kinds[0], 100 + TOCSIN__V1__ROLLUP__BODY_ISSUE_STATUS);
     /* An event received before the resolve: no regression. One after: regressed. */
     ev_t later[] = {
-        {.id = 4, .body = ERR, .time_us = T0 + 5 * SEC, .received_us = T0 + 9 * SEC,
-         .type = "KeyError", .message = "missing 4"},
-        {.id = 5, .body = ERR, .time_us = T0 + 20 * SEC, .type = "KeyError",
+        {.id = 4,
+         .body = ERR,
+         .time_us = T0 + 5 * SEC,
+         .received_us = T0 + 9 * SEC,
+         .type = "KeyError",
+         .message = "missing 4"},
+        {.id = 5,
+         .body = ERR,
+         .time_us = T0 + 20 * SEC,
+         .type = "KeyError",
          .message = "missing 5"},
-        {.id = 6, .body = ERR, .time_us = T0 + 21 * SEC, .type = "KeyError",
+        {.id = 6,
+         .body = ERR,
+         .time_us = T0 + 21 * SEC,
+         .type = "KeyError",
          .message = "missing 6"},
     };
     agg_batch_stats_t st = commit_events(d.store, 0, 3, later, 3, NULL);
@@ -737,8 +770,12 @@ static void view_logs(agg_store_t *s, int32_t partition, int64_t first, const ev
         msgs[i].len = recs[i].len;
         msgs[i].dedupe = AGG_DEDUPE_UNKNOWN;
     }
-    agg_commit_t c = {.events_topic = EVENTS, .rollups_topic = ROLLUPS, .logs_topic = LOGS,
-                      .logs = msgs, .nlogs = n, .now_us = T0 + 100 * SEC};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .logs = msgs,
+                      .nlogs = n,
+                      .now_us = T0 + 100 * SEC};
     assert_int_equal(agg_store_commit(s, &c, NULL), 0);
     for (size_t i = 0; i < n; i++) {
         free(recs[i].bytes);
@@ -755,14 +792,17 @@ static void test_logs(void **state)
         {.id = 2, .body = LOG, .time_us = T0 + SEC, .level = 4, .message = "payment retried"},
         {.id = 3, .body = LOG, .time_us = T0 + 2 * SEC, .level = 5, .message = "payment failed"},
         {.id = 2, .body = LOG, .time_us = T0 + SEC, .level = 4, .message = "payment retried"},
-        {.id = 4, .body = LOG, .time_us = T0 + 3 * SEC, .level = 3, .service = "other",
+        {.id = 4,
+         .body = LOG,
+         .time_us = T0 + 3 * SEC,
+         .level = 3,
+         .service = "other",
          .message = "elsewhere"},
     };
     view_logs(d.store, 0, 0, evs, N_ELEMS(evs));
     logs_t l = {{{0}}, 0, 0, NULL};
-    assert_int_equal(agg_store_logs(d.store, "checkout", T0 - SEC, T0 + 60 * SEC, take_log, &l,
-                                    NULL),
-                     0);
+    assert_int_equal(
+        agg_store_logs(d.store, "checkout", T0 - SEC, T0 + 60 * SEC, take_log, &l, NULL), 0);
     assert_int_equal(l.n, 3); /* the duplicate dropped, the other service not shown */
     assert_string_equal(l.messages[0], "payment failed"); /* newest first */
     l = (logs_t){{{0}}, 0, 4, "payment"};
@@ -790,7 +830,10 @@ static void test_logs(void **state)
     s.store = agg_store_open(&s.opts);
     ev_t many[10];
     for (uint32_t i = 0; i < 10; i++) {
-        many[i] = (ev_t){.id = 10 + i, .body = LOG, .time_us = T0 + i * SEC, .level = 3,
+        many[i] = (ev_t){.id = 10 + i,
+                         .body = LOG,
+                         .time_us = T0 + i * SEC,
+                         .level = 3,
                          .message = "a log line of some length"};
     }
     view_logs(s.store, 1, 0, many, 10);
@@ -870,14 +913,24 @@ static void test_conflicts(void **state)
     /* Garbage records are refused and counted, the rest goes on. */
     rec_t good = encode(&evs[2]);
     static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff};
-    agg_msg_t msgs[2] = {{.partition = 0, .offset = 3, .value = junk, .len = sizeof(junk),
+    agg_msg_t msgs[2] = {{.partition = 0,
+                          .offset = 3,
+                          .value = junk,
+                          .len = sizeof(junk),
                           .dedupe = AGG_DEDUPE_UNKNOWN},
-                         {.partition = 0, .offset = 4, .value = good.bytes, .len = good.len,
+                         {.partition = 0,
+                          .offset = 4,
+                          .value = good.bytes,
+                          .len = good.len,
                           .dedupe = AGG_DEDUPE_UNKNOWN}};
     /* id 3 is a duplicate by now; make it another id. */
     good.bytes[4] ^= 1;
-    agg_commit_t c = {.events_topic = EVENTS, .events = msgs, .nevents = 2,
-                      .rollups_topic = ROLLUPS, .logs_topic = LOGS, .now_us = T0};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .events = msgs,
+                      .nevents = 2,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .now_us = T0};
     assert_int_equal(agg_store_commit(d.store, &c, &st), 0);
     assert_int_equal(msgs[0].result, AGG_MSG_INVALID);
     assert_non_null(msgs[0].reason);

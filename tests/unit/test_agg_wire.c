@@ -170,8 +170,8 @@ static void test_unknown_fields(void **state)
     size_t len;
     uint8_t *buf = pack(&e, &len);
     /* Field 99 varint, field 98 fixed64, field 97 fixed32, field 96 bytes. */
-    const uint8_t extra[] = {0x98, 0x06, 0x05, 0x91, 0x06, 1, 2, 3, 4, 5, 6, 7, 8,
-                             0x8d, 0x06, 1, 2, 3, 4, 0x82, 0x06, 2, 'h', 'i'};
+    const uint8_t extra[] = {0x98, 0x06, 0x05, 0x91, 0x06, 1, 2, 3,    4,    5, 6,   7,
+                             8,    0x8d, 0x06, 1,    2,    3, 4, 0x82, 0x06, 2, 'h', 'i'};
     memcpy(buf + len, extra, sizeof(extra));
     agg_event_t ev;
     assert_int_equal(agg_wire_scan(buf, len + sizeof(extra), &ev, NULL), 0);
@@ -384,8 +384,8 @@ static void test_scan_id(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bodies),    cmocka_unit_test(test_unknown_fields),
-        cmocka_unit_test(test_refusals),  cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_bodies),   cmocka_unit_test(test_unknown_fields),
+        cmocka_unit_test(test_refusals), cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_scan_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -234,9 +234,12 @@ static void test_decode_rejects(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty),           cmocka_unit_test(test_accuracy),
-        cmocka_unit_test(test_duplicates_not_counted), cmocka_unit_test(test_merge_union),
-        cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_hash_stable),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_accuracy),
+        cmocka_unit_test(test_duplicates_not_counted),
+        cmocka_unit_test(test_merge_union),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_hash_stable),
         cmocka_unit_test(test_decode_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
