@@ -553,14 +553,17 @@ static int walk_pairs(const stored_t *v, const uint8_t *end, tc_sketch_t *sk, ui
     rd_t r = {v->pairs, end};
     int64_t idx = v->offset;
     uint64_t sum = v->zero;
+    /* The bins a sketch of our schema can have (tc_sketch clamps to them). */
+    const int64_t lo = tc_sketch_index(TC_SKETCH_SCHEMA, TC_SKETCH_MIN_VALUE);
+    const int64_t hi = tc_sketch_index(TC_SKETCH_SCHEMA, TC_SKETCH_MAX_VALUE);
     for (uint64_t i = 0; i < v->nnz; i++) {
         uint64_t gap, c;
-        if (!rd_uv(&r, &gap) || !rd_uv(&r, &c) || c == 0 || (i == 0 && gap != 0) ||
-            (i > 0 && gap == 0) || gap >= TC_SKETCH_MAX_BINS) {
+        if (!rd_uv(&r, &gap) || !rd_uv(&r, &c) || c == 0 || (i > 0 && gap == 0) ||
+            gap >= TC_SKETCH_MAX_BINS) {
             return TC_EPARSE;
         }
         idx += (int64_t)gap;
-        if (idx > INT32_MAX || sum + c < sum) {
+        if (idx < lo || idx > hi || sum + c < sum) {
             return TC_EINVAL;
         }
         sum += c;

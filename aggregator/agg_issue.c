@@ -530,6 +530,14 @@ int agg_issue_decode(const uint8_t *data, size_t len, agg_issue_t *is)
         }
         tocsin__v1__event__pack(pb->sample, is->sample);
         is->sample_len = n;
+        /* protobuf-c re-packs what it kept of the input (unknown fields too, even those it
+         * should have refused): the sample must still be an event we would accept. */
+        agg_event_t scanned;
+        if (agg_wire_scan(is->sample, is->sample_len, &scanned, NULL) != 0 ||
+            scanned.body != AGG_BODY_ERROR) {
+            rc = TC_EINVAL;
+            goto out;
+        }
     }
     is->releases_truncated = pb->releases_truncated;
     is->level = (int)pb->level;

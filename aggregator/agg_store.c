@@ -986,8 +986,6 @@ static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t
 static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p,
                      agg_query_acc_t *accs, uint64_t *corrupt)
 {
-    agg_bucket_t b;
-    agg_bucket_init(&b);
     agg_series_rec_t *rec = malloc(sizeof(*rec));
     if (!rec) {
         return TC_ENOMEM;
@@ -995,7 +993,6 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     int rc = 0;
     if (strcmp(p->name, AGG_QUERY_ALL) != 0) {
         rc = scan_series(self, txn, p, hs(p->name), true, accs, corrupt, rec);
-        agg_bucket_fini(&b);
         free(rec);
         return rc;
     }
@@ -1006,7 +1003,6 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     size_t nnames = 0, cap = 0;
     MDB_cursor *cur = NULL;
     if (mdb_cursor_open(txn, self->series, &cur) != 0) {
-        agg_bucket_fini(&b);
         free(rec);
         return TC_ELMDB;
     }
@@ -1036,7 +1032,6 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     }
     free(names);
     free(rec);
-    agg_bucket_fini(&b);
     return rc;
 }
 

@@ -411,6 +411,9 @@ int agg_wire_scan(const uint8_t *data, size_t len, agg_event_t *ev, const char *
     if (!have_id || id.n != AGG_EVENT_ID_LEN) {
         FAIL(TC_EINVAL, "event_id");
     }
+    if (ev->time_us < 0 || ev->time_us > AGG_TIME_MAX_US) {
+        FAIL(TC_EINVAL, "time_us");
+    }
     ev->event_id = (const uint8_t *)id.p;
     if (ev->service.n == 0) {
         FAIL(TC_EINVAL, "service");

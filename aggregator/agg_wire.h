@@ -29,6 +29,7 @@
 #define AGG_MAX_SHORT 1024                     /* release, host, user id, grouping hash */
 #define AGG_MAX_EVENT_BYTES (4u * 1024 * 1024) /* a Kafka record value above this is refused */
 #define AGG_DEFAULT_ENVIRONMENT "default"
+#define AGG_TIME_MAX_US 253402300799999999LL /* the last microsecond of year 9999 */
 
 /* A string inside a record: `n` bytes at `p` (not terminated). */
 typedef struct {
@@ -76,13 +77,13 @@ typedef struct {
 
 /*
  * Scans and validates a record value into `ev`: at most AGG_MAX_EVENT_BYTES, well-formed
- * protobuf (no groups, no field 0, lengths inside the record), event_id of 16 bytes, a
- * non-empty service, UTF-8 strings within the AGG_MAX_* bounds, exactly one body (a body
- * field twice is refused), and the body's rules: a request has a route; a metric has a name,
- * kind COUNTER, GAUGE or TIMING, and a finite value, non-negative for timings; series names
- * do not start with '$' (kept for the aggregator's own series, such as "$errors").
- * Returns 0, TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_EUTF8; on error *reason (if not NULL)
- * names the field at fault in a static string.
+ * protobuf (no groups, no field 0, lengths inside the record), event_id of 16 bytes, an event
+ * time from the epoch to the end of year 9999, a non-empty service, UTF-8 strings within the
+ * AGG_MAX_* bounds, exactly one body (a body field twice is refused), and the body's rules: a
+ * request has a route; a metric has a name, kind COUNTER, GAUGE or TIMING, and a finite value,
+ * non-negative for timings; series names do not start with '$' (kept for the aggregator's own
+ * series, such as "$errors"). Returns 0, TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_EUTF8; on error
+ * *reason (if not NULL) names the field at fault in a static string.
  */
 int agg_wire_scan(const uint8_t *data, size_t len, agg_event_t *ev, const char **reason);
 

@@ -352,6 +352,27 @@ static void test_store_refusals(void **state)
     assert_int_not_equal(agg_bucket_store_decode(mismatch, n2, &d), 0);
     free(mismatch);
     assert_int_equal(agg_bucket_store_decode(good, AGG_MAX_STORED_BYTES + 1, &d), TC_ETOOBIG);
+    /* The query's fast path refuses what the decoder refuses, and leaves its accumulator
+     * unchanged: a sketch bin beyond the schema's range (offset moved past the top). */
+    agg_bucket_t acc;
+    agg_bucket_init(&acc);
+    assert_int_equal(agg_bucket_store_merge(&acc, good, n), 0);
+    assert_int_equal(acc.count, 10);
+    agg_bucket_t far;
+    agg_bucket_init(&far);
+    assert_int_equal(agg_bucket_merge(&far, &b), 0);
+    far.count = 10;
+    far.sum = 0;
+    far.sketch.offset = tc_sketch_index(TC_SKETCH_SCHEMA, TC_SKETCH_MAX_VALUE) + 5;
+    size_t nf;
+    uint8_t *bad_bin = store(&far, &nf);
+    assert_int_not_equal(agg_bucket_store_decode(bad_bin, nf, &d), 0);
+    assert_int_not_equal(agg_bucket_store_merge(&acc, bad_bin, nf), 0);
+    assert_int_equal(acc.count, 10);
+    assert_int_equal(acc.sketch.count, 10);
+    free(bad_bin);
+    agg_bucket_fini(&far);
+    agg_bucket_fini(&acc);
     free(good);
     agg_bucket_fini(&b);
     agg_bucket_fini(&d);

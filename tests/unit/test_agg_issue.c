@@ -314,6 +314,13 @@ static void test_encode_decode(void **state)
     pb.users.len = 0;
     n = tocsin__v1__issue_state__pack(&pb, tmp);
     assert_int_equal(agg_issue_decode(tmp, n, &d), 0);
+    /* A sample that is not an error event we would accept is refused. */
+    Tocsin__V1__Event bad_sample = TOCSIN__V1__EVENT__INIT;
+    bad_sample.service = "checkout"; /* no event id, no body */
+    pb.sample = &bad_sample;
+    n = tocsin__v1__issue_state__pack(&pb, tmp);
+    assert_int_equal(agg_issue_decode(tmp, n, &d), TC_EINVAL);
+    pb.sample = NULL;
     free(e.buf);
     agg_issue_fini(&is);
     agg_issue_fini(&d);

@@ -190,6 +190,14 @@ static void m_short_id(event_t *e)
 {
     e->ev.event_id.len = 8;
 }
+static void m_time_negative(event_t *e)
+{
+    e->ev.time_us = -1;
+}
+static void m_time_year_10000(event_t *e)
+{
+    e->ev.time_us = AGG_TIME_MAX_US + 1;
+}
 static void m_no_service(event_t *e)
 {
     e->ev.service = "";
@@ -274,6 +282,8 @@ static void test_refusals(void **state)
     (void)state;
     static const case_t cases[] = {
         {"short event_id", m_short_id, TC_EINVAL, "event_id"},
+        {"time before the epoch", m_time_negative, TC_EINVAL, "time_us"},
+        {"time after year 9999", m_time_year_10000, TC_EINVAL, "time_us"},
         {"no service", m_no_service, TC_EINVAL, "service"},
         {"service not UTF-8", m_bad_utf8_service, TC_EUTF8, "service"},
         {"service too long", m_long_service, TC_EUTF8, "service"},
