@@ -532,6 +532,8 @@ int agg_commit(agg_daemon_t *d)
         .nchanges_done = d->nchanges_done,
         .now_us = tc_now_us(),
         .self_producer = d->producer_id,
+        .owned = d->owned,
+        .nowned = d->nowned,
     };
     agg_batch_stats_t st;
     int rc = agg_store_commit(d->store, &c, &st);

@@ -135,6 +135,11 @@ typedef struct {
      * them without decoding, since the states they carry were stored before they were
      * published. It must be unique to the process (a restarted instance is another one). */
     const char *self_producer;
+    /* The partitions of topic.events this instance owns (may be NULL with 0): a resolve read
+     * by the view regresses an issue of one of them at once when an event received after
+     * the resolve was already applied. */
+    const int32_t *owned;
+    size_t nowned;
 } agg_commit_t;
 
 typedef struct {

@@ -1010,6 +1010,68 @@ static int view_issue(ctx_t *x, agg_msg_t *m, agg_rollup_t *r)
     return 0;
 }
 
+/*
+ * A resolve set on another instance reaches the owner of the issue's partition later than
+ * it was made. When the owner has meanwhile applied an event received after the resolve,
+ * the issue regressed: the owner says so now, as it would have when applying that event.
+ */
+static int regress_late_resolve(ctx_t *x, const agg_rollup_t *r, uint32_t si)
+{
+    uint64_t hsvc = agg_h64(r->service, strlen(r->service));
+    uint64_t hid = agg_h64(r->issue_id, strlen(r->issue_id));
+    for (size_t k = 0; k < x->c->nowned; k++) {
+        uint8_t key[ISSUE_KEY_LEN];
+        agg_issue_key_bytes(key, hsvc, hid, (uint32_t)x->c->owned[k]);
+        uint32_t ii = 0;
+        bool existed = false;
+        int rc = issue_get(x, key, &ii, &existed);
+        if (rc != 0) {
+            return rc;
+        }
+        islot_t *sl = &x->b->i[ii];
+        stslot_t *st = &x->b->st[si];
+        if (!existed || strcmp(sl->is.id, r->issue_id) != 0 ||
+            strcmp(sl->is.service, r->service) != 0 ||
+            sl->is.last_received_us <= st->st.updated_us) {
+            continue;
+        }
+        st->st.status = AGG_STATUS_UNRESOLVED;
+        st->st.updated_us = sl->is.last_received_us;
+        tc_strlcpy(st->st.updated_by, "regression", sizeof(st->st.updated_by));
+        x->b->st_.issues_regressed++;
+        uint8_t *value = NULL;
+        size_t vlen = 0;
+        char ck[AGG_MAX_SERVICE + AGG_MAX_ENVIRONMENT + AGG_ISSUE_ID_MAX + 16];
+        size_t cklen = agg_issue_key(r->service, r->issue_id, ck, sizeof(ck));
+        rc = agg_issue_status_rollup_encode(r->service, r->issue_id, &st->st, NULL, &value, &vlen);
+        if (rc == 0) {
+            rc = add_change(x, ck, cklen, value, vlen);
+        }
+        /* The change as the latest event would have caused it. */
+        agg_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        const char *env = sl->is.nenvs ? sl->is.envs[0] : AGG_DEFAULT_ENVIRONMENT;
+        const char *rel = sl->is.last_release ? sl->is.last_release : "";
+        ev.environment.p = env;
+        ev.environment.n = (uint32_t)strlen(env);
+        ev.release.p = rel;
+        ev.release.n = (uint32_t)strlen(rel);
+        ev.level = sl->is.level;
+        ev.time_us = sl->is.last_seen_us;
+        if (rc == 0) {
+            rc = agg_issue_change_encode(&sl->is, TOCSIN__V1__ISSUE_CHANGE__KIND__KIND_REGRESSED,
+                                         &ev, NULL, &value, &vlen);
+        }
+        if (rc == 0) {
+            int n =
+                snprintf(ck, sizeof(ck), "%s%c%s%c$issue:%s", r->service, 0, env, 0, r->issue_id);
+            rc = add_change(x, ck, (size_t)(n > 0 ? n : 0), value, vlen);
+        }
+        return rc;
+    }
+    return 0;
+}
+
 static int view_status(ctx_t *x, agg_msg_t *m, agg_rollup_t *r)
 {
     uint8_t key[STATUS_KEY_LEN];
@@ -1030,6 +1092,9 @@ static int view_status(ctx_t *x, agg_msg_t *m, agg_rollup_t *r)
     st->exists = st->dirty = true;
     m->result = AGG_MSG_APPLIED;
     x->b->st_.view_applied++;
+    if (r->status.status == AGG_STATUS_RESOLVED) {
+        return regress_late_resolve(x, r, si);
+    }
     return 0;
 }
 

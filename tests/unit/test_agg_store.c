@@ -733,6 +733,36 @@ static void test_issues(void **state)
     agg_store_changes(d.store, 0, take_change, &ch);
     assert_int_equal(ch.n, 3); /* the resolve, the regressed status, the REGRESSED change */
     assert_int_equal(ch.kinds[2], 2);
+    /* A resolve made on another instance at T0 + 30 s reaches this owner only after it
+     * applied an event received at T0 + 40 s: the issue regresses when the resolve arrives. */
+    ev_t after_resolve = {
+        .id = 7, .body = ERR, .time_us = T0 + 40 * SEC, .type = "KeyError", .message = "missing 7"};
+    commit_events(d.store, 0, 6, &after_resolve, 1, NULL);
+    agg_issue_status_t resolved = {AGG_STATUS_RESOLVED, T0 + 30 * SEC, "api:other"};
+    uint8_t *sv = NULL;
+    size_t svlen = 0;
+    assert_int_equal(
+        agg_issue_status_rollup_encode("checkout", key_id, &resolved, "other", &sv, &svlen), 0);
+    agg_msg_t sm = {
+        .partition = 0, .offset = 0, .value = sv, .len = svlen, .dedupe = AGG_DEDUPE_UNKNOWN};
+    int32_t owned[1] = {0};
+    agg_commit_t vc = {.events_topic = EVENTS,
+                       .rollups_topic = ROLLUPS,
+                       .rollups = &sm,
+                       .nrollups = 1,
+                       .logs_topic = LOGS,
+                       .now_us = T0 + 50 * SEC,
+                       .owned = owned,
+                       .nowned = 1};
+    assert_int_equal(agg_store_commit(d.store, &vc, &st), 0);
+    assert_int_equal(st.issues_regressed, 1);
+    free(sv);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(agg_store_issue_get(d.store, key_id, "checkout", take_issue, &l), 0);
+    assert_int_equal(l.status[0], AGG_STATUS_UNRESOLVED);
+    memset(&ch, 0, sizeof(ch));
+    agg_store_changes(d.store, 0, take_change, &ch);
+    assert_int_equal(ch.kinds[ch.n - 1], 2); /* REGRESSED */
     /* Finding an issue by id. */
     memset(&l, 0, sizeof(l));
     assert_int_equal(agg_store_issue_get(d.store, key_id, NULL, take_issue, &l), 0);
