@@ -396,17 +396,22 @@ static void log_refused(agg_daemon_t *d, const char *topic, const agg_msg_t *m)
 /* Commits the applied offsets to Kafka, asynchronously, for lag visibility only. */
 static void kafka_commit(agg_daemon_t *d)
 {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
+    static int64_t next[AGG_MAX_PARTITIONS];
+    for (size_t i = 0; i < d->nowned; i++) {
+        next[d->owned[i]] = -1;
+    }
     for (size_t i = 0; i < d->npending; i++) {
         const rd_kafka_message_t *msg = d->pending[i];
-        const char *topic = rd_kafka_topic_name(msg->rkt);
-        rd_kafka_topic_partition_t *p =
-            rd_kafka_topic_partition_list_find(list, topic, msg->partition);
-        if (!p) {
-            p = rd_kafka_topic_partition_list_add(list, topic, msg->partition);
+        if (msg->partition >= 0 && msg->partition < AGG_MAX_PARTITIONS &&
+            msg->offset + 1 > next[msg->partition]) {
+            next[msg->partition] = msg->offset + 1;
         }
-        if (msg->offset + 1 > p->offset) {
-            p->offset = msg->offset + 1;
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)d->nowned);
+    for (size_t i = 0; i < d->nowned; i++) {
+        if (next[d->owned[i]] >= 0) {
+            rd_kafka_topic_partition_list_add(list, d->cfg.topic_events, d->owned[i])->offset =
+                next[d->owned[i]];
         }
     }
     if (list->cnt > 0) {

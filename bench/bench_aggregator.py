@@ -51,6 +51,13 @@ def metric(port, name):
     return 0.0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values, q):
     v = sorted(values)
     return v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))]
@@ -96,9 +103,10 @@ def run_once(build, workdir, bootstrap_file, topic, events, run_id):
                 continue
             now = time.monotonic()
             if t1 is None and c >= events * 0.02:
-                t1, c1 = now, c
+                t1, c1, cpu1 = now, c, cpu_seconds(p.pid)
             if c >= events:
                 rate = (c - c1) / (now - t1)
+                per_cpu = (c - c1) / max(cpu_seconds(p.pid) - cpu1, 1e-3)
                 used = metric(port, "tocsin_aggregator_lmdb_used_bytes")
                 applied = metric(port, "tocsin_aggregator_events_applied_total")
                 lat = {}
@@ -110,7 +118,7 @@ def run_once(build, workdir, bootstrap_file, topic, events, run_id):
                             f"&window={window}")
                         ts.append((time.perf_counter() - t0) * 1000)
                     lat[window] = (percentile(ts, 0.5), percentile(ts, 0.99))
-                return rate, used, applied, lat
+                return rate, per_cpu, used, applied, lat
             time.sleep(0.02)
         raise RuntimeError(f"run {run_id}: timed out; see {workdir}/agg-{run_id}.log")
     finally:
@@ -161,10 +169,11 @@ def main():
         print(f"(produced both sets in {time.monotonic() - t0:.1f} s)")
         run_id = 0
         for name, topic, events in sets:
-            rates, sizes, lat5, lat60 = [], [], [], []
+            rates, cpus, sizes, lat5, lat60 = [], [], [], [], []
             for _ in range(args.runs):
-                rate, used, applied, lat = run_once(build, workdir, bootstrap_file, topic,
-                                                    events, run_id)
+                rate, per_cpu, used, applied, lat = run_once(build, workdir, bootstrap_file,
+                                                             topic, events, run_id)
+                cpus.append(per_cpu)
                 run_id += 1
                 if applied != events:
                     print(f"  warning: {applied:.0f} applied of {events} events")
@@ -172,10 +181,11 @@ def main():
                 sizes.append(used / (events / 1e6))
                 lat5.append(lat["5m"])
                 lat60.append(lat["1h"])
-                print(f"  {name}: run {len(rates)}: {rate:,.0f} events/s, LMDB "
-                      f"{used / 1048576:.1f} MiB")
+                print(f"  {name}: run {len(rates)}: {rate:,.0f} events/s ({per_cpu:,.0f} per "
+                      f"CPU-second of the process, all threads), LMDB {used / 1048576:.1f} MiB")
             print(f"{name} ({events:,} events): median {percentile(rates, 0.5):,.0f} events/s, "
-                  f"p99 {percentile(rates, 0.99):,.0f}, worst {min(rates):,.0f}; LMDB "
+                  f"p99 {percentile(rates, 0.99):,.0f}, worst {min(rates):,.0f}; median "
+                  f"{percentile(cpus, 0.5):,.0f} events per CPU-second; LMDB "
                   f"{percentile(sizes, 0.5) / 1048576:.1f} MiB per million events")
             print(f"  HTTP query service=svc-7 name=* (3 routes), round trip through urllib: "
                   f"5m median {percentile([x[0] for x in lat5], 0.5):.2f} ms / p99 "
