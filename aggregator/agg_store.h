@@ -86,7 +86,9 @@ typedef enum {
     AGG_MSG_IGNORED,     /* valid, but for nothing here (a log in topic.events, a rollup
                             body the view does not keep, a checkpoint of another group) */
     AGG_MSG_COVERED,     /* its states already hold it (published by an earlier owner) */
-    AGG_MSG_LATE,        /* arrived after its bucket closed: counted as late only */
+    AGG_MSG_LATE,        /* too old: its bucket was rolled up or deleted; counted as late in
+                            the bucket of its arrival only (a merely late event, received
+                            after its bucket closed, is APPLIED and counted as late) */
     AGG_MSG_OLD,         /* a view state older than what the view keeps (rolled up) */
 } agg_msg_result_t;
 
@@ -151,7 +153,7 @@ typedef struct {
     uint64_t conflicts;
     uint64_t ignored;
     uint64_t covered;
-    uint64_t late;
+    uint64_t late;    /* late events, applied or too old */
     uint64_t gaps;    /* records missing between the stored offset and the next record */
     uint64_t corrupt; /* stored values that failed validation (replaced; logged) */
     uint64_t old;     /* view states older than the rolled-up horizon (dropped) */

@@ -865,8 +865,14 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
         b->st_.conflicts++;
         return 0;
     }
+    /* Late (received after its bucket closed): still counted in its bucket, so counts stay
+     * exact, and counted as late there. Too old (its bucket was already rolled up into a
+     * 1 min one, or deleted): counted only as late, in the bucket of its arrival. */
     bool late = agg_store_bucket_closed(s.start_s, AGG_BUCKET_WIDTH_S, arrival, self->grace_us);
-    int64_t start = late ? agg_bucket_align(arrival, AGG_BUCKET_WIDTH_S) : s.start_s;
+    bool too_old = s.start_s < atomic_load(&self->compacted_s) ||
+                   (self->max_retention_us > 0 &&
+                    s.start_s < (x->c->now_us - self->max_retention_us) / 1000000);
+    int64_t start = too_old ? agg_bucket_align(arrival, AGG_BUCKET_WIDTH_S) : s.start_s;
     uint8_t key[BUCKET_KEY_LEN];
     agg_bucket_key(key, agg_h64(s.service.p, s.service.n), agg_h64(s.name.p, s.name.n), start,
                    agg_h64(s.environment.p, s.environment.n), (uint32_t)m->partition);
@@ -878,13 +884,13 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
     bslot_t *bs = &b->b[bi];
     bool covered = m->offset < bs->b.source_offset;
     if (!covered) {
-        if (late) {
+        if (too_old) {
             rc = agg_bucket_begin(&bs->b, s.kind, &self->slo);
-            if (rc == 0) {
-                bs->b.late++;
-            }
         } else {
             rc = agg_bucket_apply(&bs->b, &s, &self->slo);
+        }
+        if (rc == 0 && late) {
+            bs->b.late++;
         }
         if (rc == TC_EINVAL) {
             /* The stored bucket holds another kind (a corrupt or colliding value). */
@@ -913,8 +919,12 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
     if (covered && issue_covered) {
         m->result = AGG_MSG_COVERED;
         b->st_.covered++;
-    } else if (late) {
+    } else if (too_old) {
         m->result = AGG_MSG_LATE;
+        b->st_.late++;
+    } else if (late) {
+        m->result = AGG_MSG_APPLIED;
+        b->st_.applied++;
         b->st_.late++;
     } else {
         m->result = AGG_MSG_APPLIED;

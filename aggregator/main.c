@@ -52,8 +52,8 @@ static const tc_cfg_entry_t config_table[] = {
     {"data_dir", TC_CFG_STRING, "./data/aggregator", OFF(data_dir),
      "directory of the LMDB environment", 0, 0},
     {"grace", TC_CFG_DURATION, "15s", OFF(grace_ms),
-     "a bucket closes this long after its end (collector receive time); events received "
-     "later are counted as late in the bucket they arrived in, not in their own",
+     "a bucket closes (and is published final) this long after its end, by collector "
+     "receive time; events received later are still counted in it, and counted as late",
      0, 0},
     {"dedupe.window", TC_CFG_DURATION, "10m", OFF(dedupe_window_ms),
      "how long an event_id is remembered to drop resent events (collector receive time)", 0, 0},
@@ -170,7 +170,8 @@ static int metrics_register(tc_metrics_t *reg, agg_metrics_t *m)
     COUNTER(decode_errors, "decode_errors_total",
             "Records refused: not a valid tocsin.v1.Event (logged, rate-limited)");
     COUNTER(late_events, "late_events_total",
-            "Events received after their bucket closed (counted as late, not in the bucket)");
+            "Events received after their bucket closed (counted in it and as late), and events "
+            "too old for any bucket (counted as late only)");
     COUNTER(covered, "covered_total",
             "Records already held by the states (published by an earlier owner, or older views)");
     COUNTER(stale_events, "stale_events_total",

@@ -435,22 +435,20 @@ static void test_late_and_out_of_order(void **state)
          .body = REQ,
          .time_us = T0 + 1 * SEC,
          .value = 1000,
-         .received_us = T0 + 25 * SEC}, /* too late: counted as late */
+         .received_us = T0 + 25 * SEC}, /* after its bucket closed: its bucket, as late */
         req(5, T0 + 19 * SEC, 1000, false),
     };
     agg_msg_result_t res[N_ELEMS(evs)];
     agg_batch_stats_t st = commit_events(d.store, 0, 0, evs, N_ELEMS(evs), res);
-    assert_int_equal(st.applied, 4);
+    assert_int_equal(st.applied, 5);
     assert_int_equal(st.late, 1);
-    assert_int_equal(res[3], AGG_MSG_LATE);
+    assert_int_equal(res[3], AGG_MSG_APPLIED);
     agg_bucket_t b;
     agg_bucket_init(&b);
-    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S, T0_S + 10, &b), 2);
-    assert_int_equal(b.late, 0);
-    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S + 10, T0_S + 20, &b), 2);
-    /* The late one is counted in the bucket it arrived in, [T0+20, T0+30). */
-    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S + 20, T0_S + 30, &b), 0);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S, T0_S + 10, &b), 3);
     assert_int_equal(b.late, 1);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S + 10, T0_S + 20, &b), 2);
+    assert_int_equal(b.late, 0);
     /* A range query sees each bucket at its own step. */
     agg_query_params_t p;
     const char *param = NULL;
@@ -463,12 +461,28 @@ static void test_late_and_out_of_order(void **state)
         agg_query_acc_init(&accs[i]);
     }
     assert_int_equal(agg_store_range(d.store, &p, accs, NULL), 0);
-    assert_int_equal(accs[0].total.count, 2);
+    assert_int_equal(accs[0].total.count, 3);
+    assert_int_equal(accs[0].total.late, 1);
     assert_int_equal(accs[1].total.count, 2);
-    assert_int_equal(accs[2].total.late, 1);
+    assert_int_equal(accs[2].total.count, 0);
     for (int i = 0; i < 3; i++) {
         agg_query_acc_fini(&accs[i]);
     }
+    /* Too old: its bucket is older than retention.max: counted as late only, in the bucket
+     * of its arrival (commit_events' now is T0 + 1 h). */
+    ev_t old = {.id = 6,
+                .body = REQ,
+                .time_us = T0 - 40 * 86400 * SEC,
+                .value = 1000,
+                .received_us = T0 + 3600 * SEC - 5 * SEC};
+    st = commit_events(d.store, 0, 5, &old, 1, res);
+    assert_int_equal(res[0], AGG_MSG_LATE);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(st.late, 1);
+    int64_t arrival_s = agg_bucket_align(T0 + 3595 * SEC, AGG_BUCKET_WIDTH_S);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", arrival_s, arrival_s + 10, &b), 0);
+    assert_int_equal(b.late, 1);
+    assert_int_equal(total(d.store, "/pay"), 5);
     agg_bucket_fini(&b);
     db_close(&d);
 }
