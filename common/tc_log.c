@@ -109,6 +109,9 @@ static void utf8_trim_cut(char *s, size_t len)
 }
 
 static void log_emit(tc_log_level_t level, const char *event, json_t *fields, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void log_emit(tc_log_level_t level, const char *event, json_t *fields, const char *fmt,
                      va_list ap)
 {
     if (level < log_min || level > TC_LOG_ERROR) {
