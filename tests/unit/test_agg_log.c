@@ -40,7 +40,7 @@ static void make(log_t *l, int level, const char *message, size_t nfields)
     l->log.logger = "app.pay";
     for (size_t i = 0; i < nfields; i++) {
         tocsin__v1__log_record__fields_entry__init(&l->f[i]);
-        snprintf(l->keys[i], sizeof(l->keys[i]), "k%zu", i);
+        snprintf(l->keys[i], sizeof(l->keys[i]), "k%u", (unsigned)(i % 1000));
         l->f[i].key = l->keys[i];
         l->f[i].value = i == 1 ? "order-42" : "v";
         l->fp[i] = &l->f[i];
