@@ -30,6 +30,7 @@
 #include "tc_http.h"
 #include "tc_log.h"
 #include "tc_metrics.h"
+#include "tc_selfmon.h"
 
 #define AGG_MAX_PARTITIONS 1024
 
@@ -62,6 +63,7 @@ typedef struct {
     uint64_t lmdb_map_size;
     uint64_t lmdb_max_map;
     int64_t shutdown_timeout_ms;
+    tc_selfmon_config_t selfmon;
     tc_cfg_kvs_t kafka;
 } agg_config_t;
 

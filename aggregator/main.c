@@ -89,6 +89,7 @@ static const tc_cfg_entry_t config_table[] = {
      "the map doubles on MDB_MAP_FULL up to this size", 0, 0},
     {"shutdown.timeout", TC_CFG_DURATION, "10s", OFF(shutdown_timeout_ms),
      "on SIGTERM, how long to wait for owed states to be delivered", 0, 0},
+    TC_SELFMON_CONFIG_ENTRIES(agg_config_t, selfmon, "tcp://127.0.0.1:7420"),
     {"kafka.", TC_CFG_PASSTHROUGH, NULL, OFF(kafka),
      "passed to librdkafka unchanged (kafka.security.protocol=SASL_SSL, ...)", 0, 0},
     TC_CFG_END,
@@ -234,6 +235,22 @@ static int metrics_register(tc_metrics_t *reg, agg_metrics_t *m)
     return 0;
 }
 
+/* Heartbeat of tocsin-aggregator through the pipeline (tc_selfmon), with the consumer's lag;
+ * stopped before the consumer closes. */
+static tc_selfmon_t *selfmon;
+
+static int selfmon_start(agg_daemon_t *d)
+{
+    selfmon = tc_selfmon_new("aggregator", d->instance_id, &d->cfg.selfmon, d->metrics,
+                             "tocsin_aggregator_");
+    if (!selfmon ||
+        tc_selfmon_gauge_fn(selfmon, "consumer.lag", "records", tc_selfmon_kafka_lag,
+                            d->consumer) != 0) {
+        return TC_ENOMEM;
+    }
+    return tc_selfmon_start(selfmon);
+}
+
 static char *default_instance_id(void)
 {
     char host[256] = "localhost";
@@ -332,6 +349,7 @@ static void run(agg_daemon_t *d)
         }
     }
     tc_log(TC_LOG_INFO, "aggregator.stopping", "stop requested; draining");
+    tc_selfmon_destroy(&selfmon);
     d->retry_at_us = 0;
     agg_publish_poll(d, 0);
     agg_commit(d);
@@ -420,10 +438,14 @@ int main(int argc, char **argv)
                       "topic", d->cfg.topic_events, "data_dir", d->cfg.data_dir),
             "tocsin-aggregator %s listening on %s:%d", TOCSIN_VERSION, d->cfg.http_bind,
             (int)tc_http_port(d->http));
+    if (selfmon_start(d) != 0) {
+        goto out;
+    }
     run(d);
     exit_code = d->fatal ? 1 : 0;
 
 out:
+    tc_selfmon_destroy(&selfmon); /* it reads the consumer */
     /* HTTP first: its handlers read the store. */
     tc_http_destroy(&d->http);
     agg_probe_stop(d);

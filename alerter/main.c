@@ -36,6 +36,7 @@
 #include "tc_kafka.h"
 #include "tc_log.h"
 #include "tc_metrics.h"
+#include "tc_selfmon.h"
 #include "tc_signal.h"
 #include "tc_util.h"
 
@@ -63,6 +64,7 @@ typedef struct {
     char *api_token;
     int64_t max_in_flight;
     int64_t connect_timeout_ms;
+    tc_selfmon_config_t selfmon;
     tc_cfg_kvs_t kafka;
 } config_t;
 
@@ -101,6 +103,7 @@ static const tc_cfg_entry_t config_table[] = {
      "delivery attempts running at once (over all receivers)", 1, 1024},
     {"notify.connect_timeout", TC_CFG_DURATION, "3s", offsetof(config_t, connect_timeout_ms),
      "bound on connecting to a receiver", 0, 0},
+    TC_SELFMON_CONFIG_ENTRIES(config_t, selfmon, "tcp://127.0.0.1:7420"),
     {"kafka.", TC_CFG_PASSTHROUGH, NULL, offsetof(config_t, kafka),
      "passed to librdkafka unchanged (kafka.security.protocol=SASL_SSL, ...)", 0, 0},
     TC_CFG_END};
@@ -126,6 +129,7 @@ typedef struct {
     rd_kafka_topic_t *rkt;
     tc_http_t *http;
     tc_metrics_t *metrics;
+    tc_selfmon_t *selfmon; /* heartbeat and consumer lag through the pipeline */
     int64_t rules_loaded_us;
 
     tc_counter_t *m_consumed;
@@ -1333,7 +1337,16 @@ int main(int argc, char **argv)
                       (int)tc_http_port(app->http)),
             "HTTP on %s:%u", app->cfg.http_bind, (unsigned)tc_http_port(app->http));
 
+    app->selfmon = tc_selfmon_new("alerter", app->instance, &app->cfg.selfmon, app->metrics,
+                                  "tocsin_alerter_");
+    if (!app->selfmon ||
+        tc_selfmon_gauge_fn(app->selfmon, "consumer.lag", "records", tc_selfmon_kafka_lag,
+                            app->rk) != 0 ||
+        tc_selfmon_start(app->selfmon) != 0) {
+        goto out;
+    }
     run(app);
+    tc_selfmon_destroy(&app->selfmon); /* it reads the consumer */
 
     tc_log(TC_LOG_INFO, "stop", "stopping: persisting state and draining notifications");
     tc_http_destroy(&app->http);
@@ -1352,6 +1365,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&app->lock);
     exit_code = 0;
 out:
+    tc_selfmon_destroy(&app->selfmon);
     tc_http_destroy(&app->http);
     if (app->rkt) {
         rd_kafka_topic_destroy(app->rkt);

@@ -58,6 +58,7 @@
 #include "tc_kafka.h"
 #include "tc_log.h"
 #include "tc_metrics.h"
+#include "tc_selfmon.h"
 #include "tc_signal.h"
 #include "tc_util.h"
 
@@ -123,6 +124,7 @@ typedef struct {
     int64_t retry_after_ms;
     int64_t message_timeout_ms;
     int64_t shutdown_timeout_ms;
+    tc_selfmon_config_t selfmon;
     tc_cfg_kvs_t kafka;
 } col_config_t;
 
@@ -202,6 +204,7 @@ static const tc_cfg_entry_t config_table[] = {
      0, 0},
     {"shutdown.timeout", TC_CFG_DURATION, "10s", OFF(shutdown_timeout_ms),
      "on SIGTERM, how long in-flight deliveries may take before they are spooled", 0, 0},
+    TC_SELFMON_CONFIG_ENTRIES(col_config_t, selfmon, "self"),
     {"kafka.", TC_CFG_PASSTHROUGH, NULL, OFF(kafka),
      "passed to librdkafka unchanged (kafka.security.protocol=SASL_SSL, kafka.linger.ms, ...)", 0,
      0},
@@ -666,6 +669,7 @@ typedef struct {
     tc_metrics_t *metrics;
     col_metrics_t m;
     tc_http_t *http;
+    tc_selfmon_t *selfmon; /* heartbeat and spool gauges through the pipeline */
     kafka_probe_t probe;
     bool probe_running;
     pthread_t probe_thread;
@@ -2189,6 +2193,7 @@ static void probe_stop(col_daemon_t *d)
 /* Tears down in the order the pieces depend on each other; safe on a half-started daemon. */
 static void daemon_stop(col_daemon_t *d)
 {
+    tc_selfmon_destroy(&d->selfmon); /* its gauge callbacks read the metrics */
     tc_http_destroy(&d->http);
     probe_stop(d);
     for (int i = 0; i < COL_TOPIC_COUNT; i++) {
@@ -2252,6 +2257,36 @@ static void daemon_stop(col_daemon_t *d)
     pthread_mutex_destroy(&d->probe.mu);
     pthread_cond_destroy(&d->probe.cv);
     tc_config_free(config_table, &d->cfg);
+}
+
+/* Self-monitoring (tc_selfmon): the share of the spool in use, read on its thread. */
+static int spool_fill(void *ctx, double *out)
+{
+    const col_metrics_t *m = ctx;
+    double max = tc_gauge_get(m->spool_max_bytes);
+    *out = max > 0 ? tc_gauge_get(m->spool_bytes) / max : 0;
+    return 0;
+}
+
+/* Heartbeat of tocsin-collector to selfmon.collectors ("self": this ROUTER), with the spool. */
+static int selfmon_start(col_daemon_t *d)
+{
+    char endpoint[256] = "";
+    size_t len = sizeof(endpoint);
+    d->selfmon = tc_selfmon_new("collector", d->instance_id, &d->cfg.selfmon, d->metrics,
+                                "tocsin_collector_");
+    if (!d->selfmon || zmq_getsockopt(d->router, ZMQ_LAST_ENDPOINT, endpoint, &len) != 0 ||
+        tc_selfmon_set_self(d->selfmon, endpoint,
+                            d->cfg.curve_enabled ? d->cfg.curve_server_cert : NULL) != 0 ||
+        tc_selfmon_gauge_fn(d->selfmon, "spool.bytes", "bytes", tc_selfmon_read_gauge,
+                            d->m.spool_bytes) != 0 ||
+        tc_selfmon_gauge_fn(d->selfmon, "spool.entries", "", tc_selfmon_read_gauge,
+                            d->m.spool_entries) != 0 ||
+        tc_selfmon_gauge_fn(d->selfmon, "spool.fill", "ratio", spool_fill, &d->m) != 0) {
+        tc_log(TC_LOG_ERROR, "collector.selfmon", "cannot set up self-monitoring");
+        return TC_ENOMEM;
+    }
+    return tc_selfmon_start(d->selfmon);
 }
 
 static void log_listening(col_daemon_t *d)
@@ -2341,8 +2376,14 @@ int main(int argc, char **argv)
         return 1;
     }
     log_listening(d);
+    rc = selfmon_start(d);
+    if (rc != 0) {
+        daemon_stop(d);
+        return rc == TC_EINVAL ? 2 : 1;
+    }
 
     rc = run_loop(d);
+    tc_selfmon_destroy(&d->selfmon);
     drain_inflight(d);
     tc_logj(TC_LOG_INFO, "collector.stopped",
             json_pack("{s:I, s:I, s:I, s:I}", "batches_received",

@@ -18,7 +18,7 @@ PACKAGES=(
     libcmocka-dev
     libdw-dev                      # libtocsin: stack frames to function, file and line (elfutils)
     python3 curl
-    python3-yaml yamllint prometheus docker-compose systemd  # deploy/ checks (promtool is in prometheus)
+    python3-yaml yamllint prometheus prometheus-alertmanager docker-compose systemd  # deploy/ checks (promtool: prometheus, amtool: prometheus-alertmanager)
 )
 
 # Peers the benchmarks compare against, installed only by `scripts/deps.sh --bench`.

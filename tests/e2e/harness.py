@@ -160,8 +160,11 @@ class Cluster:
             raise TestFailure(f"bus fault API: {status} {body}")
 
     def common_args(self, http_port, extra):
+        # Self-monitoring (selfmon.*) is off unless a scenario sets selfmon.collectors in
+        # `extra`: the daemons' own heartbeats would add events to what scenarios count.
         args = ["--set", "http.bind=127.0.0.1", "--set", f"http.port={http_port}",
-                "--set", f"brokers_file={self.bootstrap_file}", "--set", "log.level=info"]
+                "--set", f"brokers_file={self.bootstrap_file}", "--set", "log.level=info",
+                "--set", "selfmon.collectors="]
         for k, v in (extra or {}).items():
             args += ["--set", f"{k}={v}"]
         return args

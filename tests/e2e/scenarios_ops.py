@@ -424,7 +424,7 @@ def check_compose(c):
     doc = load_yaml_all(compose)[0]
     svcs = doc["services"]
     for name in ("kafka-1", "kafka-2", "kafka-3", "collector-1", "collector-2", "aggregator-1",
-                 "aggregator-2", "alerter", "prometheus", "grafana"):
+                 "aggregator-2", "alerter", "prometheus", "alertmanager", "grafana"):
         check(name in svcs, f"compose lacks {name}")
     voters = set()
     for i in (1, 2, 3):
@@ -454,6 +454,19 @@ def check_compose(c):
     for name, port in (("collector-1", 7421), ("collector-2", 7421), ("aggregator-1", 7430),
                        ("aggregator-2", 7430), ("alerter", 7440)):
         check(f"{name}:{port}" in targets, f"prometheus does not scrape {name}:{port}")
+    # Prometheus' alerts leave through the compose file's own Alertmanager (what watches the
+    # alerter must not page through it).
+    ams = [t for a in prom["alerting"]["alertmanagers"] for sc in a["static_configs"]
+           for t in sc["targets"]]
+    check(ams == ["alertmanager:9093"], f"prometheus alertmanagers {ams}")
+    # Self-monitoring: the client certificate every daemon's config names is made by
+    # curve-keys, its public half allowed by the collectors, and mounted where it is read.
+    keys = " ".join(svcs["curve-keys"]["command"])
+    check("keygen tocsin-selfmon" in keys and "clients/tocsin-selfmon.key" in keys,
+          "curve-keys does not make the tocsin-selfmon certificate")
+    for name in ("collector-1", "collector-2", "aggregator-1", "aggregator-2", "alerter"):
+        check("curve:/etc/tocsin/curve:ro" in svcs[name]["volumes"],
+              f"{name} does not mount the curve volume (selfmon.curve_cert)")
 
 
 def check_dockerfile(c):
@@ -568,6 +581,10 @@ def check_prometheus_and_grafana(c, exported):
     rc, out = run_tool(["promtool", "check", "rules", os.path.join(tmp, "tocsin-alerts.yml")],
                        "prometheus rules")
     check(rc == 0, f"promtool check rules:\n{out}")
+    rc, out = run_tool(["amtool", "check-config",
+                        os.path.join(DEPLOY, "prometheus", "alertmanager.yml")],
+                       "alertmanager config (prometheus-alertmanager)")
+    check(rc == 0, f"amtool check-config:\n{out}")
     used = {}
     rules = load_yaml_all(os.path.join(DEPLOY, "prometheus", "tocsin-alerts.yml"))[0]
     for g in rules["groups"]:
@@ -600,8 +617,11 @@ def check_prometheus_and_grafana(c, exported):
                     used.setdefault(m, f"dashboard {f} panel {p['title']!r}")
     unknown = {m: where for m, where in used.items() if m not in exported}
     check(not unknown, f"metrics no daemon exports: {unknown}")
-    print(f"{len(used)} metric names in {npanels} panels and {len(rules['groups'][0]['rules'])} "
-          f"alert rules, all exported by the daemons")
+    nrules = sum(len(g["rules"]) for g in rules["groups"])
+    check(any(r["alert"] == "TocsinAlerterDown" for g in rules["groups"] for r in g["rules"]),
+          "no Prometheus rule watches the alerter")
+    print(f"{len(used)} metric names in {npanels} panels and {nrules} alert rules, all "
+          f"exported by the daemons")
 
 
 def check_kubernetes(c):
@@ -703,6 +723,31 @@ def scenario_ops_deploy(c):
                            "rules", "check", os.path.join(DEPLOY, "config", "rules.yaml")])
     check(rc == 0, f"deploy/config/tocsinctl.conf or rules.yaml: {err}")
     print(out)
+    # The pipeline's own rules ship in every rule file: a dead-man's switch per stage, spool
+    # depth, consumer lag (the same in deploy/config, the ConfigMap and local mode).
+    cm = [d for d in load_yaml_all(os.path.join(DEPLOY, "kubernetes", "configmap.yaml"))
+          if d["kind"] == "ConfigMap"][0]["data"]["rules.yaml"]
+    import yaml  # noqa: PLC0415 (load_yaml_all made sure it is there)
+    for where, doc in (("deploy/config/rules.yaml",
+                        load_yaml_all(os.path.join(DEPLOY, "config", "rules.yaml"))[0]),
+                       ("the ConfigMap", yaml.safe_load(cm)),
+                       ("deploy/local/rules.yaml",
+                        load_yaml_all(os.path.join(DEPLOY, "local", "rules.yaml"))[0])):
+        got = {(r["alert"], r["type"], r["service"], r.get("name", "heartbeat"), r["severity"])
+               for r in doc["rules"] if r["alert"].startswith("Pipeline")}
+        want = {("PipelineStageSilent", "absence", f"tocsin-{s}", "heartbeat", "critical")
+                for s in ("collector", "aggregator", "alerter")}
+        want |= {("PipelineSpoolDepth", "metric", "tocsin-collector", "spool.fill", "warning"),
+                 ("PipelineConsumerLag", "metric", "tocsin-aggregator", "consumer.lag",
+                  "warning"),
+                 ("PipelineConsumerLag", "metric", "tocsin-alerter", "consumer.lag", "warning")}
+        check(got == want, f"{where}: pipeline rules {sorted(got)}")
+        for r in doc["rules"]:
+            if r["alert"].startswith("Pipeline"):
+                rb = r["annotations"]["runbook"]
+                check(os.path.exists(os.path.join(ROOT, rb)), f"{where} {r['alert']}: {rb}")
+    rc, out, err = ctl(c, ["rules", "check", os.path.join(DEPLOY, "local", "rules.yaml")])
+    check(rc == 0, f"deploy/local/rules.yaml: {err}")
 
 
 SCENARIOS = {"ops_ctl": scenario_ops_ctl, "ops_deploy": scenario_ops_deploy}

@@ -9,3 +9,6 @@ tocsin_unit_test(test_ctl_status tocsin_ctl_core)
 tocsin_unit_test(test_ctl_view tocsin_ctl_core)
 tocsin_unit_test(test_ctl_rules tocsin_ctl_core)
 tocsin_unit_test(test_ctl_lag tocsin_ctl_core)
+# common/tc_selfmon (the daemons' heartbeat through the pipeline, issue 7): a real ZeroMQ
+# ROUTER plays the collector; librdkafka's mock cluster serves the lag helper.
+tocsin_unit_test(test_tc_selfmon tocsin_selfmon PkgConfig::ZMQ)
