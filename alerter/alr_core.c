@@ -5,8 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "tc_error.h"
 #include "tc_util.h"
+
+/* Issue changes already applied, by hash of (service, issue id, kind, time): aggregators
+ * publish them at least once. Open addressing; a key of 0 marks an empty slot. */
+typedef struct {
+    uint64_t *keys;
+    int64_t *at; /* when applied (alerter clock) */
+    size_t cap, n;
+    uint64_t *added, *removed; /* since the last persist */
+    size_t nadded, capadded, nremoved, capremoved;
+} seen_t;
 
 struct alr_core {
     alr_window_t *window;
@@ -21,7 +33,150 @@ struct alr_core {
     char **dirty_services; /* sorted, unique */
     size_t ndirty, capdirty;
     alr_events_t pending;  /* events from a restore, dispatched at restore_done */
+    seen_t seen;
 };
+
+/* ---- issue changes seen ---------------------------------------------------------------- */
+
+static size_t seen_slot(const seen_t *t, uint64_t k)
+{
+    size_t h = (size_t)(k * 0x9E3779B97F4A7C15ULL) & (t->cap - 1);
+    while (t->keys[h] && t->keys[h] != k) {
+        h = (h + 1) & (t->cap - 1);
+    }
+    return h;
+}
+
+static bool seen_has(const seen_t *t, uint64_t k)
+{
+    return t->cap && t->keys[seen_slot(t, k)] == k;
+}
+
+static int u64_push(uint64_t **arr, size_t *n, size_t *cap, uint64_t v)
+{
+    if (*n == *cap) {
+        size_t next = *cap ? *cap * 2 : 16;
+        uint64_t *p = realloc(*arr, next * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        *arr = p;
+        *cap = next;
+    }
+    (*arr)[(*n)++] = v;
+    return 0;
+}
+
+/* Rebuilds the table with room for `want` entries, keeping those applied after `horizon`
+ * (the others are noted removed). */
+static int seen_rebuild(seen_t *t, size_t want, int64_t horizon)
+{
+    size_t cap = 64;
+    while (cap < want * 2) {
+        cap *= 2;
+    }
+    uint64_t *keys = calloc(cap, sizeof(*keys));
+    int64_t *at = calloc(cap, sizeof(*at));
+    if (!keys || !at) {
+        free(keys);
+        free(at);
+        return TC_ENOMEM;
+    }
+    seen_t nt = *t;
+    nt.keys = keys;
+    nt.at = at;
+    nt.cap = cap;
+    nt.n = 0;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->keys[i]) {
+            continue;
+        }
+        if (t->at[i] <= horizon) {
+            (void)u64_push(&nt.removed, &nt.nremoved, &nt.capremoved, t->keys[i]);
+            continue;
+        }
+        size_t h = seen_slot(&nt, t->keys[i]);
+        nt.keys[h] = t->keys[i];
+        nt.at[h] = t->at[i];
+        nt.n++;
+    }
+    free(t->keys);
+    free(t->at);
+    *t = nt;
+    return 0;
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* Forgets the oldest quarter when full. */
+static int seen_make_room(seen_t *t)
+{
+    if (t->n < ALR_ISSUE_SEEN_MAX) {
+        return 0;
+    }
+    int64_t *ages = malloc(t->n * sizeof(*ages));
+    if (!ages) {
+        return TC_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->keys[i]) {
+            ages[k++] = t->at[i];
+        }
+    }
+    qsort(ages, k, sizeof(*ages), cmp_i64);
+    int64_t horizon = ages[k / 4];
+    free(ages);
+    return seen_rebuild(t, t->n, horizon);
+}
+
+static int seen_add(seen_t *t, uint64_t k, int64_t at_us, bool note)
+{
+    if (seen_make_room(t) != 0) {
+        return TC_ENOMEM;
+    }
+    if ((t->n + 1) * 2 > t->cap && seen_rebuild(t, t->n + 1, INT64_MIN) != 0) {
+        return TC_ENOMEM;
+    }
+    size_t h = seen_slot(t, k);
+    if (!t->keys[h]) {
+        t->n++;
+    }
+    t->keys[h] = k;
+    t->at[h] = at_us;
+    return note ? u64_push(&t->added, &t->nadded, &t->capadded, k) : 0;
+}
+
+static void seen_fini(seen_t *t)
+{
+    free(t->keys);
+    free(t->at);
+    free(t->added);
+    free(t->removed);
+    memset(t, 0, sizeof(*t));
+}
+
+static int64_t seen_at(const seen_t *t, uint64_t k)
+{
+    return t->cap && t->keys[seen_slot(t, k)] == k ? t->at[seen_slot(t, k)] : 0;
+}
+
+uint64_t alr_issue_change_id(const alr_issue_t *is)
+{
+    /* service \0 issue_id \0 kind time_us(be64): both strings are bounded by the decoder */
+    uint8_t buf[ALR_SERVICE_MAX + ALR_ISSUE_ID_MAX + 2 + 9];
+    size_t a = strlen(is->service), b = strlen(is->issue_id);
+    memcpy(buf, is->service, a + 1);
+    memcpy(buf + a + 1, is->issue_id, b + 1);
+    buf[a + b + 2] = is->regressed ? 2 : 1;
+    tc_be64_put(buf + a + b + 3, (uint64_t)is->time_us);
+    uint64_t h = XXH64(buf, a + b + 11, 0x7153);
+    return h ? h : 1; /* 0 marks an empty slot */
+}
 
 static uint64_t rnd64(alr_core_t *self)
 {
@@ -68,6 +223,7 @@ void alr_core_destroy(alr_core_t **self_p)
     }
     free(self->dirty_services);
     alr_events_fini(&self->pending);
+    seen_fini(&self->seen);
     free(self->external_url);
     free(self);
     *self_p = NULL;
@@ -155,11 +311,28 @@ int alr_core_put_record(alr_core_t *self, const alr_record_t *rec, int64_t now_u
         return rc;
     }
     if (rec->kind == ALR_REC_ISSUE) {
+        uint64_t id = alr_issue_change_id(&rec->issue);
+        if (seen_has(&self->seen, id)) {
+            return 0; /* delivered again: applied once already */
+        }
+        if (seen_add(&self->seen, id, now_us, true) != 0) {
+            return TC_ENOMEM;
+        }
         alr_events_t evs = {0};
         int rc = alr_evaluator_issue(self->ev, &rec->issue, now_us, &evs);
         if (rc >= 0) {
             int d = dispatch(self, &evs, now_us);
             rc = d != 0 ? d : 1;
+        }
+        alr_events_fini(&evs);
+        return rc;
+    }
+    if (rec->kind == ALR_REC_ISSUE_STATUS) {
+        alr_events_t evs = {0};
+        int rc = alr_evaluator_issue_status(self->ev, &rec->status, now_us, &evs);
+        if (rc >= 0) {
+            int d = dispatch(self, &evs, now_us);
+            rc = d != 0 ? d : (rc > 0 ? 1 : 0);
         }
         alr_events_fini(&evs);
         return rc;
@@ -200,6 +373,18 @@ int alr_core_evaluate(alr_core_t *self, int64_t now_us, bool full)
     if (rc == 0) {
         rc = alr_core_tick(self, now_us);
     }
+    if (rc == 0 && full && self->seen.n > 0) {
+        int64_t oldest = INT64_MAX;
+        for (size_t i = 0; i < self->seen.cap; i++) {
+            if (self->seen.keys[i] && self->seen.at[i] < oldest) {
+                oldest = self->seen.at[i];
+            }
+        }
+        if (oldest <= now_us - ALR_ISSUE_SEEN_KEEP_US &&
+            seen_rebuild(&self->seen, self->seen.n, now_us - ALR_ISSUE_SEEN_KEEP_US) != 0) {
+            rc = TC_ENOMEM;
+        }
+    }
     if (rc == 0 && full && self->rules) {
         /* Keep the longest window plus a margin; older buckets cannot matter to any rule. */
         int64_t keep = alr_ruleset_max_window_ms(self->rules) * 1000;
@@ -208,6 +393,20 @@ int alr_core_evaluate(alr_core_t *self, int64_t now_us, bool full)
         alr_window_prune(self->window, (wm - keep - margin) / 1000000);
     }
     return rc != 0 ? rc : n;
+}
+
+int64_t alr_core_next_wake(const alr_core_t *self, int64_t now_us)
+{
+    int64_t best = alr_dispatch_next_wake(self->dispatch, now_us);
+    int64_t t = alr_evaluator_next_wake(self->ev, now_us);
+    if (t > 0 && (!best || t < best)) {
+        best = t;
+    }
+    t = alr_silences_next_edge(self->silences, now_us);
+    if (t > 0 && (!best || t < best)) {
+        best = t;
+    }
+    return best;
 }
 
 size_t alr_core_poll(alr_core_t *self, int64_t now_us, alr_attempt_t *out, size_t max)
@@ -292,6 +491,98 @@ int alr_core_silence_expire(alr_core_t *self, const char *id, int64_t now_us)
         alr_core_tick(self, now_us);
     }
     return rc;
+}
+
+/* ---- HA -------------------------------------------------------------------------------- */
+
+int alr_core_set_active(alr_core_t *self, bool active, int64_t now_us)
+{
+    int rc = alr_dispatch_set_active(self->dispatch, active, self->ev, self->silences, now_us);
+    if (rc == 0 && active) {
+        rc = alr_dispatch_tick(self->dispatch, self->ev, self->silences, now_us);
+    }
+    return rc;
+}
+
+bool alr_core_active(const alr_core_t *self)
+{
+    return alr_dispatch_active(self->dispatch);
+}
+
+json_t *alr_core_human_json(const char *action, uint64_t fp, const char *by,
+                            const char *comment, int64_t at_us, int64_t expires_us)
+{
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016" PRIx64, fp);
+    return json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I}", "v", 1, "action", action,
+                     "fingerprint", hex, "by", by ? by : "", "comment", comment ? comment : "",
+                     "at_us", (json_int_t)at_us, "expires_us", (json_int_t)expires_us);
+}
+
+/* A person's acknowledgement, withdrawal or resolve made on a replica, applied here as it
+ * was there: only to the firing it was about, and only once (times decide). */
+static int apply_human(alr_core_t *self, const json_t *doc, int64_t now_us)
+{
+    const char *action = json_string_value(json_object_get(doc, "action"));
+    const char *hex = json_string_value(json_object_get(doc, "fingerprint"));
+    int64_t at = (int64_t)json_integer_value(json_object_get(doc, "at_us"));
+    int64_t expires = (int64_t)json_integer_value(json_object_get(doc, "expires_us"));
+    const char *by = json_string_value(json_object_get(doc, "by"));
+    const char *comment = json_string_value(json_object_get(doc, "comment"));
+    char *end = NULL;
+    uint64_t fp = hex ? strtoull(hex, &end, 16) : 0;
+    if (!action || !hex || !end || *end || at <= 0 || expires < 0) {
+        return TC_EPARSE;
+    }
+    alr_alert_t *a = alr_evaluator_get(self->ev, fp);
+    if (!a) {
+        return TC_ENOTFOUND;
+    }
+    bool firing = a->state == ALR_STATE_FIRING || a->state == ALR_STATE_ACKNOWLEDGED;
+    alr_events_t evs = {0};
+    int rc;
+    if (strcmp(action, "ack") == 0) {
+        if (!firing || a->fired_at_us > at ||
+            (a->state == ALR_STATE_ACKNOWLEDGED && a->ack_at_us >= at)) {
+            return TC_ESTATE;
+        }
+        rc = alr_evaluator_ack(self->ev, fp, by, comment, expires, at, &evs);
+    } else if (strcmp(action, "unack") == 0) {
+        if (a->state != ALR_STATE_ACKNOWLEDGED || a->ack_at_us >= at) {
+            return TC_ESTATE;
+        }
+        rc = alr_evaluator_unack(self->ev, fp, at, &evs);
+    } else if (strcmp(action, "resolve") == 0) {
+        if (!firing || a->fired_at_us > at) {
+            return TC_ESTATE;
+        }
+        rc = alr_evaluator_resolve(self->ev, fp, by, at, &evs);
+    } else {
+        return TC_EPARSE;
+    }
+    return after_action(self, &evs, rc, now_us);
+}
+
+int alr_core_mirror(alr_core_t *self, const char *kind, const char *key, const json_t *doc,
+                    int64_t now_us)
+{
+    if (strcmp(kind, "silence") == 0) {
+        if (!doc) {
+            return 0; /* silences expire, they are not deleted */
+        }
+        int rc = alr_silences_upsert(self->silences, doc);
+        if (rc == 0) {
+            alr_dispatch_silences_changed(self->dispatch);
+        }
+        return rc;
+    }
+    if (strcmp(kind, "human") == 0) {
+        return doc ? apply_human(self, doc, now_us) : 0;
+    }
+    if (alr_dispatch_active(self->dispatch)) {
+        return 0; /* the leader's own state is its own: an old leader's record is stale */
+    }
+    return alr_dispatch_mirror(self->dispatch, kind, key, doc, self->ev);
 }
 
 /* ---- views --------------------------------------------------------------------------- */
@@ -574,6 +865,22 @@ int alr_core_each_dirty(alr_core_t *self, alr_dispatch_record_fn fn, void *ctx)
             json_decref(d);
         }
     }
+    for (size_t i = 0; i < self->seen.nremoved && rc == 0; i++) {
+        char k[17];
+        snprintf(k, sizeof(k), "%016" PRIx64, self->seen.removed[i]);
+        rc = fn(ctx, "ichg", k, NULL);
+    }
+    for (size_t i = 0; i < self->seen.nadded && rc == 0; i++) {
+        char k[17];
+        snprintf(k, sizeof(k), "%016" PRIx64, self->seen.added[i]);
+        int64_t at = seen_at(&self->seen, self->seen.added[i]);
+        if (!at) {
+            continue; /* added and forgotten since */
+        }
+        json_t *d = json_pack("{s:I}", "at_us", (json_int_t)at);
+        rc = d ? fn(ctx, "ichg", k, d) : TC_ENOMEM;
+        json_decref(d);
+    }
     if (rc == 0 && alr_dispatch_dirty(self->dispatch)) {
         rc = alr_dispatch_each_dirty(self->dispatch, fn, ctx);
     }
@@ -585,6 +892,8 @@ void alr_core_persisted(alr_core_t *self)
     alr_evaluator_persisted(self->ev);
     alr_silences_persisted(self->silences);
     alr_dispatch_persisted(self->dispatch);
+    self->seen.nadded = 0;
+    self->seen.nremoved = 0;
 }
 
 int alr_core_restore(alr_core_t *self, const char *kind, const char *key, const json_t *doc,
@@ -595,6 +904,15 @@ int alr_core_restore(alr_core_t *self, const char *kind, const char *key, const 
     }
     if (strcmp(kind, "silence") == 0) {
         return alr_silences_restore(self->silences, doc);
+    }
+    if (strcmp(kind, "ichg") == 0) {
+        char *end = NULL;
+        uint64_t id = strtoull(key, &end, 16);
+        int64_t at = (int64_t)json_integer_value(json_object_get(doc, "at_us"));
+        if (!end || *end || id == 0 || at <= 0) {
+            return TC_EPARSE;
+        }
+        return seen_add(&self->seen, id, at, false);
     }
     return alr_dispatch_restore(self->dispatch, kind, key, doc);
 }

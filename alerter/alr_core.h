@@ -35,6 +35,14 @@ typedef struct {
 
 typedef struct alr_core alr_core_t;
 
+/* Issue changes are remembered (to apply each once) this long, and this many at most. */
+#define ALR_ISSUE_SEEN_KEEP_US (7LL * 86400 * 1000000)
+#define ALR_ISSUE_SEEN_MAX 200000
+
+/* The identity of an issue change: a hash of service, issue id, kind and time_us (an
+ * aggregator may publish the same change more than once). Never 0. */
+uint64_t alr_issue_change_id(const alr_issue_t *issue);
+
 alr_core_t *alr_core_new(const alr_core_opts_t *opts);
 void alr_core_destroy(alr_core_t **self_p);
 
@@ -45,8 +53,11 @@ const alr_ruleset_t *alr_core_rules(const alr_core_t *self);
 
 /*
  * Applies a decoded record: a bucket goes to the window store (its service is evaluated
- * at the next alr_core_evaluate), an issue change fires issue rules at once. Returns 1
- * (applied), 0 (ignored: stale revision, other kind), or alr_window_put's errors.
+ * at the next alr_core_evaluate); an issue change fires issue rules at once, unless the
+ * same change (alr_issue_change_id) was applied before; an issue status resolves the
+ * issue's alerts (alr_evaluator_issue_status). Returns 1 (applied), 0 (ignored: stale
+ * revision, a change seen before, a status that changed nothing, other kind), or
+ * alr_window_put's errors (TC_EINVAL, TC_EFULL, TC_ENOMEM).
  */
 int alr_core_put_record(alr_core_t *self, const alr_record_t *rec, int64_t now_us);
 
@@ -60,6 +71,10 @@ int alr_core_evaluate(alr_core_t *self, int64_t now_us, bool full);
 
 /* Runs only the timers and the dispatcher (after an API action). */
 int alr_core_tick(alr_core_t *self, int64_t now_us);
+
+/* The earliest time something is due without new data (dispatcher timers, `for`,
+ * acknowledgement expiry, flapping, issue resolves, silence edges); 0 when nothing is. */
+int64_t alr_core_next_wake(const alr_core_t *self, int64_t now_us);
 
 /* Attempts to start now (at most `max`). */
 size_t alr_core_poll(alr_core_t *self, int64_t now_us, alr_attempt_t *out, size_t max);
@@ -84,6 +99,29 @@ json_t *alr_core_silence_create(alr_core_t *self, const json_t *body, int64_t no
                                 int *status, char *err, size_t errlen);
 /* Returns 0, TC_ENOTFOUND or TC_ESTATE. */
 int alr_core_silence_expire(alr_core_t *self, const char *id, int64_t now_us);
+
+/* ---- HA (see alr_dispatch_set_active) ---- */
+
+/* Active: decides and sends (the default; an HA leader). Passive: mirrors. Becoming
+ * active reconciles and runs the dispatcher's timers. Returns 0 or TC_ENOMEM. */
+int alr_core_set_active(alr_core_t *self, bool active, int64_t now_us);
+bool alr_core_active(const alr_core_t *self);
+
+/* The record a replica applies for a person's action on an alert: `action` "ack", "unack"
+ * or "resolve", when (`at_us`), and the acknowledgement's expiry (0: never). New
+ * reference; NULL when out of memory. */
+json_t *alr_core_human_json(const char *action, uint64_t fp, const char *by,
+                            const char *comment, int64_t at_us, int64_t expires_us);
+
+/*
+ * Applies a record a replica published: "silence" (a silence created or expired there:
+ * created or replaced here), "human" (a person's action there: applied here to the same
+ * firing, once), and, while passive, the leader's dispatcher records ("group", "msg",
+ * "rcv", "meta"; see alr_dispatch_mirror). `doc` NULL is a deletion. Returns 0, TC_EPARSE,
+ * TC_ENOTFOUND or TC_ESTATE (an action that no longer applies: ignored), or TC_ENOMEM.
+ */
+int alr_core_mirror(alr_core_t *self, const char *kind, const char *key, const json_t *doc,
+                    int64_t now_us);
 
 /* ---- views (new references; NULL when out of memory) ---- */
 

@@ -183,6 +183,7 @@ struct alr_dispatch {
     bool silences_changed;
     int64_t silences_checked_us;
     bool meta_dirty;
+    bool passive;        /* an HA follower: mirrors the leader, decides and sends nothing */
     char **removed_groups;
     size_t nremoved_groups, capremoved_groups;
     uint64_t *removed_msgs;
@@ -1232,7 +1233,7 @@ static int on_flap_start(alr_dispatch_t *self, alr_evaluator_t *ev, group_t *g,
 int alr_dispatch_events(alr_dispatch_t *self, alr_evaluator_t *ev, const alr_silences_t *sil,
                         const alr_events_t *events, int64_t now_us)
 {
-    if (!self->rules) {
+    if (!self->rules || self->passive) {
         return 0;
     }
     for (size_t i = 0; i < events->len; i++) {
@@ -1482,7 +1483,7 @@ static void premerge(alr_dispatch_t *self, int64_t now_us)
 int alr_dispatch_tick(alr_dispatch_t *self, alr_evaluator_t *ev, const alr_silences_t *sil,
                       int64_t now_us)
 {
-    if (!self->rules) {
+    if (!self->rules || self->passive) {
         return 0;
     }
     int rc = 0;
@@ -1706,7 +1707,7 @@ static alr_msg_t *make_digest(alr_dispatch_t *self, rcv_t *r, const alr_receiver
 size_t alr_dispatch_poll(alr_dispatch_t *self, int64_t now_us, alr_attempt_t *out, size_t max)
 {
     size_t n = 0;
-    if (!self->rules) {
+    if (!self->rules || self->passive) {
         return 0;
     }
     const alr_settings_t *s = &self->rules->settings;
@@ -1898,9 +1899,51 @@ int alr_dispatch_mark_peer(alr_dispatch_t *self, uint64_t id, int64_t now_us)
     return 0;
 }
 
+/* When receiver `ri`'s queue head may go, as alr_dispatch_poll decides it (0: nothing
+ * waits, or an attempt is out: its outcome comes first). */
+static int64_t receiver_ready_at(const alr_dispatch_t *self, size_t ri, const alr_msg_t *head,
+                                 int64_t now_us)
+{
+    const rcv_t *r = &self->rcv[ri];
+    const alr_receiver_t *conf = &self->rules->receivers[ri];
+    if (r->in_flight || !head) {
+        return 0;
+    }
+    int64_t t = head->next_attempt_us > now_us ? head->next_attempt_us : now_us;
+    if (r->paused_until > t) {
+        t = r->paused_until;
+    }
+    if (r->breaker == BRK_OPEN && r->open_until > t) {
+        t = r->open_until;
+    }
+    if (conf->rate_per_s > 0) {
+        double tokens = r->tokens + (double)(now_us - r->tokens_at) / 1e6 * conf->rate_per_s;
+        if (tokens > conf->burst) {
+            tokens = conf->burst;
+        }
+        if (tokens < 1.0) {
+            int64_t refill = now_us + (int64_t)ceil((1.0 - tokens) / conf->rate_per_s * 1e6);
+            if (refill > t) {
+                t = refill;
+            }
+        }
+        if (conf->burst < 2.0 && r->last_done_us) {
+            int64_t spaced = r->last_done_us + (int64_t)(1e6 / conf->rate_per_s);
+            if (spaced > t) {
+                t = spaced;
+            }
+        }
+    }
+    int64_t give_up = head->created_us + self->rules->settings.retry_give_up_ms * 1000;
+    return give_up < t ? (give_up > now_us ? give_up : now_us) : t;
+}
+
 int64_t alr_dispatch_next_wake(const alr_dispatch_t *self, int64_t now_us)
 {
     int64_t best = 0;
+    if (self->passive || !self->rules) {
+        return 0;
+    }
 #define CONSIDER(t)                                                                          \
     do {                                                                                     \
         int64_t t_ = (t);                                                                    \
@@ -1913,25 +1956,44 @@ int64_t alr_dispatch_next_wake(const alr_dispatch_t *self, int64_t now_us)
         CONSIDER(self->groups[i]->escalate_at);
         CONSIDER(self->groups[i]->remind_at);
     }
-    for (size_t i = self->first_open; i < self->nmsgs; i++) {
+    /* Each receiver's queue head, found in one pass over the open messages. */
+    size_t found = 0;
+    bool *seen = self->nrcv ? calloc(self->nrcv, sizeof(bool)) : NULL;
+    for (size_t i = self->first_open; seen && i < self->nmsgs && found < self->nrcv; i++) {
         const alr_msg_t *m = self->msgs[i];
-        if (m->status == ALR_DLV_QUEUED) {
-            CONSIDER(m->next_attempt_us > now_us ? m->next_attempt_us : now_us);
+        if (m->status != ALR_DLV_QUEUED) {
+            continue;
         }
+        long ri = rcv_index(self, m->receiver);
+        if (ri < 0 || (size_t)ri >= self->nrcv || seen[ri]) {
+            continue;
+        }
+        seen[ri] = true;
+        found++;
+        CONSIDER(receiver_ready_at(self, (size_t)ri, m, now_us));
     }
-    for (size_t i = 0; i < self->nrcv; i++) {
-        if (self->rcv[i].paused_until > now_us) {
-            CONSIDER(self->rcv[i].paused_until);
-        }
-        if (self->rcv[i].breaker == BRK_OPEN) {
-            CONSIDER(self->rcv[i].open_until);
-        }
-    }
+    free(seen);
 #undef CONSIDER
     return best;
 }
 
 /* ---- rules --------------------------------------------------------------------------- */
+
+/* Finds a group's policy (by name) and route (the one its alerts take) in the current
+ * rules. */
+static void group_bind(alr_dispatch_t *self, group_t *g, alr_evaluator_t *ev)
+{
+    g->pol = policy_by_name(self->rules, g->policy);
+    g->route = -1;
+    for (size_t k = 0; self->rules && k < g->n; k++) {
+        const alr_alert_t *a = alr_evaluator_get(ev, g->m[k].fp);
+        long route;
+        if (a && route_alert(self, a, &route) == g->pol) {
+            g->route = route;
+            break;
+        }
+    }
+}
 
 int alr_dispatch_set_rules(alr_dispatch_t *self, const alr_ruleset_t *rules, alr_evaluator_t *ev,
                            int64_t now_us)
@@ -1980,17 +2042,7 @@ int alr_dispatch_set_rules(alr_dispatch_t *self, const alr_ruleset_t *rules, alr
     self->rules = rules;
     /* Groups find their policy and route again by name and labels. */
     for (size_t i = 0; i < self->ngroups; i++) {
-        group_t *g = self->groups[i];
-        g->pol = policy_by_name(rules, g->policy);
-        g->route = -1;
-        for (size_t k = 0; k < g->n; k++) {
-            const alr_alert_t *a = alr_evaluator_get(ev, g->m[k].fp);
-            long route;
-            if (a && route_alert(self, a, &route) == g->pol) {
-                g->route = route;
-                break;
-            }
-        }
+        group_bind(self, self->groups[i], ev);
     }
     /* Notifications for receivers that are gone cannot be delivered. */
     int rc = 0;
@@ -2279,6 +2331,146 @@ static const char *gs(const json_t *o, const char *k)
     return s ? s : "";
 }
 
+/* A message from its persisted form; NULL when malformed (*bad) or out of memory. */
+static alr_msg_t *msg_from_json(const json_t *doc, bool *bad)
+{
+    *bad = false;
+    json_t *payload = json_object_get(doc, "payload");
+    uint64_t id = (uint64_t)gi(doc, "id");
+    if (!id || !json_is_object(payload)) {
+        *bad = true;
+        return NULL;
+    }
+    alr_msg_t *m = calloc(1, sizeof(*m));
+    if (!m) {
+        return NULL;
+    }
+    m->id = id;
+    m->kind = (alr_msg_kind_t)gi(doc, "kind");
+    tc_strlcpy(m->receiver, gs(doc, "receiver"), sizeof(m->receiver));
+    tc_strlcpy(m->group_key, gs(doc, "group_key"), sizeof(m->group_key));
+    tc_strlcpy(m->dedup_key, gs(doc, "dedup_key"), sizeof(m->dedup_key));
+    m->tier = (unsigned)gi(doc, "tier");
+    m->payload = json_deep_copy(payload);
+    m->status = (alr_dlv_t)gi(doc, "status");
+    m->attempts = (unsigned)gi(doc, "attempts");
+    m->last_status = (int)gi(doc, "last_status");
+    tc_strlcpy(m->last_error, gs(doc, "last_error"), sizeof(m->last_error));
+    m->created_us = gi(doc, "created_us");
+    m->first_attempt_us = gi(doc, "first_attempt_us");
+    m->next_attempt_us = gi(doc, "next_attempt_us");
+    m->done_us = gi(doc, "done_us");
+    m->merged_into = (uint64_t)gi(doc, "merged_into");
+    if (!m->payload) {
+        msg_free(m);
+        return NULL;
+    }
+    if ((unsigned)m->status > ALR_DLV_PEER || (unsigned)m->kind > ALR_MSG_SELF) {
+        msg_free(m);
+        *bad = true;
+        return NULL;
+    }
+    return m;
+}
+
+static void msg_note_fps(alr_dispatch_t *self, const alr_msg_t *m)
+{
+    json_t *fps = json_object_get(m->payload, "fingerprints");
+    size_t i;
+    json_t *v;
+    json_array_foreach(fps, i, v)
+    {
+        map_put(&self->last_msg,
+                strtoull(json_string_value(v) ? json_string_value(v) : "0", NULL, 16), m->id);
+    }
+}
+
+/* A receiver's throttle state from its persisted form, into `r` (name set by the caller). */
+static void rcv_from_json(rcv_t *r, const json_t *doc)
+{
+    r->tokens = json_number_value(json_object_get(doc, "tokens"));
+    r->tokens_at = gi(doc, "tokens_at");
+    r->paused_until = gi(doc, "paused_until");
+    r->breaker = (int)gi(doc, "breaker");
+    r->failures = (unsigned)gi(doc, "failures");
+    r->open_until = gi(doc, "open_until");
+    r->opens = (unsigned)gi(doc, "opens");
+    json_decref(r->digests);
+    json_t *dg = json_object_get(doc, "digests");
+    r->digests = json_is_object(dg) ? json_deep_copy(dg) : NULL;
+    r->delivered = (uint64_t)gi(doc, "delivered");
+    r->failed = (uint64_t)gi(doc, "failed");
+    r->undelivered = (uint64_t)gi(doc, "undelivered");
+}
+
+/* A group from its persisted form, added to the dispatcher with its members. Returns 0,
+ * TC_EPARSE or TC_ENOMEM. */
+static int group_restore(alr_dispatch_t *self, const char *key, const json_t *doc,
+                         group_t **out)
+{
+    json_t *gl = json_object_get(doc, "group_labels");
+    json_t *members = json_object_get(doc, "members");
+    if (!json_is_object(gl) || !json_is_array(members)) {
+        return TC_EPARSE;
+    }
+    group_t *g = calloc(1, sizeof(*g));
+    if (!g) {
+        return TC_ENOMEM;
+    }
+    tc_strlcpy(g->key, key, sizeof(g->key));
+    dedup_of(g->key, g->dedup, sizeof(g->dedup));
+    tc_strlcpy(g->policy, gs(doc, "policy"), sizeof(g->policy));
+    g->pol = -1;
+    g->route = -1;
+    g->glabels = json_deep_copy(gl);
+    json_t *via = json_object_get(doc, "via");
+    g->via = json_is_object(via) ? json_deep_copy(via) : json_object();
+    g->flush_at = gi(doc, "flush_at");
+    g->last_flush = gi(doc, "last_flush");
+    g->escalate_at = gi(doc, "escalate_at");
+    g->remind_at = gi(doc, "remind_at");
+    g->tier = (unsigned)gi(doc, "tier");
+    g->cycle = (unsigned)gi(doc, "cycle");
+    g->flushed = json_is_true(json_object_get(doc, "flushed"));
+    g->acked = json_is_true(json_object_get(doc, "acked"));
+    if (!g->glabels || !g->via || groups_add(self, g) != 0) {
+        group_free(g);
+        return TC_ENOMEM;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(doc, "told"), i, v)
+    {
+        if (json_is_string(v) && told_add(g, json_string_value(v)) != 0) {
+            return TC_ENOMEM;
+        }
+    }
+    json_array_foreach(members, i, v)
+    {
+        uint64_t fp = strtoull(gs(v, "fp"), NULL, 16);
+        member_t *m = member_add(self, g, fp);
+        if (!m) {
+            return TC_ENOMEM;
+        }
+        m->status = (int)gi(v, "status");
+        m->silenced = json_is_true(json_object_get(v, "silenced"));
+        m->acked = json_is_true(json_object_get(v, "acked"));
+        m->flapping = json_is_true(json_object_get(v, "flapping"));
+        m->announced = json_is_true(json_object_get(v, "announced"));
+        m->changed = json_is_true(json_object_get(v, "changed"));
+        m->starts_us = gi(v, "starts_us");
+        m->ends_us = gi(v, "ends_us");
+    }
+    g->dirty = false;
+    if (g->n == 0) {
+        g->dead = true;
+    }
+    if (out) {
+        *out = g;
+    }
+    return 0;
+}
+
 int alr_dispatch_restore(alr_dispatch_t *self, const char *kind, const char *key,
                          const json_t *doc)
 {
@@ -2290,52 +2482,28 @@ int alr_dispatch_restore(alr_dispatch_t *self, const char *kind, const char *key
         return 0;
     }
     if (strcmp(kind, "msg") == 0) {
-        alr_msg_t *m = calloc(1, sizeof(*m));
-        json_t *payload = json_object_get(doc, "payload");
+        bool bad;
+        alr_msg_t *m = msg_from_json(doc, &bad);
         if (!m) {
-            return TC_ENOMEM;
+            return bad ? TC_EPARSE : TC_ENOMEM;
         }
-        m->id = (uint64_t)gi(doc, "id");
-        if (!m->id || !json_is_object(payload) || alr_dispatch_msg(self, m->id)) {
-            free(m);
+        if (alr_dispatch_msg(self, m->id)) {
+            msg_free(m);
             return TC_EPARSE;
         }
-        m->kind = (alr_msg_kind_t)gi(doc, "kind");
-        tc_strlcpy(m->receiver, gs(doc, "receiver"), sizeof(m->receiver));
-        tc_strlcpy(m->group_key, gs(doc, "group_key"), sizeof(m->group_key));
-        tc_strlcpy(m->dedup_key, gs(doc, "dedup_key"), sizeof(m->dedup_key));
-        m->tier = (unsigned)gi(doc, "tier");
-        m->payload = json_deep_copy(payload);
-        m->status = (alr_dlv_t)gi(doc, "status");
         if (m->status == ALR_DLV_SENDING) {
             /* In flight when the process stopped: whether it arrived is unknown, so it is
              * sent again (receivers dedupe by dedup_key where they can). */
             m->status = ALR_DLV_QUEUED;
         }
-        m->attempts = (unsigned)gi(doc, "attempts");
-        m->last_status = (int)gi(doc, "last_status");
-        tc_strlcpy(m->last_error, gs(doc, "last_error"), sizeof(m->last_error));
-        m->created_us = gi(doc, "created_us");
-        m->first_attempt_us = gi(doc, "first_attempt_us");
-        m->next_attempt_us = gi(doc, "next_attempt_us");
-        m->done_us = gi(doc, "done_us");
-        m->merged_into = (uint64_t)gi(doc, "merged_into");
-        if (!m->payload || msgs_append(self, m) != 0) {
+        if (msgs_append(self, m) != 0) {
             msg_free(m);
             return TC_ENOMEM;
         }
         if (m->id >= self->next_id) {
             self->next_id = m->id + 1;
         }
-        json_t *fps = json_object_get(m->payload, "fingerprints");
-        size_t i;
-        json_t *v;
-        json_array_foreach(fps, i, v)
-        {
-            map_put(&self->last_msg, strtoull(json_string_value(v) ? json_string_value(v) : "0",
-                                              NULL, 16),
-                    m->id);
-        }
+        msg_note_fps(self, m);
         return 0;
     }
     if (strcmp(kind, "rcv") == 0) {
@@ -2347,81 +2515,242 @@ int alr_dispatch_restore(alr_dispatch_t *self, const char *kind, const char *key
         rcv_t *r = &p[self->nrestored++];
         memset(r, 0, sizeof(*r));
         tc_strlcpy(r->name, key, sizeof(r->name));
-        r->tokens = json_number_value(json_object_get(doc, "tokens"));
-        r->tokens_at = gi(doc, "tokens_at");
-        r->paused_until = gi(doc, "paused_until");
-        r->breaker = (int)gi(doc, "breaker");
-        r->failures = (unsigned)gi(doc, "failures");
-        r->open_until = gi(doc, "open_until");
-        r->opens = (unsigned)gi(doc, "opens");
-        json_t *dg = json_object_get(doc, "digests");
-        r->digests = json_is_object(dg) ? json_deep_copy(dg) : NULL;
-        r->delivered = (uint64_t)gi(doc, "delivered");
-        r->failed = (uint64_t)gi(doc, "failed");
-        r->undelivered = (uint64_t)gi(doc, "undelivered");
+        rcv_from_json(r, doc);
         return 0;
     }
     if (strcmp(kind, "group") == 0) {
-        json_t *gl = json_object_get(doc, "group_labels");
-        json_t *members = json_object_get(doc, "members");
-        if (!json_is_object(gl) || !json_is_array(members)) {
+        return group_restore(self, key, doc, NULL);
+    }
+    return TC_EPARSE;
+}
+
+/* ---- HA: mirroring a leader, taking over ------------------------------------------------ */
+
+static int note_removed_group(alr_dispatch_t *self, const char *key)
+{
+    if (self->nremoved_groups == self->capremoved_groups) {
+        size_t next = self->capremoved_groups ? self->capremoved_groups * 2 : 16;
+        char **p = realloc(self->removed_groups, next * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        self->removed_groups = p;
+        self->capremoved_groups = next;
+    }
+    char *k = strdup(key);
+    if (!k) {
+        return TC_ENOMEM;
+    }
+    self->removed_groups[self->nremoved_groups++] = k;
+    return 0;
+}
+
+static int note_removed_msg(alr_dispatch_t *self, uint64_t id)
+{
+    if (self->nremoved_msgs == self->capremoved_msgs) {
+        size_t next = self->capremoved_msgs ? self->capremoved_msgs * 2 : 256;
+        uint64_t *p = realloc(self->removed_msgs, next * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        self->removed_msgs = p;
+        self->capremoved_msgs = next;
+    }
+    self->removed_msgs[self->nremoved_msgs++] = id;
+    return 0;
+}
+
+/* Takes group `g` out of the dispatcher and frees it. */
+static void group_drop(alr_dispatch_t *self, group_t *g)
+{
+    for (size_t j = 0; j < g->n; j++) {
+        uint64_t v;
+        if (map_get(&self->by_fp, g->m[j].fp, &v) && (group_t *)(uintptr_t)v == g) {
+            map_del(&self->by_fp, g->m[j].fp);
+        }
+    }
+    for (size_t i = 0; i < self->ngroups; i++) {
+        if (self->groups[i] == g) {
+            memmove(&self->groups[i], &self->groups[i + 1],
+                    (self->ngroups - i - 1) * sizeof(*self->groups));
+            self->ngroups--;
+            break;
+        }
+    }
+    group_free(g);
+}
+
+int alr_dispatch_mirror(alr_dispatch_t *self, const char *kind, const char *key,
+                        const json_t *doc, alr_evaluator_t *ev)
+{
+    if (strcmp(kind, "meta") == 0) {
+        uint64_t id = doc ? (uint64_t)gi(doc, "next_id") : 0;
+        if (id > self->next_id) {
+            self->next_id = id;
+            self->meta_dirty = true;
+        }
+        return 0;
+    }
+    if (strcmp(kind, "group") == 0) {
+        group_t *old = group_find(self, key);
+        if (old) {
+            group_drop(self, old);
+        }
+        if (!doc) {
+            return old ? note_removed_group(self, key) : 0;
+        }
+        group_t *g = NULL;
+        int rc = group_restore(self, key, doc, &g);
+        if (rc != 0) {
+            return rc;
+        }
+        if (g->n == 0) {
+            group_drop(self, g);
+            return note_removed_group(self, key);
+        }
+        if (self->rules) {
+            group_bind(self, g, ev);
+        }
+        g->dirty = true;
+        return 0;
+    }
+    if (strcmp(kind, "msg") == 0) {
+        char *end = NULL;
+        uint64_t id = strtoull(key, &end, 16);
+        if (!end || *end || id == 0) {
             return TC_EPARSE;
         }
-        group_t *g = calloc(1, sizeof(*g));
-        if (!g) {
+        size_t at = msg_index(self, id);
+        if (!doc) {
+            if (at != SIZE_MAX) {
+                msg_free(self->msgs[at]);
+                memmove(&self->msgs[at], &self->msgs[at + 1],
+                        (self->nmsgs - at - 1) * sizeof(*self->msgs));
+                self->nmsgs--;
+                self->first_open = 0;
+                return note_removed_msg(self, id);
+            }
+            return 0;
+        }
+        bool bad;
+        alr_msg_t *m = msg_from_json(doc, &bad);
+        if (!m) {
+            return bad ? TC_EPARSE : TC_ENOMEM;
+        }
+        if (m->id != id) {
+            msg_free(m);
+            return TC_EPARSE;
+        }
+        m->dirty = true;
+        if (at != SIZE_MAX) {
+            msg_free(self->msgs[at]);
+            self->msgs[at] = m;
+            self->first_open = 0;
+        } else if (msgs_append(self, m) != 0) {
+            msg_free(m);
             return TC_ENOMEM;
         }
-        tc_strlcpy(g->key, key, sizeof(g->key));
-        dedup_of(g->key, g->dedup, sizeof(g->dedup));
-        tc_strlcpy(g->policy, gs(doc, "policy"), sizeof(g->policy));
-        g->pol = -1;
-        g->route = -1;
-        g->glabels = json_deep_copy(gl);
-        json_t *via = json_object_get(doc, "via");
-        g->via = json_is_object(via) ? json_deep_copy(via) : json_object();
-        g->flush_at = gi(doc, "flush_at");
-        g->last_flush = gi(doc, "last_flush");
-        g->escalate_at = gi(doc, "escalate_at");
-        g->remind_at = gi(doc, "remind_at");
-        g->tier = (unsigned)gi(doc, "tier");
-        g->cycle = (unsigned)gi(doc, "cycle");
-        g->flushed = json_is_true(json_object_get(doc, "flushed"));
-        g->acked = json_is_true(json_object_get(doc, "acked"));
-        if (!g->glabels || !g->via || groups_add(self, g) != 0) {
-            group_free(g);
-            return TC_ENOMEM;
+        if (m->id >= self->next_id) {
+            self->next_id = m->id + 1;
+            self->meta_dirty = true;
         }
-        size_t i;
-        json_t *v;
-        json_array_foreach(json_object_get(doc, "told"), i, v)
-        {
-            if (json_is_string(v) && told_add(g, json_string_value(v)) != 0) {
-                return TC_ENOMEM;
-            }
-        }
-        json_array_foreach(members, i, v)
-        {
-            uint64_t fp = strtoull(gs(v, "fp"), NULL, 16);
-            member_t *m = member_add(self, g, fp);
-            if (!m) {
-                return TC_ENOMEM;
-            }
-            m->status = (int)gi(v, "status");
-            m->silenced = json_is_true(json_object_get(v, "silenced"));
-            m->acked = json_is_true(json_object_get(v, "acked"));
-            m->flapping = json_is_true(json_object_get(v, "flapping"));
-            m->announced = json_is_true(json_object_get(v, "announced"));
-            m->changed = json_is_true(json_object_get(v, "changed"));
-            m->starts_us = gi(v, "starts_us");
-            m->ends_us = gi(v, "ends_us");
-        }
-        g->dirty = false;
-        if (g->n == 0) {
-            g->dead = true;
+        msg_note_fps(self, m);
+        return 0;
+    }
+    if (strcmp(kind, "rcv") == 0) {
+        rcv_t *r = rcv_of(self, key);
+        if (r && doc) {
+            rcv_from_json(r, doc);
+            r->in_flight = 0;
+            r->dirty = true;
         }
         return 0;
     }
     return TC_EPARSE;
+}
+
+/* The events that bring the groups in line with the evaluator's alerts: what a leader that
+ * died between deciding and publishing left undone, or what happened while this instance
+ * only mirrored. */
+static int reconcile(alr_dispatch_t *self, alr_evaluator_t *ev, const alr_silences_t *sil,
+                     int64_t now_us)
+{
+    alr_events_t evs = {0};
+    int rc = 0;
+    for (size_t i = 0; i < self->ngroups && rc == 0; i++) {
+        group_t *g = self->groups[i];
+        for (size_t k = g->n; k > 0 && rc == 0; k--) {
+            member_t *m = &g->m[k - 1];
+            const alr_alert_t *a = alr_evaluator_get(ev, m->fp);
+            if (!a) {
+                /* Its alert is gone (rule removed and forgotten): nothing can describe it. */
+                member_remove(self, g, k - 1);
+                g->dirty = true;
+                continue;
+            }
+            bool firing = a->state == ALR_STATE_FIRING || a->state == ALR_STATE_ACKNOWLEDGED;
+            bool acked = a->state == ALR_STATE_ACKNOWLEDGED;
+            if (m->status == M_FIRING && !firing) {
+                rc = alr_events_add(&evs, ALR_EV_RESOLVED, a->fp, now_us);
+            } else if (m->status == M_RESOLVED && firing) {
+                rc = alr_events_add(&evs, ALR_EV_FIRING, a->fp, now_us);
+            } else if (firing && acked && !m->acked) {
+                rc = alr_events_add(&evs, ALR_EV_ACKED, a->fp, now_us);
+            } else if (firing && !acked && m->acked) {
+                rc = alr_events_add(&evs, ALR_EV_UNACKED, a->fp, now_us);
+            }
+        }
+        if (g->n == 0) {
+            g->dead = true;
+        }
+    }
+    size_t n = alr_evaluator_alert_count(ev);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const alr_alert_t *a = alr_evaluator_alert(ev, i);
+        uint64_t v;
+        if ((a->state == ALR_STATE_FIRING || a->state == ALR_STATE_ACKNOWLEDGED) &&
+            !map_get(&self->by_fp, a->fp, &v)) {
+            rc = alr_events_add(&evs, a->flapping ? ALR_EV_FLAP_START : ALR_EV_FIRING, a->fp,
+                                now_us);
+        }
+    }
+    if (rc == 0) {
+        rc = alr_dispatch_events(self, ev, sil, &evs, now_us);
+    }
+    alr_events_fini(&evs);
+    return rc;
+}
+
+int alr_dispatch_set_active(alr_dispatch_t *self, bool active, alr_evaluator_t *ev,
+                            const alr_silences_t *sil, int64_t now_us)
+{
+    if (active == !self->passive) {
+        return 0;
+    }
+    self->passive = !active;
+    if (!active) {
+        return 0;
+    }
+    /* Attempts the last leader had started are owed again: whether they arrived is not
+     * known (at least once at the takeover instant). */
+    for (size_t i = 0; i < self->nmsgs; i++) {
+        alr_msg_t *m = self->msgs[i];
+        if (m->status == ALR_DLV_SENDING) {
+            m->status = ALR_DLV_QUEUED;
+            m->dirty = true;
+        }
+    }
+    for (size_t i = 0; i < self->nrcv; i++) {
+        self->rcv[i].in_flight = 0;
+    }
+    self->first_open = 0;
+    self->silences_changed = true;
+    return self->rules ? reconcile(self, ev, sil, now_us) : 0;
+}
+
+bool alr_dispatch_active(const alr_dispatch_t *self)
+{
+    return !self->passive;
 }
 
 int alr_dispatch_restore_done(alr_dispatch_t *self)

@@ -199,6 +199,31 @@ typedef struct {
 } alr_dispatch_stats_t;
 void alr_dispatch_stats(const alr_dispatch_t *self, alr_dispatch_stats_t *out);
 
+/* ---- HA ---- */
+
+/*
+ * Makes the dispatcher active (it decides and sends: an HA leader, or a single instance:
+ * the default) or passive (an HA follower: events, timers and polls do nothing; its state
+ * is what alr_dispatch_mirror copies from the leader). Becoming active takes over: attempts
+ * the last leader had started are queued again, and the groups are reconciled with the
+ * evaluator's alerts (an alert firing without a group is announced, a member whose alert
+ * no longer fires is resolved, acknowledgements are carried over), so nothing the leader
+ * left undone is lost. Returns 0 or TC_ENOMEM.
+ */
+int alr_dispatch_set_active(alr_dispatch_t *self, bool active, alr_evaluator_t *ev,
+                            const alr_silences_t *sil, int64_t now_us);
+bool alr_dispatch_active(const alr_dispatch_t *self);
+
+/*
+ * Applies one record of the leader's state (kinds and keys as alr_dispatch_each_dirty
+ * writes them; `doc` NULL deletes): a group or message replaces the one held under that
+ * key, a receiver's throttle state replaces the live one, meta raises next_id. What
+ * changes is marked dirty (to be persisted locally). Returns 0, TC_EPARSE (malformed) or
+ * TC_ENOMEM.
+ */
+int alr_dispatch_mirror(alr_dispatch_t *self, const char *kind, const char *key,
+                        const json_t *doc, alr_evaluator_t *ev);
+
 /* ---- persistence ---- */
 
 /* Something changed since the last alr_dispatch_persisted. */

@@ -256,23 +256,26 @@ static double covered_s(int64_t window_ms, int64_t wm_us, int64_t now_us)
 }
 
 static double error_ratio(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int64_t ms,
-                          bool *ok)
+                          unsigned flags, size_t *buckets, bool *ok)
 {
     alr_window_agg_t a;
-    alr_window_agg(w, r->service, r->environment, r->name, r->kind, wm - ms * 1000, wm, NULL, &a);
+    alr_window_agg(w, r->service, r->environment, r->name, r->kind, wm - ms * 1000, wm, flags,
+                   NULL, &a);
+    *buckets += a.buckets;
     *ok = a.count >= r->min_count && a.count > 0;
     return a.count ? (double)a.errors / (double)a.count : 0.0;
 }
 
 void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int64_t now_us,
-                     int64_t seen_floor_us, alr_sample_t *s)
+                     int64_t seen_floor_us, unsigned flags, alr_sample_t *s)
 {
     memset(s, 0, sizeof(*s));
     alr_window_agg_t a;
+    memset(&a, 0, sizeof(a));
     int64_t from = wm - r->window_ms * 1000;
     switch (r->type) {
     case ALR_RULE_ERROR_RATE:
-        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, NULL, &a);
+        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, flags, NULL, &a);
         s->count = a.count;
         s->errors = a.errors;
         if (a.count > 0 && a.count >= r->min_count) {
@@ -281,14 +284,14 @@ void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int
         }
         break;
     case ALR_RULE_REQUEST_RATE:
-        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, NULL, &a);
+        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, flags, NULL, &a);
         s->count = a.count;
         s->errors = a.errors;
         s->has_value = true;
         s->value = (double)a.count / covered_s(r->window_ms, wm, now_us);
         break;
     case ALR_RULE_EVENT_COUNT:
-        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, NULL, &a);
+        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, flags, NULL, &a);
         s->count = a.count;
         s->errors = a.errors;
         s->has_value = true;
@@ -297,7 +300,7 @@ void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int
     case ALR_RULE_LATENCY: {
         tc_sketch_t sk;
         tc_sketch_init(&sk, TC_SKETCH_SCHEMA);
-        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, &sk, &a);
+        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, flags, &sk, &a);
         s->count = a.count;
         s->errors = a.errors;
         double q = tc_sketch_quantile(&sk, r->quantile);
@@ -314,7 +317,7 @@ void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int
         if (want) {
             tc_sketch_init(&sk, TC_SKETCH_SCHEMA);
         }
-        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm,
+        alr_window_agg(w, r->service, r->environment, r->name, r->kind, from, wm, flags,
                        want ? &sk : NULL, &a);
         s->count = a.count;
         bool enough = a.count >= r->min_count && a.count > 0;
@@ -380,8 +383,10 @@ void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int
         bool any_value = false;
         for (size_t i = 0; i < r->npairs; i++) {
             bool ok_l, ok_s;
-            double bl = error_ratio(r, w, wm, r->pairs[i].long_ms, &ok_l) / budget;
-            double bs = error_ratio(r, w, wm, r->pairs[i].short_ms, &ok_s) / budget;
+            double bl =
+                error_ratio(r, w, wm, r->pairs[i].long_ms, flags, &s->buckets, &ok_l) / budget;
+            double bs =
+                error_ratio(r, w, wm, r->pairs[i].short_ms, flags, &s->buckets, &ok_s) / budget;
             if (!ok_l || !ok_s) {
                 continue;
             }
@@ -402,8 +407,11 @@ void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int
         bool any_above_clear = false;
         for (size_t i = 0; i < r->npairs; i++) {
             bool ok_l, ok_s;
-            double bl = error_ratio(r, w, wm, r->pairs[i].long_ms, &ok_l) / budget;
-            double bs = error_ratio(r, w, wm, r->pairs[i].short_ms, &ok_s) / budget;
+            size_t ignored = 0;
+            double bl =
+                error_ratio(r, w, wm, r->pairs[i].long_ms, flags, &ignored, &ok_l) / budget;
+            double bs =
+                error_ratio(r, w, wm, r->pairs[i].short_ms, flags, &ignored, &ok_s) / budget;
             double f = r->pairs[i].factor * clear_frac;
             if (ok_l && ok_s && bl > f && bs > f) {
                 any_above_clear = true;
@@ -417,6 +425,7 @@ void alr_rule_sample(const alr_rule_t *r, const alr_window_t *w, int64_t wm, int
     default:
         return;
     }
+    s->buckets = a.buckets;
     threshold_conditions(r, s);
 }
 
@@ -522,8 +531,54 @@ static int go_resolved(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *
     return emit_change(self, a, ALR_EV_RESOLVED, now_us, out);
 }
 
+/* What a threshold rule's alert does, from the fresh sample `f` and, when a decision
+ * needs it, the closed one (`c` NULL: not read, or no closed bucket in its window: it
+ * agrees with the fresh one). See the header: `above` rules fire on fresh data; `below`
+ * rules fire when both agree; returning from pending or firing needs both. */
+typedef struct {
+    bool fire;  /* may enter or stay in pending, and fire when `for` has passed */
+    bool stop;  /* a pending alert returns to inactive */
+    bool clear; /* a firing alert resolves (a held one is released) */
+} verdict_t;
+
+static verdict_t verdict(const alr_rule_t *r, const alr_sample_t *f, const alr_sample_t *c)
+{
+    if (!c) {
+        c = f;
+    }
+    verdict_t v;
+    if (r->below) {
+        v.fire = f->fire && c->fire;
+        v.stop = !v.fire;
+    } else {
+        v.fire = f->fire;
+        v.stop = !f->fire && !c->fire;
+    }
+    v.clear = f->clear && c->clear;
+    return v;
+}
+
+/* True when the closed sample could change the verdict of fresh sample `f` for alert `a`. */
+static bool needs_closed(const alr_rule_t *r, const alr_alert_t *a, const alr_sample_t *f)
+{
+    if (r->type == ALR_RULE_ABSENCE) {
+        return false;
+    }
+    switch (a->state) {
+    case ALR_STATE_INACTIVE:
+    case ALR_STATE_RESOLVED:
+        return a->hold ? f->clear : (r->below && f->fire);
+    case ALR_STATE_PENDING:
+        return r->below ? f->fire : !f->fire;
+    case ALR_STATE_FIRING:
+    case ALR_STATE_ACKNOWLEDGED:
+        return f->clear;
+    }
+    return false;
+}
+
 static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
-                const alr_sample_t *s, int64_t now_us, alr_events_t *out)
+                const alr_sample_t *s, const verdict_t *v, int64_t now_us, alr_events_t *out)
 {
     a->evaluated_us = now_us;
     if (a->has_value != s->has_value || a->value != s->value || a->count != s->count) {
@@ -536,13 +591,13 @@ static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
     case ALR_STATE_INACTIVE:
     case ALR_STATE_RESOLVED:
         if (a->hold) {
-            if (s->clear) {
+            if (v->clear) {
                 a->hold = false;
                 a->dirty = true;
             }
             return 0;
         }
-        if (!s->fire) {
+        if (!v->fire) {
             return 0;
         }
         enter(a, ALR_STATE_PENDING, now_us);
@@ -550,18 +605,18 @@ static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
         /* `for` may be 0: fall through */
         /* FALLTHROUGH */
     case ALR_STATE_PENDING:
-        if (!s->fire) {
+        if (v->stop) {
             enter(a, ALR_STATE_INACTIVE, now_us);
             a->active_at_us = 0;
             return 0;
         }
-        if (now_us - a->active_at_us >= r->for_ms * 1000) {
+        if (v->fire && now_us - a->active_at_us >= r->for_ms * 1000) {
             return go_firing(self, a, r, now_us, out);
         }
         return 0;
     case ALR_STATE_FIRING:
     case ALR_STATE_ACKNOWLEDGED:
-        if (s->clear) {
+        if (v->clear) {
             return go_resolved(self, a, r, now_us, out);
         }
         return 0;
@@ -681,16 +736,22 @@ static size_t lower_bound(const alr_evaluator_t *self, const char *service)
 }
 
 static int eval_rule(alr_evaluator_t *self, size_t ri, const alr_window_t *window, int64_t wm,
-                     int64_t now_us, int64_t floor_us, alr_events_t *out)
+                     int64_t wm_closed, int64_t now_us, int64_t floor_us, alr_events_t *out)
 {
     const alr_rule_t *r = &self->rules->rules[ri];
     alr_alert_t *a = self->by_rule[ri];
     if (!a || is_issue_rule(r)) {
         return 0;
     }
-    alr_sample_t s;
-    alr_rule_sample(r, window, wm, now_us, floor_us, &s);
-    return step(self, a, r, &s, now_us, out);
+    alr_sample_t s, c;
+    alr_rule_sample(r, window, wm, now_us, floor_us, 0, &s);
+    const alr_sample_t *closed = NULL;
+    if (needs_closed(r, a, &s)) {
+        alr_rule_sample(r, window, wm_closed, now_us, floor_us, ALR_AGG_CLOSED_ONLY, &c);
+        closed = c.buckets > 0 ? &c : NULL;
+    }
+    verdict_t v = verdict(r, &s, closed);
+    return step(self, a, r, &s, &v, now_us, out);
 }
 
 int alr_evaluator_run(alr_evaluator_t *self, const alr_window_t *window, int64_t now_us,
@@ -701,10 +762,11 @@ int alr_evaluator_run(alr_evaluator_t *self, const alr_window_t *window, int64_t
         return 0;
     }
     int64_t wm = alr_window_watermark_us(window, now_us, max_delay_us);
+    int64_t wmc = alr_window_closed_watermark_us(window, now_us, max_delay_us);
     int n = 0;
     if (!services) {
         for (size_t i = 0; i < self->rules->nrules; i++) {
-            int rc = eval_rule(self, i, window, wm, now_us, seen_floor_us, out);
+            int rc = eval_rule(self, i, window, wm, wmc, now_us, seen_floor_us, out);
             if (rc != 0) {
                 return rc;
             }
@@ -717,7 +779,8 @@ int alr_evaluator_run(alr_evaluator_t *self, const alr_window_t *window, int64_t
              j < self->rules->nrules &&
              strcmp(self->rules->rules[self->order[j]].service, services[k]) == 0;
              j++) {
-            int rc = eval_rule(self, self->order[j], window, wm, now_us, seen_floor_us, out);
+            int rc =
+                eval_rule(self, self->order[j], window, wm, wmc, now_us, seen_floor_us, out);
             if (rc != 0) {
                 return rc;
             }
@@ -777,6 +840,9 @@ int alr_evaluator_issue(alr_evaluator_t *self, const alr_issue_t *is, int64_t no
             json_decref(labels);
         }
         a->last_change_us = now_us;
+        if (is->time_us > a->issue_time_us) {
+            a->issue_time_us = is->time_us;
+        }
         a->issue_count = is->count;
         a->has_value = true;
         a->value = (double)is->count;
@@ -807,7 +873,78 @@ int alr_evaluator_issue(alr_evaluator_t *self, const alr_issue_t *is, int64_t no
     return fired;
 }
 
+int alr_evaluator_issue_status(alr_evaluator_t *self, const alr_issue_status_t *st,
+                               int64_t now_us, alr_events_t *out)
+{
+    if (!self->rules || (st->status != ALR_ISSUE_RESOLVED && st->status != ALR_ISSUE_IGNORED)) {
+        return 0;
+    }
+    char by[160];
+    snprintf(by, sizeof(by), "issue:%s", st->updated_by[0] ? st->updated_by : "api");
+    int resolved = 0;
+    for (size_t i = 0; i < self->n; i++) {
+        alr_alert_t *a = self->alerts[i];
+        const alr_rule_t *r = rule_of(self, a);
+        if (!r || !is_issue_rule(r) ||
+            (a->state != ALR_STATE_FIRING && a->state != ALR_STATE_ACKNOWLEDGED) ||
+            a->issue_time_us >= st->updated_us) {
+            continue;
+        }
+        const char *sv = json_string_value(json_object_get(a->labels, "service"));
+        const char *id = json_string_value(json_object_get(a->labels, "issue_id"));
+        if (!sv || !id || strcmp(sv, st->service) != 0 || strcmp(id, st->issue_id) != 0) {
+            continue;
+        }
+        int rc = alr_evaluator_resolve(self, a->fp, by, now_us, out);
+        if (rc != 0) {
+            return rc;
+        }
+        resolved++;
+    }
+    return resolved;
+}
+
 /* ---- timers -------------------------------------------------------------------------- */
+
+int64_t alr_evaluator_next_wake(const alr_evaluator_t *self, int64_t now_us)
+{
+    if (!self->rules) {
+        return 0;
+    }
+    (void)now_us;
+    const alr_settings_t *st = &self->rules->settings;
+    int64_t best = 0;
+#define CONSIDER(t)                                                                          \
+    do {                                                                                     \
+        int64_t t_ = (t);                                                                    \
+        if (t_ > 0 && (!best || t_ < best)) {                                                \
+            best = t_;                                                                       \
+        }                                                                                    \
+    } while (0)
+    for (size_t i = 0; i < self->n; i++) {
+        const alr_alert_t *a = self->alerts[i];
+        const alr_rule_t *r = rule_of(self, a);
+        if (a->state == ALR_STATE_PENDING && r) {
+            CONSIDER(a->active_at_us + r->for_ms * 1000);
+        }
+        if (a->state == ALR_STATE_ACKNOWLEDGED && a->ack_expires_us) {
+            CONSIDER(a->ack_expires_us);
+        }
+        if (a->flapping && a->nflips > 0) {
+            CONSIDER(a->flips[a->nflips - 1] + st->flap_window_ms * 1000);
+        }
+        if (r && is_issue_rule(r) &&
+            (a->state == ALR_STATE_FIRING || a->state == ALR_STATE_ACKNOWLEDGED) &&
+            r->resolve_after_ms > 0) {
+            CONSIDER(a->last_change_us + r->resolve_after_ms * 1000);
+        }
+        if (a->state == ALR_STATE_RESOLVED) {
+            CONSIDER(a->since_us + ALR_RESOLVED_KEEP_US);
+        }
+    }
+#undef CONSIDER
+    return best;
+}
 
 int alr_evaluator_timers(alr_evaluator_t *self, int64_t now_us, alr_events_t *out)
 {
@@ -978,7 +1115,7 @@ json_t *alr_alert_state_json(const alr_alert_t *a)
         json_array_append_new(flips, json_integer((json_int_t)a->flips[i]));
     }
     return json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:f, s:I, "
-                     "s:I, s:s, s:s, s:I, s:I, s:b, s:s, s:o*, s:b, s:I, s:I, s:I}",
+                     "s:I, s:s, s:s, s:I, s:I, s:b, s:s, s:o*, s:b, s:I, s:I, s:I, s:I}",
                      "v", 2, "fingerprint", a->fp_hex, "rule", rfp, "labels", a->labels,
                      "annotations", a->annotations, "state", alr_state_name(a->state),
                      "since_us", (json_int_t)a->since_us, "active_at_us",
@@ -991,7 +1128,8 @@ json_t *alr_alert_state_json(const alr_alert_t *a)
                      (json_int_t)a->ack_expires_us, "hold", a->hold, "resolved_by",
                      a->resolved_by, "flips", flips, "flapping", a->flapping, "flap_since_us",
                      (json_int_t)a->flap_since_us, "last_change_us",
-                     (json_int_t)a->last_change_us, "issue_count", (json_int_t)a->issue_count);
+                     (json_int_t)a->last_change_us, "issue_count", (json_int_t)a->issue_count,
+                     "issue_time_us", (json_int_t)a->issue_time_us);
 }
 
 static int64_t get_i64(const json_t *obj, const char *key)
@@ -1078,6 +1216,7 @@ int alr_evaluator_restore(alr_evaluator_t *self, const json_t *st, int64_t now_u
     a->flapping = json_is_true(json_object_get(st, "flapping"));
     a->flap_since_us = get_i64(st, "flap_since_us");
     a->last_change_us = get_i64(st, "last_change_us");
+    a->issue_time_us = get_i64(st, "issue_time_us");
     a->issue_count = (uint64_t)get_i64(st, "issue_count");
     a->dirty = false;
     if (fresh && table_add(self, a) != 0) {

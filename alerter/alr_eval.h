@@ -10,6 +10,16 @@
  *                    past the clear threshold (hysteresis; event RESOLVED); a resolved
  *                    alert shows for ALR_RESOLVED_KEEP_US, then becomes inactive (issue
  *                    alerts are then forgotten).
+ *   open buckets:    a threshold rule reads the fresh window (open buckets included: the
+ *                    newest data counts at once) and, for the decisions a bucket still
+ *                    filling could fake, the closed window too (closed buckets only, ending
+ *                    at the closed watermark): an `above` rule fires on fresh data alone;
+ *                    a `below` rule fires only when both windows say so; a pending alert
+ *                    returns to inactive, and a firing one resolves, only when both say so
+ *                    (a closed window without buckets agrees with the fresh one). So the
+ *                    dip when a new, nearly empty bucket replaces a full one in a window
+ *                    neither resets `for` nor resolves an alert, and a partial count never
+ *                    fires a `below` rule. Absence rules read alr_window_last_seen.
  *   acknowledge:     firing -> acknowledged (event ACKED), with an optional expiry; when it
  *                    expires or is withdrawn the alert is firing again (event UNACKED).
  *   resolve by hand: firing/acknowledged -> resolved (event RESOLVED); the alert can fire
@@ -105,6 +115,7 @@ typedef struct {
     int64_t flap_since_us;
     /* issue alerts */
     int64_t last_change_us;
+    int64_t issue_time_us;  /* event time of the issue change that last fired or refreshed it */
     uint64_t issue_count;
     bool dirty;             /* changed since the caller last persisted it */
 } alr_alert_t;
@@ -138,9 +149,24 @@ int alr_evaluator_run(alr_evaluator_t *self, const alr_window_t *window, int64_t
                       int64_t seen_floor_us, alr_events_t *out);
 
 /* Applies an IssueChange: every matching new/regressed rule fires (or refreshes) the alert
- * of that issue. Returns how many alerts fired, or TC_ENOMEM. */
+ * of that issue. Returns how many alerts fired, or TC_ENOMEM. (Deduplication of changes
+ * delivered twice is the caller's: alr_core.) */
 int alr_evaluator_issue(alr_evaluator_t *self, const alr_issue_t *issue, int64_t now_us,
                         alr_events_t *out);
+
+/* Applies an IssueStatus: RESOLVED or IGNORED resolves every firing or acknowledged issue
+ * alert of that service and issue whose last change happened before the status was set
+ * (issue_time_us < updated_us), as a resolve by hand by "issue:<updated_by>"; a later
+ * regression fires it again. UNRESOLVED changes nothing (regressions come as changes).
+ * Returns how many alerts resolved, or TC_ENOMEM. */
+int alr_evaluator_issue_status(alr_evaluator_t *self, const alr_issue_status_t *status,
+                               int64_t now_us, alr_events_t *out);
+
+/* The earliest time after which alr_evaluator_run or alr_evaluator_timers would change
+ * something without new data: a pending alert's `for` ending, an acknowledgement expiring,
+ * flapping ending, an issue alert's automatic resolve, a resolved alert turning inactive.
+ * 0 when nothing is scheduled. */
+int64_t alr_evaluator_next_wake(const alr_evaluator_t *self, int64_t now_us);
 
 /* Time-driven changes: acknowledgement expiry, end of flapping, issue alerts' automatic
  * resolve, resolved alerts becoming inactive or forgotten. Returns 0 or TC_ENOMEM. */
@@ -198,9 +224,12 @@ typedef struct {
     bool has_value;
     double value;
     uint64_t count, errors;
+    size_t buckets; /* buckets read */
 } alr_sample_t;
 
+/* `flags` as alr_window_agg's (ALR_AGG_CLOSED_ONLY: closed buckets only, with `wm_us` the
+ * closed watermark). */
 void alr_rule_sample(const alr_rule_t *rule, const alr_window_t *window, int64_t wm_us,
-                     int64_t now_us, int64_t seen_floor_us, alr_sample_t *out);
+                     int64_t now_us, int64_t seen_floor_us, unsigned flags, alr_sample_t *out);
 
 #endif

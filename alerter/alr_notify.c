@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tc_error.h"
 #include "tc_util.h"
@@ -38,6 +40,7 @@ struct alr_sender {
     size_t nrunning;
     alr_result_t *done;
     size_t ndone, capdone;
+    int wake_fd; /* eventfd: readable while results wait */
     bool stopping;
     int64_t drain_deadline;
 };
@@ -199,6 +202,9 @@ static void add_result(alr_sender_t *self, const alr_result_t *r)
         self->capdone = next;
     }
     self->done[self->ndone++] = *r;
+    uint64_t one = 1;
+    ssize_t w = write(self->wake_fd, &one, sizeof(one)); /* cannot block: EFD_NONBLOCK */
+    (void)w;
 }
 
 /* A transfer ended. Called with the lock held. */
@@ -328,8 +334,10 @@ alr_sender_t *alr_sender_new(size_t max_in_flight, int64_t connect_ms)
     self->max_in_flight = max_in_flight ? max_in_flight : 16;
     self->connect_ms = connect_ms > 0 ? connect_ms : 3000;
     pthread_mutex_init(&self->lock, NULL);
+    self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->multi = curl_multi_init();
-    if (!self->multi || pthread_create(&self->thread, NULL, sender_main, self) != 0) {
+    if (self->wake_fd < 0 || !self->multi ||
+        pthread_create(&self->thread, NULL, sender_main, self) != 0) {
         alr_sender_destroy(&self);
         return NULL;
     }
@@ -367,7 +375,15 @@ int alr_sender_submit(alr_sender_t *self, uint64_t id, alr_request_t *req)
 size_t alr_sender_results(alr_sender_t *self, alr_result_t *out, size_t max)
 {
     pthread_mutex_lock(&self->lock);
+    uint64_t drained;
+    ssize_t r = read(self->wake_fd, &drained, sizeof(drained)); /* EAGAIN when empty */
+    (void)r;
     size_t n = self->ndone < max ? self->ndone : max;
+    if (n < self->ndone) {
+        uint64_t one = 1; /* more left than taken: stay readable */
+        r = write(self->wake_fd, &one, sizeof(one));
+        (void)r;
+    }
     if (n == 0) {
         pthread_mutex_unlock(&self->lock);
         return 0;
@@ -377,6 +393,11 @@ size_t alr_sender_results(alr_sender_t *self, alr_result_t *out, size_t max)
     self->ndone -= n;
     pthread_mutex_unlock(&self->lock);
     return n;
+}
+
+int alr_sender_fd(const alr_sender_t *self)
+{
+    return self->wake_fd;
 }
 
 size_t alr_sender_busy(alr_sender_t *self)
@@ -423,6 +444,9 @@ void alr_sender_destroy(alr_sender_t **self_p)
         curl_multi_cleanup(self->multi);
     }
     free(self->done);
+    if (self->wake_fd >= 0) {
+        close(self->wake_fd);
+    }
     pthread_mutex_destroy(&self->lock);
     free(self);
     curl_global_cleanup();

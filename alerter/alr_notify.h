@@ -45,6 +45,10 @@ int alr_sender_submit(alr_sender_t *self, uint64_t id, alr_request_t *req);
 /* Moves up to `max` finished attempts into `out`; returns how many. */
 size_t alr_sender_results(alr_sender_t *self, alr_result_t *out, size_t max);
 
+/* A descriptor that is readable while finished attempts wait for alr_sender_results (for
+ * the caller's poll(2)); alr_sender_results empties it. Owned by the sender. */
+int alr_sender_fd(const alr_sender_t *self);
+
 /* Attempts queued or running. */
 size_t alr_sender_busy(alr_sender_t *self);
 

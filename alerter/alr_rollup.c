@@ -88,6 +88,8 @@ static int decode_bucket(const Tocsin__V1__Bucket *b, uint64_t revision, const v
         return TC_EINVAL;
     }
     out->kind = (int)b->kind;
+    out->source_partition = b->source_partition;
+    out->open = b->open;
     out->start_s = b->start_s;
     out->width_s = b->width_s;
     out->count = b->count;
@@ -148,6 +150,43 @@ static int decode_issue(const Tocsin__V1__IssueChange *ic, uint64_t revision, co
     return 0;
 }
 
+/* The status key is "service\0\0$issue:ID" (no environment: a status is the issue's). */
+static int decode_status(const Tocsin__V1__IssueStatus *st, const void *key, size_t key_len,
+                         alr_record_t *out, const char **why)
+{
+    alr_issue_status_t *s = &out->status;
+    if (st->status != TOCSIN__V1__ISSUE_STATUS__STATUS__STATUS_UNRESOLVED &&
+        st->status != TOCSIN__V1__ISSUE_STATUS__STATUS__STATUS_RESOLVED &&
+        st->status != TOCSIN__V1__ISSUE_STATUS__STATUS__STATUS_IGNORED) {
+        /* A status a newer aggregator knows and this build does not: not an error. */
+        out->kind = ALR_REC_OTHER;
+        out->other = ALR_SKIP_ISSUE_STATUS;
+        return 0;
+    }
+    if (copy_str(s->service, sizeof(s->service), st->service) != 0 || !s->service[0] ||
+        copy_str(s->issue_id, sizeof(s->issue_id), st->issue_id) != 0 || !s->issue_id[0] ||
+        copy_text(s->updated_by, sizeof(s->updated_by), st->updated_by) != 0) {
+        *why = "string";
+        return TC_EINVAL;
+    }
+    if (st->updated_us <= 0) {
+        *why = "status";
+        return TC_EINVAL;
+    }
+    if (key) {
+        char name[ALR_ISSUE_ID_MAX + 8];
+        snprintf(name, sizeof(name), "$issue:%s", s->issue_id);
+        if (!key_matches(key, key_len, s->service, "", name)) {
+            *why = "key_mismatch";
+            return TC_EINVAL;
+        }
+    }
+    s->status = (int)st->status;
+    s->updated_us = st->updated_us;
+    out->kind = ALR_REC_ISSUE_STATUS;
+    return 0;
+}
+
 int alr_record_decode(const void *key, size_t key_len, const void *value, size_t value_len,
                       alr_record_t *out, const char **why)
 {
@@ -175,12 +214,24 @@ int alr_record_decode(const void *key, size_t key_len, const void *value, size_t
         out->kind = ALR_REC_ISSUE;
         rc = decode_issue(msg->issue, msg->revision, key, key_len, &out->issue, why);
         break;
+    case TOCSIN__V1__ROLLUP__BODY_ISSUE_STATUS:
+        rc = decode_status(msg->issue_status, key, key_len, out, why);
+        break;
+    case TOCSIN__V1__ROLLUP__BODY_ISSUE_STATE:
+        /* Issue states are for the aggregators' views; the alerter reads changes. */
+        out->kind = ALR_REC_OTHER;
+        out->other = ALR_SKIP_ISSUE_STATE;
+        break;
+    case TOCSIN__V1__ROLLUP__BODY_CHECKPOINT:
+        out->kind = ALR_REC_OTHER;
+        out->other = ALR_SKIP_CHECKPOINT;
+        break;
     default:
         /* A body this build does not know sits in the unknown fields: a newer message kind,
          * skipped. No body at all is an error. */
         if (msg->base.n_unknown_fields > 0) {
             out->kind = ALR_REC_OTHER;
-            out->other = "unknown";
+            out->other = ALR_SKIP_UNKNOWN;
         } else {
             *why = "no_body";
             rc = TC_EINVAL;

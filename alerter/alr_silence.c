@@ -381,6 +381,39 @@ int alr_silences_restore(alr_silences_t *self, const json_t *doc)
     return 0;
 }
 
+int alr_silences_upsert(alr_silences_t *self, const json_t *doc)
+{
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    alr_silence_t *old = id && strlen(id) == 16 ? find(self, id) : NULL;
+    if (!old) {
+        int rc = alr_silences_restore(self, doc);
+        if (rc == 0) {
+            self->items[self->n - 1]->dirty = true;
+        }
+        return rc;
+    }
+    if (old->from_file) {
+        return TC_EPARSE;
+    }
+    alr_matchers_t m;
+    memset(&m, 0, sizeof(m));
+    char err[256];
+    if (alr_matchers_from_json(&m, json_object_get(doc, "matchers"), err, sizeof(err)) != 0) {
+        return TC_EPARSE;
+    }
+    alr_matchers_fini(&old->match);
+    old->match = m;
+    old->starts_us = (int64_t)json_integer_value(json_object_get(doc, "starts_us"));
+    old->ends_us = (int64_t)json_integer_value(json_object_get(doc, "ends_us"));
+    old->created_us = (int64_t)json_integer_value(json_object_get(doc, "created_us"));
+    const char *by = json_string_value(json_object_get(doc, "created_by"));
+    const char *cm = json_string_value(json_object_get(doc, "comment"));
+    tc_strlcpy(old->created_by, by ? by : "", sizeof(old->created_by));
+    tc_strlcpy(old->comment, cm ? cm : "", sizeof(old->comment));
+    old->dirty = true;
+    return 0;
+}
+
 const char *const *alr_silences_removed(const alr_silences_t *self, size_t *len)
 {
     *len = self->nremoved;

@@ -79,6 +79,11 @@ json_t *alr_silence_json(const alr_silence_t *s, int64_t now_us);
 json_t *alr_silence_state_json(const alr_silence_t *s);
 int alr_silences_restore(alr_silences_t *self, const json_t *doc);
 
+/* Creates or replaces an API silence from its persisted form (a replica's change); it is
+ * marked dirty. Returns 0, TC_EPARSE (malformed, or the id of a file's window) or
+ * TC_ENOMEM. */
+int alr_silences_upsert(alr_silences_t *self, const json_t *doc);
+
 /* Ids forgotten since the last alr_silences_persisted; the caller deletes them. */
 const char *const *alr_silences_removed(const alr_silences_t *self, size_t *len);
 void alr_silences_persisted(alr_silences_t *self);

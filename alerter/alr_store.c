@@ -13,8 +13,9 @@
 
 #define MAP_INITIAL (1ULL << 30) /* sparse: costs nothing until used */
 #define MAP_MAX (64ULL << 30)
-#define BUCKET_FIXED 74          /* version .. last_time_us, without the sketch */
-#define BUCKET_KEY_MAX (ALR_SERVICE_MAX + ALR_ENVIRONMENT_MAX + ALR_NAME_MAX + 3 + 4 + 8)
+#define BUCKET_FIXED_V2 74       /* version .. last_time_us, without the sketch */
+#define BUCKET_FIXED 82          /* version 3: + open (byte 70) and grew_us (74..81) */
+#define BUCKET_KEY_MAX (ALR_SERVICE_MAX + ALR_ENVIRONMENT_MAX + ALR_NAME_MAX + 3 + 4 + 8 + 4)
 #define STATE_KEY_MAX 600
 
 struct alr_store {
@@ -87,7 +88,9 @@ static size_t bucket_key(const alr_rollup_t *b, uint8_t *key)
     tc_be32_put(key + n, (uint32_t)b->kind);
     n += 4;
     tc_be64_put(key + n, (uint64_t)b->start_s);
-    return n + 8;
+    n += 8;
+    tc_be32_put(key + n, b->source_partition);
+    return n + 4;
 }
 
 static bool bucket_key_parse(const uint8_t *key, size_t len, alr_rollup_t *b)
@@ -108,11 +111,12 @@ static bool bucket_key_parse(const uint8_t *key, size_t len, alr_rollup_t *b)
         dst[i][l] = '\0';
         pos += l + 1;
     }
-    if (len - pos != 12) {
+    if (len - pos != 16 && len - pos != 12) {
         return false;
     }
     b->kind = (int)tc_be32_get(key + pos);
     b->start_s = (int64_t)tc_be64_get(key + pos + 4);
+    b->source_partition = len - pos == 16 ? tc_be32_get(key + pos + 12) : 0;
     return b->kind >= 0 && b->service[0] != '\0';
 }
 
@@ -140,7 +144,7 @@ static uint8_t *bucket_value(const alr_rollup_t *b, size_t *len)
     if (!v) {
         return NULL;
     }
-    v[0] = 2;
+    v[0] = 3;
     tc_be32_put(v + 1, b->width_s);
     tc_be64_put(v + 5, b->revision);
     tc_be64_put(v + 13, b->count);
@@ -151,7 +155,9 @@ static uint8_t *bucket_value(const alr_rollup_t *b, size_t *len)
     put_f64(v + 53, b->last);
     tc_be64_put(v + 61, (uint64_t)b->last_time_us);
     v[69] = b->has_sketch ? 1 : 0;
-    v[70] = v[71] = v[72] = v[73] = 0;
+    v[70] = b->open ? 1 : 0;
+    v[71] = v[72] = v[73] = 0;
+    tc_be64_put(v + 74, (uint64_t)b->grew_us);
     if (b->has_sketch) {
         uint8_t *p = v + BUCKET_FIXED;
         p[0] = (uint8_t)b->sketch.schema;
@@ -168,8 +174,13 @@ static uint8_t *bucket_value(const alr_rollup_t *b, size_t *len)
 
 static bool bucket_value_parse(const uint8_t *v, size_t len, alr_rollup_t *b)
 {
-    if (len < BUCKET_FIXED || v[0] != 2) {
+    size_t fixed = len > 0 && v[0] == 2 ? BUCKET_FIXED_V2 : BUCKET_FIXED;
+    if (len < fixed || (v[0] != 2 && v[0] != 3)) {
         return false;
+    }
+    if (v[0] == 3) {
+        b->open = v[70] != 0;
+        b->grew_us = (int64_t)tc_be64_get(v + 74);
     }
     b->width_s = tc_be32_get(v + 1);
     b->revision = tc_be64_get(v + 5);
@@ -184,12 +195,12 @@ static bool bucket_value_parse(const uint8_t *v, size_t len, alr_rollup_t *b)
         return false;
     }
     if (v[69]) {
-        const uint8_t *p = v + BUCKET_FIXED;
-        if (len < BUCKET_FIXED + 17) {
+        const uint8_t *p = v + fixed;
+        if (len < fixed + 17) {
             return false;
         }
         uint32_t nbins = tc_be32_get(p + 13);
-        if (nbins > TC_SKETCH_MAX_BINS || len != BUCKET_FIXED + 17 + (size_t)nbins * 8) {
+        if (nbins > TC_SKETCH_MAX_BINS || len != fixed + 17 + (size_t)nbins * 8) {
             return false;
         }
         uint64_t *counts = malloc((nbins ? nbins : 1) * sizeof(uint64_t));
@@ -208,7 +219,7 @@ static bool bucket_value_parse(const uint8_t *v, size_t len, alr_rollup_t *b)
             return false;
         }
         b->has_sketch = true;
-    } else if (len != BUCKET_FIXED) {
+    } else if (len != fixed) {
         return false;
     }
     return true;
@@ -219,10 +230,13 @@ typedef struct {
     const alr_window_t *window;
     const alr_window_change_t *changes;
     size_t n;
-    const char *topic;
     const alr_offset_t *offsets;
     size_t noffsets;
-} window_txn_t;
+    const alr_record_w_t *recs;
+    size_t nrecs;
+} commit_txn_t;
+
+static int records_put(MDB_txn *txn, alr_store_t *self, const alr_record_w_t *recs, size_t n);
 
 static size_t offset_key(const char *topic, int32_t partition, uint8_t *key, size_t cap)
 {
@@ -236,9 +250,9 @@ static size_t offset_key(const char *topic, int32_t partition, uint8_t *key, siz
     return l + 5;
 }
 
-static int window_txn(MDB_txn *txn, void *ctx)
+static int commit_txn(MDB_txn *txn, void *ctx)
 {
-    window_txn_t *w = ctx;
+    commit_txn_t *w = ctx;
     uint8_t key[BUCKET_KEY_MAX];
     for (size_t i = 0; i < w->n; i++) {
         const alr_window_change_t *c = &w->changes[i];
@@ -268,7 +282,7 @@ static int window_txn(MDB_txn *txn, void *ctx)
     }
     for (size_t i = 0; i < w->noffsets; i++) {
         uint8_t ok[300];
-        size_t kl = offset_key(w->topic, w->offsets[i].partition, ok, sizeof(ok));
+        size_t kl = offset_key(w->offsets[i].topic, w->offsets[i].partition, ok, sizeof(ok));
         if (kl == 0) {
             return TC_EINVAL;
         }
@@ -280,18 +294,18 @@ static int window_txn(MDB_txn *txn, void *ctx)
             return rc;
         }
     }
-    return 0;
+    return records_put(txn, w->self, w->recs, w->nrecs);
 }
 
-int alr_store_commit_window(alr_store_t *self, const alr_window_t *window,
-                            const alr_window_change_t *changes, size_t n, const char *topic,
-                            const alr_offset_t *offsets, size_t noffsets)
+int alr_store_commit(alr_store_t *self, const alr_window_t *window,
+                     const alr_window_change_t *changes, size_t n, const alr_offset_t *offsets,
+                     size_t noffsets, const alr_record_w_t *recs, size_t nrecs)
 {
-    if (n == 0 && noffsets == 0) {
+    if (n == 0 && noffsets == 0 && nrecs == 0) {
         return 0;
     }
-    window_txn_t w = {self, window, changes, n, topic, offsets, noffsets};
-    return write_txn(self, window_txn, &w);
+    commit_txn_t w = {self, window, changes, n, offsets, noffsets, recs, nrecs};
+    return write_txn(self, commit_txn, &w);
 }
 
 int alr_store_load_window(alr_store_t *self, alr_window_t *window, int64_t now_us,
@@ -370,12 +384,6 @@ int alr_store_get_offset(alr_store_t *self, const char *topic, int32_t partition
 
 /* ---- state records ------------------------------------------------------------------- */
 
-typedef struct {
-    alr_store_t *self;
-    const alr_record_w_t *recs;
-    size_t n;
-} records_txn_t;
-
 static size_t state_key(const char *kind, const char *key, uint8_t *out)
 {
     size_t a = strlen(kind), b = strlen(key);
@@ -388,22 +396,21 @@ static size_t state_key(const char *kind, const char *key, uint8_t *out)
     return a + 1 + b;
 }
 
-static int records_txn(MDB_txn *txn, void *ctx)
+static int records_put(MDB_txn *txn, alr_store_t *self, const alr_record_w_t *recs, size_t n)
 {
-    records_txn_t *r = ctx;
     uint8_t kb[STATE_KEY_MAX + 1];
-    for (size_t i = 0; i < r->n; i++) {
-        const alr_record_w_t *rec = &r->recs[i];
+    for (size_t i = 0; i < n; i++) {
+        const alr_record_w_t *rec = &recs[i];
         MDB_val k = {state_key(rec->kind, rec->key, kb), kb};
         int rc;
         if (!rec->text) {
-            rc = mdb_del(txn, r->self->state, &k, NULL);
+            rc = mdb_del(txn, self->state, &k, NULL);
             if (rc == MDB_NOTFOUND) {
                 rc = 0;
             }
         } else {
             MDB_val v = {strlen(rec->text), rec->text};
-            rc = mdb_put(txn, r->self->state, &k, &v, 0);
+            rc = mdb_put(txn, self->state, &k, &v, 0);
         }
         if (rc != 0) {
             return rc;
@@ -414,11 +421,7 @@ static int records_txn(MDB_txn *txn, void *ctx)
 
 int alr_store_write_records(alr_store_t *self, const alr_record_w_t *recs, size_t n)
 {
-    if (n == 0) {
-        return 0;
-    }
-    records_txn_t r = {self, recs, n};
-    return write_txn(self, records_txn, &r);
+    return alr_store_commit(self, NULL, NULL, 0, NULL, 0, recs, n);
 }
 
 int alr_store_load_records(alr_store_t *self,

@@ -2,18 +2,23 @@
  * alr_store.h — the alerter's durable state in LMDB.
  *
  * Databases:
- *   buckets  service\0environment\0name\0 kind(be32) start_s(be64) -> version 2 value:
- *            width, revision, count, errors, sum, min, max, last, last_time and the sketch;
- *   offsets  topic\0 partition(be32) -> next offset to consume (be64);
+ *   buckets  service\0environment\0name\0 kind(be32) start_s(be64) source_partition(be32)
+ *            -> version 3 value: width, revision, count, errors, sum, min, max, last,
+ *            last_time, open, the time the count last grew, and the sketch (keys without
+ *            the partition and version 2 values, from older builds, read as partition 0,
+ *            closed);
+ *   offsets  topic\0 partition(be32) -> next offset to consume (be64), for
+ *            `tocsin.rollups` and the HA topic;
  *   state    kind \0 key -> JSON: "alert" (fingerprint), "silence" (id), "group" (group
  *            key), "msg" (notification id, the notification log and outbox), "rcv"
  *            (receiver: tokens, Retry-After pause, circuit), "meta".
  *
- * Window changes and the offsets they came from are written in one transaction, so after
- * a crash the buckets and the position in the topic agree. The core's dirty records are
- * written in one transaction before any attempt they schedule starts, so a notification
- * is either owed (queued in the log) or was never emitted; a delivery is written as soon
- * as its outcome is known, so nothing delivered is sent again after a restart.
+ * Window changes, the offsets they came from and the core's dirty records are written in
+ * one transaction (alr_store_commit), so after a crash the buckets, the alerts and
+ * notifications decided from them and the position in the topics agree. It runs before
+ * any attempt the records schedule starts, so a notification is either owed (queued in
+ * the log) or was never emitted; a delivery is written as soon as its outcome is known,
+ * so nothing delivered is sent again after a restart.
  *
  * Write functions may be called from several threads (LMDB serialises writers).
  */
@@ -28,8 +33,9 @@
 
 typedef struct alr_store alr_store_t;
 
-/* A consumed position: the next offset to read in `partition`. */
+/* A consumed position: the next offset to read in `partition` of `topic` (borrowed). */
 typedef struct {
+    const char *topic;
     int32_t partition;
     int64_t next_offset;
 } alr_offset_t;
@@ -57,13 +63,16 @@ int alr_store_load_window(alr_store_t *self, alr_window_t *window, int64_t now_u
 int alr_store_get_offset(alr_store_t *self, const char *topic, int32_t partition,
                          int64_t *offset);
 
-/* Writes the window's journal (puts read from `window`, deletions) and the offsets of
- * `topic` in one transaction. Returns 0, TC_EFULL, TC_ENOMEM or TC_ELMDB. */
-int alr_store_commit_window(alr_store_t *self, const alr_window_t *window,
-                            const alr_window_change_t *changes, size_t n, const char *topic,
-                            const alr_offset_t *offsets, size_t noffsets);
+/* Writes, in one transaction, the window's journal (puts read from `window`, deletions;
+ * `window` may be NULL when `n` is 0), the offsets and the state records. Does nothing
+ * when all three are empty. Returns 0, TC_EINVAL (a topic name above 255 bytes),
+ * TC_EFULL, TC_ENOMEM or TC_ELMDB; on error nothing is written. */
+int alr_store_commit(alr_store_t *self, const alr_window_t *window,
+                     const alr_window_change_t *changes, size_t n, const alr_offset_t *offsets,
+                     size_t noffsets, const alr_record_w_t *recs, size_t nrecs);
 
-/* Writes `n` state records in one transaction. Returns 0, TC_EFULL or TC_ELMDB. */
+/* Writes `n` state records in one transaction (alr_store_commit without window or
+ * offsets). Returns 0, TC_EFULL or TC_ELMDB. */
 int alr_store_write_records(alr_store_t *self, const alr_record_w_t *recs, size_t n);
 
 /* Calls `fn` for every state record (kinds in key order); records that do not parse are

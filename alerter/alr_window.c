@@ -8,13 +8,17 @@
 
 /*
  * Layout: a sorted array of services; each service a sorted array of its series (by kind,
- * environment, name); each series a sorted array of its buckets (by start). Lookups are
- * binary searches, and a rule's sum only visits the series of its own service.
+ * environment, name); each series a sorted array of its buckets (by start, then source
+ * partition). Lookups are binary searches, and a rule's sum only visits the series of its
+ * own service.
  */
 
 typedef struct {
     int64_t start_s;
+    uint32_t partition;
     uint32_t width_s;
+    bool open;
+    int64_t grew_us; /* when the count last grew, alerter clock; 0: not known */
     uint64_t revision;
     uint64_t count;
     uint64_t errors;
@@ -44,6 +48,7 @@ struct alr_window {
     size_t nbuckets;
     size_t max_buckets;
     int64_t newest_end_s;
+    int64_t newest_closed_end_s;
     int64_t horizon_s;
     bool has_horizon;
     alr_window_change_t *journal;
@@ -171,16 +176,25 @@ static size_t find_series(const service_t *sv, int kind, const char *env, const 
     return lo;
 }
 
-static size_t find_bucket(const series_t *s, int64_t start_s, bool *found)
+static int bucket_cmp(const bucket_t *b, int64_t start_s, uint32_t partition)
+{
+    if (b->start_s != start_s) {
+        return b->start_s < start_s ? -1 : 1;
+    }
+    return b->partition < partition ? -1 : (b->partition > partition);
+}
+
+static size_t find_bucket(const series_t *s, int64_t start_s, uint32_t partition, bool *found)
 {
     size_t lo = 0, hi = s->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (s->b[mid].start_s == start_s) {
+        int c = bucket_cmp(&s->b[mid], start_s, partition);
+        if (c == 0) {
             *found = true;
             return mid;
         }
-        if (s->b[mid].start_s < start_s) {
+        if (c < 0) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -191,7 +205,7 @@ static size_t find_bucket(const series_t *s, int64_t start_s, bool *found)
 }
 
 static int journal_add(alr_window_t *self, const char *service, const series_t *s,
-                       int64_t start_s, bool deleted)
+                       int64_t start_s, uint32_t partition, bool deleted)
 {
     if (grow((void **)&self->journal, &self->jcap, self->jlen, sizeof(*self->journal)) != 0) {
         return TC_ENOMEM;
@@ -204,6 +218,7 @@ static int journal_add(alr_window_t *self, const char *service, const series_t *
     strcpy(c->bucket.name, s->name);
     c->bucket.kind = s->kind;
     c->bucket.start_s = start_s;
+    c->bucket.source_partition = partition;
     c->deleted = deleted;
     return 0;
 }
@@ -261,7 +276,10 @@ static int bucket_from(bucket_t *b, const alr_rollup_t *r)
 {
     memset(b, 0, sizeof(*b));
     b->start_s = r->start_s;
+    b->partition = r->source_partition;
     b->width_s = r->width_s;
+    b->open = r->open;
+    b->grew_us = r->grew_us;
     b->revision = r->revision;
     b->count = r->count;
     b->errors = r->errors;
@@ -303,7 +321,7 @@ int alr_window_put(alr_window_t *self, const alr_rollup_t *r, int64_t now_us, bo
         return TC_ENOMEM; /* an empty service left behind is removed by the next prune */
     }
     bool found;
-    size_t i = find_bucket(s, r->start_s, &found);
+    size_t i = find_bucket(s, r->start_s, r->source_partition, &found);
     if (found && r->revision <= s->b[i].revision) {
         return 0;
     }
@@ -313,7 +331,7 @@ int alr_window_put(alr_window_t *self, const alr_rollup_t *r, int64_t now_us, bo
     if (!found && grow((void **)&s->b, &s->cap, s->n, sizeof(*s->b)) != 0) {
         return TC_ENOMEM;
     }
-    if (journal && journal_add(self, sv->service, s, r->start_s, false) != 0) {
+    if (journal && journal_add(self, sv->service, s, r->start_s, r->source_partition, false) != 0) {
         return TC_ENOMEM;
     }
     bucket_t nb;
@@ -322,6 +340,12 @@ int alr_window_put(alr_window_t *self, const alr_rollup_t *r, int64_t now_us, bo
             self->jlen--;
         }
         return TC_ENOMEM;
+    }
+    if (!r->grew_us) {
+        /* Growth is seen here: a revision that only closed the bucket (or changed sums)
+         * proves no new event. */
+        bool grew = found ? r->count > s->b[i].count : r->count > 0;
+        nb.grew_us = grew ? now_us : (found ? s->b[i].grew_us : 0);
     }
     if (found) {
         bucket_free(&s->b[i]);
@@ -337,6 +361,9 @@ int alr_window_put(alr_window_t *self, const alr_rollup_t *r, int64_t now_us, bo
     }
     if (end_s > self->newest_end_s) {
         self->newest_end_s = end_s;
+    }
+    if (!r->open && end_s > self->newest_closed_end_s) {
+        self->newest_closed_end_s = end_s;
     }
     return 1;
 }
@@ -362,7 +389,8 @@ size_t alr_window_prune(alr_window_t *self, int64_t horizon_s)
                 if (s->b[k].start_s + (int64_t)s->b[k].width_s <= horizon_s) {
                     /* A journal entry that cannot be allocated is a deletion lost for the
                      * durable copy; the restore prunes it again by the same horizon. */
-                    (void)journal_add(self, sv->service, s, s->b[k].start_s, true);
+                    (void)journal_add(self, sv->service, s, s->b[k].start_s,
+                                      s->b[k].partition, true);
                     bucket_free(&s->b[k]);
                     removed++;
                 } else {
@@ -395,6 +423,14 @@ int64_t alr_window_watermark_us(const alr_window_t *self, int64_t now_us, int64_
     return newest > floor ? newest : floor;
 }
 
+int64_t alr_window_closed_watermark_us(const alr_window_t *self, int64_t now_us,
+                                       int64_t max_delay_us)
+{
+    int64_t newest = self->newest_closed_end_s * 1000000;
+    int64_t floor = now_us - max_delay_us;
+    return newest > floor ? newest : floor;
+}
+
 static bool series_matches(const series_t *s, int kind, const char *environment,
                            const char *name)
 {
@@ -408,7 +444,7 @@ static bool series_matches(const series_t *s, int kind, const char *environment,
 }
 
 void alr_window_agg(const alr_window_t *self, const char *service, const char *environment,
-                    const char *name, int kind, int64_t from_us, int64_t to_us,
+                    const char *name, int kind, int64_t from_us, int64_t to_us, unsigned flags,
                     tc_sketch_t *sketch, alr_window_agg_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -448,6 +484,9 @@ void alr_window_agg(const alr_window_t *self, const char *service, const char *e
                 }
                 continue;
             }
+            if (b->open && (flags & ALR_AGG_CLOSED_ONLY)) {
+                continue;
+            }
             out->count += b->count;
             out->errors += b->errors;
             out->sum += b->sum;
@@ -468,6 +507,7 @@ void alr_window_agg(const alr_window_t *self, const char *service, const char *e
                 (void)tc_sketch_merge(sketch, b->sketch); /* a schema mismatch is skipped */
             }
             out->buckets++;
+            out->open += b->open;
             matched = true;
         }
         out->series += matched;
@@ -490,17 +530,22 @@ int64_t alr_window_last_seen(const alr_window_t *self, const char *service,
         if (!series_matches(s, kind, environment, name)) {
             continue;
         }
+        /* Newest first; an older bucket cannot prove more than its end. */
         for (size_t k = s->n; k > 0; k--) {
             const bucket_t *b = &s->b[k - 1];
-            if (b->count > 0) {
-                int64_t end = (b->start_s + (int64_t)b->width_s) * 1000000;
-                if (end > now_us) {
-                    end = now_us;
-                }
-                if (end > best) {
-                    best = end;
-                }
+            int64_t end = (b->start_s + (int64_t)b->width_s) * 1000000;
+            if (end <= best) {
                 break;
+            }
+            if (b->count == 0) {
+                continue;
+            }
+            int64_t seen = end < now_us ? end : now_us;
+            if (b->grew_us > 0 && b->grew_us < seen) {
+                seen = b->grew_us;
+            }
+            if (seen > best) {
+                best = seen;
             }
         }
     }
@@ -521,7 +566,7 @@ int alr_window_get(const alr_window_t *self, const alr_rollup_t *id, alr_rollup_
         return TC_ENOTFOUND;
     }
     const series_t *s = sv->series[j];
-    size_t k = find_bucket(s, id->start_s, &found);
+    size_t k = find_bucket(s, id->start_s, id->source_partition, &found);
     if (!found) {
         return TC_ENOTFOUND;
     }
@@ -531,6 +576,9 @@ int alr_window_get(const alr_window_t *self, const alr_rollup_t *id, alr_rollup_
     strcpy(out->name, id->name);
     out->kind = id->kind;
     out->start_s = b->start_s;
+    out->source_partition = b->partition;
+    out->open = b->open;
+    out->grew_us = b->grew_us;
     out->width_s = b->width_s;
     out->revision = b->revision;
     out->count = b->count;

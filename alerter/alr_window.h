@@ -3,15 +3,23 @@
  * from `tocsin.rollups`, and aggregates over time windows of them. Pure: no I/O; time is
  * passed in.
  *
- * A bucket is identified by (service, environment, name, kind, start_s). The same bucket
- * arrives again with a higher revision whenever it changes (aggregators publish open
- * buckets as they fill); it then replaces the one held. A lower or equal revision is
- * ignored.
+ * A bucket is identified by (service, environment, name, kind, start_s, source_partition):
+ * events of one series may come through several partitions of the events topic (errors
+ * are keyed by service and fingerprint), each partition's aggregator publishing its own
+ * bucket; the series' bucket is the sum of them. The same bucket arrives again with a
+ * higher revision whenever it changes (aggregators publish open buckets as they fill); it
+ * then replaces the one held for that partition. A lower or equal revision is ignored.
  *
- * Windows end at the watermark: max(end of the newest bucket received, now - max_delay).
- * A window of length W covers (watermark - W, watermark]: a bucket belongs to it when its
- * end (start + width) lies in that range. While a bucket is open its end lies ahead of
- * now, so the freshest data counts at once.
+ * Windows end at a watermark. The fresh watermark is max(end of the newest bucket
+ * received, now - max_delay): a window of length W covers (watermark - W, watermark], and
+ * a bucket belongs to it when its end lies in that range. While a bucket is open its end
+ * lies ahead of now, so the freshest data counts at once. The closed watermark is
+ * max(end of the newest closed bucket, now - max_delay); aggregating with
+ * ALR_AGG_CLOSED_ONLY counts closed buckets only, so such a window holds complete data
+ * (the evaluator confirms every decision partial data could fake against it).
+ *
+ * The store notes when a bucket's count last grew (alerter clock): an open bucket is proof
+ * of events up to then, not up to its end (alr_window_last_seen).
  *
  * Every change (a bucket put or pruned) is journaled by identity, so the caller can make
  * the same changes durable (alr_window_journal, alr_window_get, alr_window_journal_clear).
@@ -34,7 +42,7 @@
 typedef struct alr_window alr_window_t;
 
 /* A change for the journal: the identity of a bucket put (or deleted). Only service,
- * environment, name, kind and start_s of `bucket` are set. */
+ * environment, name, kind, start_s and source_partition of `bucket` are set. */
 typedef struct {
     alr_rollup_t bucket;
     bool deleted;
@@ -50,6 +58,7 @@ typedef struct {
     double last;          /* the latest `last` by event time; meaningful when last_time_us */
     int64_t last_time_us;
     size_t buckets;       /* how many buckets contributed */
+    size_t open;          /* how many of them were open */
     size_t series;        /* how many series matched */
 } alr_window_agg_t;
 
@@ -64,7 +73,9 @@ void alr_window_destroy(alr_window_t **self_p);
  * older revision, 0 when it was ignored (its revision is not higher than the one held, or
  * it ends at or before the pruning horizon), TC_EINVAL when it starts more than
  * ALR_WINDOW_FUTURE_MAX_S after `now_us`, TC_EFULL when the store holds max_buckets,
- * TC_ENOMEM. Applied puts are journaled when `journal` is true.
+ * TC_ENOMEM. Applied puts are journaled when `journal` is true. The bucket's grew_us is
+ * kept when set (a restore); otherwise it becomes `now_us` when the count is above the one
+ * held (or the bucket is new with events), and stays as it was when not.
  */
 int alr_window_put(alr_window_t *self, const alr_rollup_t *bucket, int64_t now_us,
                    bool journal);
@@ -76,18 +87,28 @@ size_t alr_window_prune(alr_window_t *self, int64_t horizon_s);
 /* max(end of the newest bucket held or ever put, now_us - max_delay_us), microseconds. */
 int64_t alr_window_watermark_us(const alr_window_t *self, int64_t now_us, int64_t max_delay_us);
 
+/* max(end of the newest closed bucket held or ever put, now_us - max_delay_us). */
+int64_t alr_window_closed_watermark_us(const alr_window_t *self, int64_t now_us,
+                                       int64_t max_delay_us);
+
+/* alr_window_agg flags. */
+#define ALR_AGG_CLOSED_ONLY 1u /* open buckets are left out */
+
 /*
- * Aggregates the buckets of `service` whose end lies in (from_us, to_us]. `kind` 0 matches
- * every kind; `environment` "" every environment; `name` "*" every name (with kind
- * requests: every route). When `sketch` is not NULL the matching buckets' sketches are
- * merged into it (it must be initialised by the caller). Fills `out`.
+ * Aggregates the buckets of `service` whose end lies in (from_us, to_us], summed over
+ * source partitions. `kind` 0 matches every kind; `environment` "" every environment;
+ * `name` "*" every name (with kind requests: every route). When `sketch` is not NULL the
+ * matching buckets' sketches are merged into it (it must be initialised by the caller).
+ * `flags`: 0 or ALR_AGG_CLOSED_ONLY. Fills `out`.
  */
 void alr_window_agg(const alr_window_t *self, const char *service, const char *environment,
-                    const char *name, int kind, int64_t from_us, int64_t to_us,
+                    const char *name, int kind, int64_t from_us, int64_t to_us, unsigned flags,
                     tc_sketch_t *sketch, alr_window_agg_t *out);
 
-/* The end (us) of the newest bucket with at least one event of the matching series,
- * capped at `now_us`; 0 when none is held. */
+/* When the matching series last had an event, as far as the buckets prove it: for each
+ * bucket with events, its end, or earlier the time its count last grew when that is
+ * known (an open bucket proves events up to its last growth, not up to its end), capped
+ * at `now_us`; the latest of these. 0 when no bucket with events is held. */
 int64_t alr_window_last_seen(const alr_window_t *self, const char *service,
                              const char *environment, const char *name, int kind,
                              int64_t now_us);

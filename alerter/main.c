@@ -3,26 +3,37 @@
  * evaluates the YAML rules, and routes, escalates, throttles and delivers notifications
  * to Slack, PagerDuty, webhooks and e-mail.
  *
- * Threads: the main thread consumes Kafka, owns the core (alr_core: window store, rules,
- * evaluator, silences, dispatcher) and writes its state to LMDB; the sender thread
- * (alr_notify) performs the HTTP/SMTP attempts; libmicrohttpd's thread answers HTTP. The
- * core is shared with the HTTP thread under `lock`.
+ * Threads: the main thread waits in poll(2) on the Kafka queues, the sender's results and
+ * the signals, with a time-out at the next thing due; it owns the core (alr_core: window
+ * store, rules, evaluator, silences, dispatcher) and writes its state to LMDB. The sender
+ * thread (alr_notify) performs the HTTP/SMTP attempts; libmicrohttpd's thread answers
+ * HTTP. The core is shared with the HTTP thread under `lock`.
  *
- * A cycle: consume a batch of records -> evaluate the rules of the services that got data
- * (every rule each eval.interval) -> write every dirty record to LMDB -> start the
- * attempts the dispatcher releases -> feed back the attempts' outcomes (written at once).
- * So a restart re-sends nothing delivered, and every escalation and resolve still owed
- * happens after it.
+ * A cycle: consume what arrived -> evaluate the rules of the services that got data
+ * (every rule each eval.interval, and when a timer is due) -> write the buckets, offsets
+ * and every dirty record to LMDB in one transaction -> start the attempts the dispatcher
+ * releases -> feed back the attempts' outcomes (written at once). So a restart re-sends
+ * nothing delivered, and every escalation and resolve still owed happens after it.
+ *
+ * HA: instances sharing group.id elect a leader through the consumer group on ha.topic
+ * (whoever is assigned its partition 0). Every instance reads all of tocsin.rollups and
+ * evaluates; only the leader notifies, and it publishes its dispatcher's state (groups,
+ * notifications, receivers' throttles) on ha.topic, which the others mirror. A new leader
+ * first reads ha.topic up to its end, then reconciles and carries on. docs/alerter.md
+ * states the guarantee.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alr_core.h"
@@ -40,10 +51,11 @@
 #include "tc_signal.h"
 #include "tc_util.h"
 
-#define BATCH_MAX_RECORDS 1000
-#define BATCH_MAX_US 100000          /* a batch of buckets is made durable within 100 ms */
+#define BATCH_MAX_RECORDS 1000       /* records applied between two evaluations at most */
 #define CATCH_UP_MAX_US 60000000LL   /* evaluate after this long even without reaching EOF */
 #define SHUTDOWN_DRAIN_MS 5000       /* bound on the attempts in flight at SIGTERM */
+#define HA_DRAIN_MS 2000             /* bound on the attempts in flight when the lead moves */
+#define ALR_HA_VALUE_MAX (4 * 1024 * 1024) /* bytes of one HA record */
 #define MAX_PARTITIONS 4096
 #define ATTEMPTS_PER_ROUND 256
 
@@ -64,6 +76,8 @@ typedef struct {
     char *api_token;
     int64_t max_in_flight;
     int64_t connect_timeout_ms;
+    bool ha_enabled;
+    char *ha_topic;
     tc_selfmon_config_t selfmon;
     tc_cfg_kvs_t kafka;
 } config_t;
@@ -82,7 +96,8 @@ static const tc_cfg_entry_t config_table[] = {
     {"brokers_file", TC_CFG_STRING, "", offsetof(config_t, brokers_file),
      "file whose first line is the bootstrap list (used when brokers is empty)", 0, 0},
     {"group.id", TC_CFG_STRING, "tocsin-alerter", offsetof(config_t, group_id),
-     "Kafka consumer group", 0, 0},
+     "Kafka consumer group of the HA election (alerters with the same group.id share one "
+     "leader)", 0, 0},
     {"topic.rollups", TC_CFG_STRING, "tocsin.rollups", offsetof(config_t, topic_rollups),
      "topic the aggregators publish buckets and issue changes to", 0, 0},
     {"rules", TC_CFG_STRING, "", offsetof(config_t, rules),
@@ -103,6 +118,12 @@ static const tc_cfg_entry_t config_table[] = {
      "delivery attempts running at once (over all receivers)", 1, 1024},
     {"notify.connect_timeout", TC_CFG_DURATION, "3s", offsetof(config_t, connect_timeout_ms),
      "bound on connecting to a receiver", 0, 0},
+    {"ha.enabled", TC_CFG_BOOL, "true", offsetof(config_t, ha_enabled),
+     "elect one leader among the alerters of group.id (only it notifies); false: this "
+     "instance notifies alone", 0, 0},
+    {"ha.topic", TC_CFG_STRING, "tocsin.alerter", offsetof(config_t, ha_topic),
+     "topic of the HA election and the leader's replicated state (1 partition, compacted)",
+     0, 0},
     TC_SELFMON_CONFIG_ENTRIES(config_t, selfmon, "tcp://127.0.0.1:7420"),
     {"kafka.", TC_CFG_PASSTHROUGH, NULL, offsetof(config_t, kafka),
      "passed to librdkafka unchanged (kafka.security.protocol=SASL_SSL, ...)", 0, 0},
@@ -110,13 +131,12 @@ static const tc_cfg_entry_t config_table[] = {
 
 static const char *const reject_reasons[] = {
     "too_big", "protobuf", "no_body", "string", "key_mismatch", "width", "alignment",
-    "errors_above_count", "kind", "sketch", "issue", "future", "store_full"};
+    "errors_above_count", "kind", "sketch", "issue", "status", "future", "store_full"};
 #define NREASONS (sizeof(reject_reasons) / sizeof(reject_reasons[0]))
 
-typedef struct {
-    int32_t partition;
-    bool eof;
-} assigned_t;
+static const char *const skipped_kinds[] = {ALR_SKIP_ISSUE_STATE, ALR_SKIP_ISSUE_STATUS,
+                                            ALR_SKIP_CHECKPOINT, ALR_SKIP_UNKNOWN};
+#define NSKIPPED (sizeof(skipped_kinds) / sizeof(skipped_kinds[0]))
 
 typedef struct {
     config_t cfg;
@@ -125,8 +145,13 @@ typedef struct {
     alr_core_t *core;
     pthread_mutex_t lock; /* guards core for the HTTP thread */
     alr_sender_t *sender;
-    rd_kafka_t *rk;
+    rd_kafka_t *rk;            /* the data consumer: rollups and the HA topic */
+    rd_kafka_queue_t *queue;   /* its queue */
     rd_kafka_topic_t *rkt;
+    rd_kafka_t *elector;       /* HA: the group member whose assignment decides the leader */
+    rd_kafka_queue_t *elector_queue;
+    rd_kafka_t *producer;      /* HA: publishes on ha.topic */
+    int wake[2];               /* the Kafka queues write here when records arrive */
     tc_http_t *http;
     tc_metrics_t *metrics;
     tc_selfmon_t *selfmon; /* heartbeat and consumer lag through the pipeline */
@@ -134,8 +159,16 @@ typedef struct {
 
     tc_counter_t *m_consumed;
     tc_counter_t *m_issues;
-    tc_counter_t *m_skipped;
+    tc_counter_t *m_issue_dups;
+    tc_counter_t *m_statuses;
+    tc_counter_t *m_skipped[NSKIPPED];
     tc_counter_t *m_rejected[NREASONS];
+    tc_counter_t *m_ha_applied;
+    tc_counter_t *m_ha_stale;
+    tc_counter_t *m_ha_invalid;
+    tc_counter_t *m_ha_errors;
+    tc_counter_t *m_takeovers;
+    tc_gauge_t *m_leader;
     tc_counter_t *m_evaluations;
     tc_counter_t *m_reload_failures;
     tc_counter_t *m_store_errors;
@@ -145,21 +178,38 @@ typedef struct {
     tc_gauge_t *m_rules_loaded;
     tc_histogram_t *m_attempt_seconds;
 
-    alr_offset_t batch_offsets[MAX_PARTITIONS];
+    alr_offset_t batch_offsets[MAX_PARTITIONS + 1];
     size_t nbatch_offsets;
     size_t batch_records;
     int64_t batch_started_mono;
     bool applied_since_eval;
+    bool more_pending;         /* records were left in the queue by the last round */
+    int64_t last_eval_us;      /* wall clock of the last evaluation */
 
-    assigned_t assigned[MAX_PARTITIONS];
-    size_t nassigned;
+    int32_t nrollups_parts;
+    bool rollups_eof[MAX_PARTITIONS];
+    _Atomic int64_t rollups_next[MAX_PARTITIONS]; /* next offset to consume, for the lag */
     int64_t assigned_mono;
     atomic_bool caught_up;
+    bool evaluated_caught_up;  /* an evaluation ran after catching up */
     atomic_int nassigned_pub;
     bool persist_failed;
     bool stopping; /* no new attempt starts */
 
+    /* HA */
+    bool ha;                   /* cfg.ha_enabled */
+    bool leader;               /* notifies (always, without HA) */
+    bool lead_pending;         /* assigned the lead; taking over */
+    bool fenced;               /* saw a later leader's term: waits for a new assignment */
+    int64_t takeover_target;   /* ha.topic offset to read up to before leading (-1: unknown) */
+    int64_t ha_position;       /* next ha.topic offset the data consumer gives */
+    int64_t term, max_term;    /* this instance's term as leader; the latest term seen */
+    bool term_dirty;
+    _Atomic int64_t term_pub;
+    char producer_id[200];     /* instance.id/nonce: this process's records */
+
     tc_log_limit_t bad_input_log;
+    tc_log_limit_t produce_log;
 } app_t;
 
 /* ---- persistence --------------------------------------------------------------------- */
@@ -167,7 +217,6 @@ typedef struct {
 typedef struct {
     alr_record_w_t *items;
     size_t n, cap;
-    bool oom;
 } recs_t;
 
 static int collect(void *ctx, const char *kind, const char *key, const json_t *doc)
@@ -205,17 +254,36 @@ static void recs_free(recs_t *r)
     free(r->items);
 }
 
-/* Writes every dirty record of the core in one transaction. Called with the lock held.
- * Returns 0 when everything is durable (attempts may start). */
-static int persist(app_t *app)
+/* The core's record kinds an HA leader publishes: its dispatcher's state. */
+static bool leader_kind(const char *kind)
+{
+    return strcmp(kind, "group") == 0 || strcmp(kind, "msg") == 0 || strcmp(kind, "rcv") == 0 ||
+           strcmp(kind, "meta") == 0;
+}
+
+static void ha_produce(app_t *app, const char *kind, const char *key, const char *text);
+
+/* Writes the window's journal, the consumed offsets and every dirty record of the core in
+ * one LMDB transaction; then an HA leader publishes its dispatcher's records on ha.topic.
+ * Called with the lock held. Returns 0 when everything is durable (attempts may start). */
+static int commit(app_t *app)
 {
     recs_t r = {0};
     int rc = alr_core_each_dirty(app->core, collect, &r);
-    if (rc == 0) {
-        rc = alr_store_write_records(app->store, r.items, r.n);
+    if (rc == 0 && app->term_dirty) {
+        json_t *d = json_pack("{s:I}", "term", (json_int_t)app->max_term);
+        rc = d ? collect(&r, "ha", "term", d) : TC_ENOMEM;
+        json_decref(d);
     }
-    recs_free(&r);
+    alr_window_t *w = alr_core_window(app->core);
+    size_t n = 0;
+    const alr_window_change_t *changes = alr_window_journal(w, &n);
+    if (rc == 0) {
+        rc = alr_store_commit(app->store, w, changes, n, app->batch_offsets, app->nbatch_offsets,
+                              r.items, r.n);
+    }
     if (rc != 0) {
+        recs_free(&r);
         tc_counter_inc(app->m_store_errors);
         if (!app->persist_failed) {
             tc_log(TC_LOG_ERROR, "store.state",
@@ -230,7 +298,19 @@ static int persist(app_t *app)
         tc_log(TC_LOG_INFO, "store.state", "state persisted again");
         app->persist_failed = false;
     }
+    alr_window_journal_clear(w);
+    app->nbatch_offsets = 0;
+    app->batch_records = 0;
+    app->term_dirty = false;
     alr_core_persisted(app->core);
+    if (app->leader && app->producer) {
+        for (size_t i = 0; i < r.n; i++) {
+            if (leader_kind(r.items[i].kind)) {
+                ha_produce(app, r.items[i].kind, r.items[i].key, r.items[i].text);
+            }
+        }
+    }
+    recs_free(&r);
     return 0;
 }
 
@@ -243,8 +323,8 @@ static void update_alert_gauges(app_t *app)
     }
 }
 
-/* Feeds finished attempts back, persists, and starts what is due. Called with the lock
- * held. */
+/* Feeds finished attempts back, makes everything durable, and starts what is due. Called
+ * with the lock held. */
 static void deliver(app_t *app)
 {
     int64_t now = tc_now_us();
@@ -285,7 +365,7 @@ static void deliver(app_t *app)
             }
         }
     }
-    if (persist(app) != 0 || app->stopping) {
+    if (commit(app) != 0 || app->stopping) {
         return;
     }
     alr_attempt_t att[ATTEMPTS_PER_ROUND];
@@ -309,16 +389,17 @@ static void deliver(app_t *app)
         }
     }
     if (n > 0) {
-        persist(app);
+        commit(app);
     }
 }
 
-/* ---- window and offsets -------------------------------------------------------------- */
+/* ---- consuming ----------------------------------------------------------------------- */
 
-static void batch_note_offset(app_t *app, int32_t partition, int64_t next)
+static void batch_note_offset(app_t *app, const char *topic, int32_t partition, int64_t next)
 {
     for (size_t i = 0; i < app->nbatch_offsets; i++) {
-        if (app->batch_offsets[i].partition == partition) {
+        if (app->batch_offsets[i].partition == partition &&
+            app->batch_offsets[i].topic == topic) {
             if (next > app->batch_offsets[i].next_offset) {
                 app->batch_offsets[i].next_offset = next;
             }
@@ -326,34 +407,11 @@ static void batch_note_offset(app_t *app, int32_t partition, int64_t next)
         }
     }
     if (app->nbatch_offsets < MAX_PARTITIONS) {
+        app->batch_offsets[app->nbatch_offsets].topic = topic;
         app->batch_offsets[app->nbatch_offsets].partition = partition;
         app->batch_offsets[app->nbatch_offsets].next_offset = next;
         app->nbatch_offsets++;
     }
-}
-
-/* Writes the window's journal and the batch's offsets in one transaction. Called with the
- * lock held. */
-static int flush_batch(app_t *app)
-{
-    alr_window_t *w = alr_core_window(app->core);
-    size_t n;
-    const alr_window_change_t *changes = alr_window_journal(w, &n);
-    if (n == 0 && app->nbatch_offsets == 0) {
-        return 0;
-    }
-    int rc = alr_store_commit_window(app->store, w, changes, n, app->cfg.topic_rollups,
-                                     app->batch_offsets, app->nbatch_offsets);
-    if (rc != 0) {
-        tc_counter_inc(app->m_store_errors);
-        tc_log(TC_LOG_ERROR, "store.window", "cannot persist %zu bucket changes (%s); will retry",
-               n, tc_strerror(rc));
-        return rc;
-    }
-    alr_window_journal_clear(w);
-    app->nbatch_offsets = 0;
-    app->batch_records = 0;
-    return 0;
 }
 
 static void reject(app_t *app, const char *reason, const rd_kafka_message_t *m)
@@ -373,27 +431,189 @@ static void reject(app_t *app, const char *reason, const rd_kafka_message_t *m)
     }
 }
 
+static void skipped(app_t *app, const char *kind)
+{
+    for (size_t i = 0; i < NSKIPPED; i++) {
+        if (strcmp(skipped_kinds[i], kind) == 0) {
+            tc_counter_inc(app->m_skipped[i]);
+            return;
+        }
+    }
+}
+
 static void mark_eof(app_t *app, int32_t partition)
 {
-    bool all = app->nassigned > 0;
-    for (size_t i = 0; i < app->nassigned; i++) {
-        if (app->assigned[i].partition == partition) {
-            app->assigned[i].eof = true;
+    bool all = app->nrollups_parts > 0;
+    for (int32_t i = 0; i < app->nrollups_parts; i++) {
+        if (i == partition) {
+            app->rollups_eof[i] = true;
         }
-        all = all && app->assigned[i].eof;
+        all = all && app->rollups_eof[i];
     }
     if (all && !atomic_load(&app->caught_up)) {
         atomic_store(&app->caught_up, true);
         tc_log(TC_LOG_INFO, "rollups.caught_up",
-               "reached the end of every assigned partition; evaluating");
+               "reached the end of every partition of %s; evaluating", app->cfg.topic_rollups);
     }
+}
+
+/* A record of tocsin.rollups. Called with the lock held. */
+static void handle_rollup(app_t *app, rd_kafka_message_t *m)
+{
+    if (app->batch_records == 0) {
+        app->batch_started_mono = tc_mono_us();
+    }
+    app->batch_records++;
+    batch_note_offset(app, app->cfg.topic_rollups, m->partition, m->offset + 1);
+    if (m->partition >= 0 && m->partition < app->nrollups_parts) {
+        atomic_store(&app->rollups_next[m->partition], m->offset + 1);
+    }
+    alr_record_t rec;
+    const char *why = NULL;
+    if (alr_record_decode(m->key, m->key_len, m->payload, m->len, &rec, &why) != 0) {
+        reject(app, why ? why : "protobuf", m);
+        return;
+    }
+    if (rec.kind == ALR_REC_OTHER) {
+        skipped(app, rec.other);
+        return;
+    }
+    int rc = alr_core_put_record(app->core, &rec, tc_now_us());
+    if (rc == TC_EINVAL) {
+        reject(app, "future", m);
+    } else if (rc == TC_EFULL || rc == TC_ENOMEM) {
+        reject(app, "store_full", m);
+    } else if (rec.kind == ALR_REC_ISSUE) {
+        tc_counter_inc(rc == 1 ? app->m_issues : app->m_issue_dups);
+    } else if (rec.kind == ALR_REC_ISSUE_STATUS) {
+        tc_counter_inc(app->m_statuses);
+    } else {
+        tc_counter_inc(app->m_consumed);
+        app->applied_since_eval = app->applied_since_eval || rc == 1;
+    }
+    alr_record_fini(&rec);
+}
+
+/* The value of header `name` as a string in `buf`; "" when absent. */
+static const char *header_str(rd_kafka_message_t *m, const char *name, char *buf, size_t len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *v = NULL;
+    size_t vl = 0;
+    buf[0] = '\0';
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(hdrs, name, &v, &vl) == RD_KAFKA_RESP_ERR_NO_ERROR && v &&
+        vl < len) {
+        memcpy(buf, v, vl);
+        buf[vl] = '\0';
+    }
+    return buf;
+}
+
+static void ha_bad(app_t *app, const rd_kafka_message_t *m, const char *why)
+{
+    tc_counter_inc(app->m_ha_invalid);
+    uint64_t suppressed = 0;
+    if (tc_log_limit_allow(&app->bad_input_log, tc_mono_us(), &suppressed)) {
+        tc_logj(TC_LOG_WARN, "ha.record_invalid",
+                json_pack("{s:s, s:I, s:I}", "reason", why, "offset", (json_int_t)m->offset,
+                          "suppressed", (json_int_t)suppressed),
+                "%s record skipped: %s", app->cfg.ha_topic, why);
+    }
+}
+
+static void step_down(app_t *app, bool drain, const char *why);
+
+/* A record of the HA topic: a peer's state, a person's action on a peer, a leader's term.
+ * Called with the lock held. */
+static void handle_ha(app_t *app, rd_kafka_message_t *m)
+{
+    app->batch_records++;
+    batch_note_offset(app, app->cfg.ha_topic, m->partition, m->offset + 1);
+    if (m->partition != 0) {
+        return;
+    }
+    if (m->offset + 1 > app->ha_position) {
+        app->ha_position = m->offset + 1;
+    }
+    char from[200], term_s[32];
+    header_str(m, "from", from, sizeof(from));
+    if (strcmp(from, app->producer_id) == 0) {
+        return; /* this process's own */
+    }
+    const uint8_t *k = m->key;
+    const uint8_t *z = k && m->key_len ? memchr(k, 0, m->key_len) : NULL;
+    size_t kl = z ? (size_t)(z - k) : 0;
+    if (!z || kl == 0 || kl >= 16 || m->key_len - kl - 1 > 600) {
+        ha_bad(app, m, "key");
+        return;
+    }
+    char kind[16], key[601];
+    memcpy(kind, k, kl);
+    kind[kl] = '\0';
+    memcpy(key, k + kl + 1, m->key_len - kl - 1);
+    key[m->key_len - kl - 1] = '\0';
+    char *end = NULL;
+    int64_t term = strtoll(header_str(m, "term", term_s, sizeof(term_s)), &end, 10);
+    json_t *doc = NULL;
+    if (m->payload && m->len > 0) {
+        json_error_t jerr;
+        doc = m->len <= ALR_HA_VALUE_MAX ? json_loadb(m->payload, m->len, 0, &jerr) : NULL;
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            ha_bad(app, m, "json");
+            return;
+        }
+    }
+    int64_t now = tc_now_us();
+    if (strcmp(kind, "hello") == 0) {
+        json_decref(doc); /* an instance started: nothing to apply */
+        return;
+    }
+    if (strcmp(kind, "term") == 0) {
+        int64_t t = doc ? (int64_t)json_integer_value(json_object_get(doc, "term")) : 0;
+        if (t > app->max_term) {
+            app->max_term = t;
+            app->term_dirty = true;
+        }
+        if (t > app->term && (app->leader || app->lead_pending) && app->ha) {
+            /* Another instance leads with a later term: this one is stale. */
+            step_down(app, false, "a later leader term was published");
+            app->fenced = true;
+        }
+        json_decref(doc);
+        return;
+    }
+    if (leader_kind(kind) && (!end || *end || term < app->max_term)) {
+        tc_counter_inc(app->m_ha_stale);
+        json_decref(doc);
+        return; /* written by a leader that has been replaced */
+    }
+    int rc = alr_core_mirror(app->core, kind, key, doc, now);
+    json_decref(doc);
+    if (rc == 0) {
+        tc_counter_inc(app->m_ha_applied);
+    } else if (rc == TC_ENOMEM) {
+        tc_log(TC_LOG_ERROR, "ha.mirror", "out of memory applying %s/%s", kind, key);
+    } else if (rc == TC_EPARSE) {
+        ha_bad(app, m, "content");
+    } /* TC_ENOTFOUND, TC_ESTATE: an action that no longer applies here */
 }
 
 /* Called with the lock held. */
 static void handle_message(app_t *app, rd_kafka_message_t *m)
 {
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+    bool ha = app->ha && strcmp(topic, app->cfg.ha_topic) == 0;
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        mark_eof(app, m->partition);
+        if (ha && m->partition == 0 && m->offset > app->ha_position) {
+            app->ha_position = m->offset;
+        } else if (!ha) {
+            if (m->partition >= 0 && m->partition < app->nrollups_parts) {
+                atomic_store(&app->rollups_next[m->partition], m->offset);
+            }
+            mark_eof(app, m->partition);
+        }
         return;
     }
     if (m->err) {
@@ -404,137 +624,301 @@ static void handle_message(app_t *app, rd_kafka_message_t *m)
         }
         return;
     }
-    if (app->batch_records == 0) {
-        app->batch_started_mono = tc_mono_us();
-    }
-    app->batch_records++;
-    batch_note_offset(app, m->partition, m->offset + 1);
-    alr_record_t rec;
-    const char *why = NULL;
-    if (alr_record_decode(m->key, m->key_len, m->payload, m->len, &rec, &why) != 0) {
-        reject(app, why ? why : "protobuf", m);
-        return;
-    }
-    if (rec.kind == ALR_REC_OTHER) {
-        tc_counter_inc(app->m_skipped);
-        return;
-    }
-    int rc = alr_core_put_record(app->core, &rec, tc_now_us());
-    if (rc == TC_EINVAL) {
-        reject(app, "future", m);
-    } else if (rc == TC_EFULL || rc == TC_ENOMEM) {
-        reject(app, "store_full", m);
+    if (ha) {
+        handle_ha(app, m);
     } else {
-        tc_counter_inc(rec.kind == ALR_REC_ISSUE ? app->m_issues : app->m_consumed);
-        app->applied_since_eval = app->applied_since_eval || rc == 1;
+        handle_rollup(app, m);
     }
-    alr_record_fini(&rec);
 }
 
 /* ---- Kafka --------------------------------------------------------------------------- */
 
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+/* Sets each of `defaults` (librdkafka name, value) unless kafka.* sets it. */
+static int conf_defaults(app_t *app, rd_kafka_conf_t *conf, const char *const (*defaults)[2],
+                         size_t n)
 {
+    char err[512];
+    for (size_t i = 0; i < n; i++) {
+        if (tc_kafka_conf_set_default(conf, &app->cfg.kafka, defaults[i][0], defaults[i][1], err,
+                                      sizeof(err)) != 0) {
+            tc_log(TC_LOG_ERROR, "kafka.config", "%s: %s", defaults[i][0], err);
+            return TC_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int conf_fixed(rd_kafka_conf_t *conf, const char *name, const char *value)
+{
+    char err[512];
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+        tc_log(TC_LOG_ERROR, "kafka.config", "%s: %s", name, err);
+        return TC_EINVAL;
+    }
+    return 0;
+}
+
+/* The partitions of `topic`, waiting up to `wait_ms` for it to exist. */
+static int partitions_of(rd_kafka_t *rk, const char *topic, int64_t wait_ms, int32_t *n)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        return TC_EKAFKA;
+    }
+    int64_t deadline = tc_mono_us() + wait_ms * 1000;
+    int rc = TC_ETIMEDOUT;
+    bool logged = false;
+    while (!tc_signal_stop_requested()) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 2000);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1 &&
+            md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0) {
+            *n = md->topics[0].partition_cnt;
+            rc = 0;
+        }
+        if (md) {
+            rd_kafka_metadata_destroy(md);
+        }
+        if (rc == 0 || tc_mono_us() >= deadline) {
+            break;
+        }
+        if (!logged) {
+            tc_log(TC_LOG_INFO, "kafka.wait_topic", "waiting for topic %s", topic);
+            logged = true;
+        }
+        struct timespec ts = {0, 250 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return rc;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
     app_t *app = opaque;
-    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++) {
-            rd_kafka_topic_partition_t *p = &parts->elems[i];
-            int64_t off = 0;
-            int rc = alr_store_get_offset(app->store, p->topic, p->partition, &off);
-            p->offset = rc == 0 ? off : RD_KAFKA_OFFSET_BEGINNING;
-            if (rc != 0 && rc != TC_ENOTFOUND) {
-                tc_log(TC_LOG_ERROR, "store.offset", "cannot read the offset of %s[%d]: %s",
-                       p->topic, (int)p->partition, tc_strerror(rc));
-            }
-            bool known = false;
-            for (size_t j = 0; j < app->nassigned; j++) {
-                known = known || app->assigned[j].partition == p->partition;
-            }
-            if (!known && app->nassigned < MAX_PARTITIONS) {
-                app->assigned[app->nassigned].partition = p->partition;
-                app->assigned[app->nassigned].eof = false;
-                app->nassigned++;
-            }
-            tc_log(TC_LOG_INFO, "kafka.assign", "%s[%d] from %s", p->topic, (int)p->partition,
-                   rc == 0 ? "the stored offset" : "the beginning");
+    if (m->err) {
+        tc_counter_inc(app->m_ha_errors);
+        uint64_t suppressed = 0;
+        if (tc_log_limit_allow(&app->produce_log, tc_mono_us(), &suppressed)) {
+            tc_log(TC_LOG_WARN, "ha.produce", "a record to %s was not delivered: %s",
+                   app->cfg.ha_topic, rd_kafka_err2str(m->err));
         }
-        atomic_store(&app->caught_up, false);
-        app->assigned_mono = tc_mono_us();
-        atomic_store(&app->nassigned_pub, (int)app->nassigned);
-        rd_kafka_error_t *e = NULL;
-        if (coop) {
-            e = rd_kafka_incremental_assign(rk, parts);
-        } else {
-            rd_kafka_assign(rk, parts);
-        }
-        if (e) {
-            tc_log(TC_LOG_ERROR, "kafka.assign", "%s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-        }
-        return;
-    }
-    /* Revoked (or an error): make what was consumed durable before letting go. */
-    pthread_mutex_lock(&app->lock);
-    flush_batch(app);
-    pthread_mutex_unlock(&app->lock);
-    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++) {
-            for (size_t j = 0; j < app->nassigned; j++) {
-                if (app->assigned[j].partition == parts->elems[i].partition) {
-                    app->assigned[j] = app->assigned[--app->nassigned];
-                    break;
-                }
-            }
-        }
-    } else {
-        tc_log(TC_LOG_ERROR, "kafka.rebalance", "%s", rd_kafka_err2str(err));
-        app->nassigned = 0;
-    }
-    atomic_store(&app->nassigned_pub, (int)app->nassigned);
-    if (coop) {
-        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
-        if (e) {
-            rd_kafka_error_destroy(e);
-        }
-    } else {
-        rd_kafka_assign(rk, NULL);
     }
 }
 
-static int kafka_start(app_t *app)
+/* Publishes one record on partition 0 of the HA topic: key "kind\0key", value the JSON
+ * text (NULL: a tombstone), headers "from" (this process) and "term". Safe from any
+ * thread (the HTTP thread publishes people's actions). */
+static void ha_produce(app_t *app, const char *kind, const char *key, const char *text)
 {
-    char *bootstrap = NULL;
-    char err[512];
-    int rc = tc_kafka_bootstrap(app->cfg.brokers, app->cfg.brokers_file, 30000, &bootstrap);
-    if (rc != 0) {
-        tc_log(TC_LOG_ERROR, "kafka.bootstrap", "no brokers (%s): set brokers or brokers_file",
-               tc_strerror(rc));
-        return rc;
+    if (!app->producer) {
+        return;
     }
-    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, app->instance, &app->cfg.kafka, err,
+    char k[16 + 601];
+    size_t a = strlen(kind), b = strlen(key);
+    if (a >= 16) {
+        return;
+    }
+    if (b > 600) {
+        b = 600; /* as the store cuts state keys */
+    }
+    memcpy(k, kind, a);
+    k[a] = '\0';
+    memcpy(k + a + 1, key, b);
+    char term[32];
+    snprintf(term, sizeof(term), "%" PRId64, atomic_load(&app->term_pub));
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "from", -1, app->producer_id, -1);
+    rd_kafka_header_add(h, "term", -1, term, -1);
+    rd_kafka_vu_t vu[6];
+    memset(vu, 0, sizeof(vu));
+    vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vu[0].u.cstr = app->cfg.ha_topic;
+    vu[1].vtype = RD_KAFKA_VTYPE_PARTITION;
+    vu[1].u.i32 = 0;
+    vu[2].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[2].u.mem.ptr = k;
+    vu[2].u.mem.size = a + 1 + b;
+    vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[3].u.mem.ptr = (void *)text;
+    vu[3].u.mem.size = text ? strlen(text) : 0;
+    vu[4].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vu[4].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[5].vtype = RD_KAFKA_VTYPE_HEADERS;
+    vu[5].u.headers = h; /* the message owns the headers once produced */
+    rd_kafka_error_t *e = NULL;
+    for (int tries = 0; tries < 100; tries++) {
+        e = rd_kafka_produceva(app->producer, vu, 6);
+        if (!e || rd_kafka_error_code(e) != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            break;
+        }
+        rd_kafka_error_destroy(e);
+        e = NULL;
+        rd_kafka_poll(app->producer, 10);
+    }
+    if (e) {
+        rd_kafka_headers_destroy(h);
+        tc_counter_inc(app->m_ha_errors);
+        uint64_t suppressed = 0;
+        if (tc_log_limit_allow(&app->produce_log, tc_mono_us(), &suppressed)) {
+            tc_log(TC_LOG_WARN, "ha.produce", "cannot publish %s/%s: %s", kind, key,
+                   rd_kafka_error_string(e));
+        }
+        rd_kafka_error_destroy(e);
+    }
+}
+
+/* Publishes a document (a person's action, a silence) for the other instances. */
+static void ha_publish_doc(app_t *app, const char *kind, const char *key, json_t *doc)
+{
+    if (!app->ha || !doc) {
+        json_decref(doc);
+        return;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (text) {
+        ha_produce(app, kind, key, text);
+        free(text);
+    }
+}
+
+/* This instance now sends every notification: the last leader's records are applied up to
+ * the end of the HA topic as it was at the assignment, and the windows are evaluated.
+ * Called with the lock held. */
+static void become_leader(app_t *app)
+{
+    app->term = app->max_term + 1;
+    app->max_term = app->term;
+    app->term_dirty = true;
+    atomic_store(&app->term_pub, app->term);
+    json_t *d = json_pack("{s:I, s:s, s:I}", "term", (json_int_t)app->term, "instance",
+                          app->instance, "at_us", (json_int_t)tc_now_us());
+    char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    if (text) {
+        ha_produce(app, "term", "term", text);
+        free(text);
+    }
+    int rc = alr_core_set_active(app->core, true, tc_now_us());
+    app->leader = true;
+    app->lead_pending = false;
+    tc_gauge_set(app->m_leader, 1);
+    tc_counter_inc(app->m_takeovers);
+    tc_logj(TC_LOG_INFO, "ha.leader", json_pack("{s:I}", "term", (json_int_t)app->term),
+            "leading: this instance sends the notifications (term %" PRId64 ")%s", app->term,
+            rc == 0 ? "" : "; reconciling the groups ran out of memory");
+}
+
+/* Stops sending. With `drain`, attempts already out get up to HA_DRAIN_MS to finish and
+ * their outcomes are published before the lock is given up, so the next leader does not
+ * send them again. Called with the lock held. */
+static void step_down(app_t *app, bool drain, const char *why)
+{
+    bool was = app->leader;
+    alr_core_set_active(app->core, false, tc_now_us());
+    app->lead_pending = false;
+    if (was && drain) {
+        int64_t deadline = tc_mono_us() + HA_DRAIN_MS * 1000;
+        while (alr_sender_busy(app->sender) > 0 && tc_mono_us() < deadline) {
+            struct pollfd pfd = {alr_sender_fd(app->sender), POLLIN, 0};
+            poll(&pfd, 1, 20);
+            deliver(app); /* passive: only outcomes are recorded */
+        }
+        deliver(app);
+        if (app->producer) {
+            rd_kafka_flush(app->producer, HA_DRAIN_MS);
+        }
+    }
+    app->leader = false;
+    tc_gauge_set(app->m_leader, 0);
+    if (was) {
+        tc_log(TC_LOG_WARN, "ha.follower", "no longer leading: %s", why);
+    }
+}
+
+static void elector_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                              rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    app_t *app = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        bool leads = false;
+        for (int i = 0; i < parts->cnt; i++) {
+            leads = leads || parts->elems[i].partition == 0;
+        }
+        rd_kafka_assign(rk, parts);
+        /* The elector only holds the assignment; the data consumer reads the records. */
+        rd_kafka_pause_partitions(rk, parts);
+        if (!leads) {
+            tc_log(TC_LOG_INFO, "ha.follower", "following: another instance leads");
+            return;
+        }
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t qerr =
+            rd_kafka_query_watermark_offsets(rk, app->cfg.ha_topic, 0, &lo, &hi, 5000);
+        pthread_mutex_lock(&app->lock);
+        app->lead_pending = true;
+        app->fenced = false;
+        app->takeover_target = qerr == RD_KAFKA_RESP_ERR_NO_ERROR ? hi : -1;
+        pthread_mutex_unlock(&app->lock);
+        tc_log(TC_LOG_INFO, "ha.elected",
+               "elected: taking over once %s is read up to offset %" PRId64
+               " and the windows are evaluated",
+               app->cfg.ha_topic, hi);
+        return;
+    }
+    bool lost = rd_kafka_assignment_lost(rk);
+    pthread_mutex_lock(&app->lock);
+    if (app->leader || app->lead_pending) {
+        step_down(app, !lost, lost ? "the group session was lost" : "the group rebalanced");
+    }
+    pthread_mutex_unlock(&app->lock);
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        tc_log(TC_LOG_ERROR, "kafka.rebalance", "%s", rd_kafka_err2str(err));
+    }
+    rd_kafka_assign(rk, NULL);
+}
+
+static rd_kafka_conf_t *conf_new(app_t *app, const char *bootstrap, const char *suffix)
+{
+    char err[512], client_id[220];
+    snprintf(client_id, sizeof(client_id), "%s%s", app->instance, suffix);
+    rd_kafka_conf_t *conf = tc_kafka_conf_new(bootstrap, client_id, &app->cfg.kafka, err,
                                               sizeof(err));
-    free(bootstrap);
     if (!conf) {
         tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
+    }
+    return conf;
+}
+
+/* The data consumer reads every partition of topic.rollups (both instances of an HA pair
+ * hold every window) and partition 0 of ha.topic, assigned by hand from the offsets in
+ * LMDB; it never joins a group nor commits. */
+static int consumer_start(app_t *app, const char *bootstrap)
+{
+    rd_kafka_conf_t *conf = conf_new(app, bootstrap, "");
+    if (!conf) {
         return TC_EINVAL;
     }
-    const tc_cfg_kvs_t *x = &app->cfg.kafka;
-    if (rd_kafka_conf_set(conf, "group.id", app->cfg.group_id, err, sizeof(err)) !=
-            RD_KAFKA_CONF_OK ||
-        tc_kafka_conf_set_default(conf, x, "enable.auto.commit", "false", err, sizeof(err)) ||
-        tc_kafka_conf_set_default(conf, x, "enable.auto.offset.store", "false", err,
-                                  sizeof(err)) ||
-        tc_kafka_conf_set_default(conf, x, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        tc_kafka_conf_set_default(conf, x, "enable.partition.eof", "true", err, sizeof(err)) ||
-        tc_kafka_conf_set_default(conf, x, "fetch.wait.max.ms", "50", err, sizeof(err))) {
-        tc_log(TC_LOG_ERROR, "kafka.config", "%s", err);
+    char group[300];
+    snprintf(group, sizeof(group), "%s-data-%s", app->cfg.group_id, app->instance);
+    static const char *const defaults[][2] = {
+        {"auto.offset.reset", "earliest"},
+        /* A fetch waits at most this long for data at the broker: the bound on the time a
+         * rollup waits there before it reaches the alerter. */
+        {"fetch.wait.max.ms", "10"},
+        {"fetch.error.backoff.ms", "100"},
+    };
+    if (conf_defaults(app, conf, defaults, sizeof(defaults) / sizeof(defaults[0])) != 0 ||
+        conf_fixed(conf, "group.id", group) != 0 ||
+        conf_fixed(conf, "enable.auto.commit", "false") != 0 ||
+        conf_fixed(conf, "enable.auto.offset.store", "false") != 0 ||
+        conf_fixed(conf, "enable.partition.eof", "true") != 0) {
         rd_kafka_conf_destroy(conf);
         return TC_EINVAL;
     }
-    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_opaque(conf, app);
+    char err[512];
     app->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)); /* rk owns conf now */
     if (!app->rk) {
         tc_log(TC_LOG_ERROR, "kafka.new", "%s", err);
@@ -543,17 +927,191 @@ static int kafka_start(app_t *app)
     }
     conf = NULL;
     rd_kafka_poll_set_consumer(app->rk);
+    app->queue = rd_kafka_queue_get_consumer(app->rk);
     app->rkt = rd_kafka_topic_new(app->rk, app->cfg.topic_rollups, NULL);
+    if (!app->queue || !app->rkt) {
+        return TC_EKAFKA;
+    }
+    int32_t n = 0;
+    int rc = partitions_of(app->rk, app->cfg.topic_rollups, 30000, &n);
+    if (rc != 0) {
+        tc_log(TC_LOG_ERROR, "kafka.topic", "topic %s is not available: %s",
+               app->cfg.topic_rollups, tc_strerror(rc));
+        return rc;
+    }
+    if (n > MAX_PARTITIONS) {
+        tc_log(TC_LOG_WARN, "kafka.topic", "%s has %d partitions; reading the first %d",
+               app->cfg.topic_rollups, (int)n, MAX_PARTITIONS);
+        n = MAX_PARTITIONS;
+    }
+    int32_t nha = 0;
+    if (app->ha) {
+        /* A record creates the topic where brokers create topics on first use; it also
+         * says who is here. */
+        json_t *hello = json_pack("{s:s, s:I}", "instance", app->instance, "started_us",
+                                  (json_int_t)tc_now_us());
+        ha_publish_doc(app, "hello", app->producer_id, hello);
+        rc = partitions_of(app->rk, app->cfg.ha_topic, 30000, &nha);
+        if (rc != 0) {
+            tc_log(TC_LOG_ERROR, "kafka.topic",
+                   "topic %s (ha.topic) is not available: %s; create it (1 partition, "
+                   "cleanup.policy=compact) or set ha.enabled=false",
+                   app->cfg.ha_topic, tc_strerror(rc));
+            return rc;
+        }
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(n + 1);
+    for (int32_t p = 0; p < n; p++) {
+        int64_t off = 0;
+        int src = alr_store_get_offset(app->store, app->cfg.topic_rollups, p, &off);
+        rd_kafka_topic_partition_list_add(list, app->cfg.topic_rollups, p)->offset =
+            src == 0 ? off : RD_KAFKA_OFFSET_BEGINNING;
+        atomic_store(&app->rollups_next[p], src == 0 ? off : 0);
+        if (src != 0 && src != TC_ENOTFOUND) {
+            tc_log(TC_LOG_ERROR, "store.offset", "cannot read the offset of %s[%d]: %s",
+                   app->cfg.topic_rollups, (int)p, tc_strerror(src));
+        }
+    }
+    if (app->ha) {
+        int64_t off = 0;
+        int src = alr_store_get_offset(app->store, app->cfg.ha_topic, 0, &off);
+        rd_kafka_topic_partition_list_add(list, app->cfg.ha_topic, 0)->offset =
+            src == 0 ? off : RD_KAFKA_OFFSET_BEGINNING;
+        app->ha_position = src == 0 ? off : 0;
+        if (nha > 1) {
+            tc_log(TC_LOG_INFO, "ha.topic",
+                   "%s has %d partitions; the election and the records use partition 0",
+                   app->cfg.ha_topic, (int)nha);
+        }
+    }
+    app->nrollups_parts = n;
+    atomic_store(&app->nassigned_pub, (int)n);
+    app->assigned_mono = tc_mono_us();
+    rd_kafka_resp_err_t aerr = rd_kafka_assign(app->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (aerr) {
+        tc_log(TC_LOG_ERROR, "kafka.assign", "%s", rd_kafka_err2str(aerr));
+        return TC_EKAFKA;
+    }
+    tc_log(TC_LOG_INFO, "kafka.assign", "reading %d partition(s) of %s%s", (int)n,
+           app->cfg.topic_rollups, app->ha ? " and the HA topic" : "");
+    return 0;
+}
+
+static int producer_start(app_t *app, const char *bootstrap)
+{
+    rd_kafka_conf_t *conf = conf_new(app, bootstrap, "-ha");
+    if (!conf) {
+        return TC_EINVAL;
+    }
+    static const char *const defaults[][2] = {
+        {"linger.ms", "1"},
+        {"compression.type", "lz4"},
+        {"message.timeout.ms", "30000"},
+    };
+    if (conf_defaults(app, conf, defaults, sizeof(defaults) / sizeof(defaults[0])) != 0 ||
+        conf_fixed(conf, "enable.idempotence", "true") != 0) {
+        rd_kafka_conf_destroy(conf);
+        return TC_EINVAL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, app);
+    char err[512];
+    app->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)); /* owns conf */
+    if (!app->producer) {
+        tc_log(TC_LOG_ERROR, "kafka.new", "HA producer: %s", err);
+        rd_kafka_conf_destroy(conf);
+        return TC_EKAFKA;
+    }
+    return 0;
+}
+
+/* The elector joins group.id on ha.topic: whoever is assigned its partition 0 leads. */
+static int elector_start(app_t *app, const char *bootstrap)
+{
+    rd_kafka_conf_t *conf = conf_new(app, bootstrap, "-elector");
+    if (!conf) {
+        return TC_EINVAL;
+    }
+    static const char *const defaults[][2] = {
+        /* How long a dead leader holds the lead before the other instance takes over. */
+        {"session.timeout.ms", "10000"},
+        {"heartbeat.interval.ms", "1000"},
+    };
+    if (conf_defaults(app, conf, defaults, sizeof(defaults) / sizeof(defaults[0])) != 0 ||
+        conf_fixed(conf, "group.id", app->cfg.group_id) != 0 ||
+        conf_fixed(conf, "enable.auto.commit", "false") != 0 ||
+        conf_fixed(conf, "partition.assignment.strategy", "range") != 0) {
+        rd_kafka_conf_destroy(conf);
+        return TC_EINVAL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, elector_rebalance);
+    rd_kafka_conf_set_opaque(conf, app);
+    char err[512];
+    app->elector = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)); /* owns conf */
+    if (!app->elector) {
+        tc_log(TC_LOG_ERROR, "kafka.new", "elector: %s", err);
+        rd_kafka_conf_destroy(conf);
+        return TC_EKAFKA;
+    }
+    rd_kafka_poll_set_consumer(app->elector);
+    app->elector_queue = rd_kafka_queue_get_consumer(app->elector);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, app->cfg.topic_rollups, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(app->rk, topics);
+    rd_kafka_topic_partition_list_add(topics, app->cfg.ha_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(app->elector, topics);
     rd_kafka_topic_partition_list_destroy(topics);
-    if (kerr) {
-        tc_log(TC_LOG_ERROR, "kafka.subscribe", "%s: %s", app->cfg.topic_rollups,
+    if (kerr || !app->elector_queue) {
+        tc_log(TC_LOG_ERROR, "kafka.subscribe", "%s: %s", app->cfg.ha_topic,
                rd_kafka_err2str(kerr));
         return TC_EKAFKA;
     }
     return 0;
+}
+
+static int kafka_start(app_t *app)
+{
+    char *bootstrap = NULL;
+    int rc = tc_kafka_bootstrap(app->cfg.brokers, app->cfg.brokers_file, 30000, &bootstrap);
+    if (rc != 0) {
+        tc_log(TC_LOG_ERROR, "kafka.bootstrap", "no brokers (%s): set brokers or brokers_file",
+               tc_strerror(rc));
+        return rc;
+    }
+    if (app->ha) {
+        rc = producer_start(app, bootstrap);
+    }
+    if (rc == 0) {
+        rc = consumer_start(app, bootstrap);
+    }
+    if (rc == 0 && app->ha) {
+        rc = elector_start(app, bootstrap);
+    }
+    free(bootstrap);
+    return rc;
+}
+
+/* Records behind the end of the rollups partitions: the high watermark librdkafka last saw
+ * minus the next offset to consume. Runs on the HTTP thread (thread-safe calls only). */
+static double lag_gauge(void *ctx)
+{
+    app_t *app = ctx;
+    double lag = 0;
+    for (int32_t p = 0; app->rk && p < app->nrollups_parts; p++) {
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(app->rk, app->cfg.topic_rollups, p, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0) {
+            continue;
+        }
+        int64_t next = atomic_load(&app->rollups_next[p]);
+        if (next < lo) {
+            next = lo;
+        }
+        if (hi > next) {
+            lag += (double)(hi - next);
+        }
+    }
+    return lag;
 }
 
 /* ---- rules --------------------------------------------------------------------------- */
@@ -575,7 +1133,7 @@ static int reload_rules(app_t *app, char *err, size_t errlen)
     if (rc == 0) {
         app->rules_loaded_us = tc_now_us();
     }
-    persist(app);
+    commit(app);
     update_alert_gauges(app);
     pthread_mutex_unlock(&app->lock);
     if (rc != 0) {
@@ -744,8 +1302,15 @@ static void http_alert(void *ctx, const tc_http_req_t *req, tc_http_resp_t *resp
     }
     json_t *doc = rc == 0 ? alr_core_alert_json(app->core, fp, now) : NULL;
     if (rc == 0) {
-        persist(app);
+        commit(app);
         update_alert_gauges(app);
+        /* The other instances apply the same action to the same firing. */
+        const alr_alert_t *a = alr_evaluator_get(alr_core_evaluator(app->core), fp);
+        json_t *human = alr_core_human_json(action, fp, by, comment, now,
+                                            a && a->state == ALR_STATE_ACKNOWLEDGED
+                                                ? a->ack_expires_us
+                                                : 0);
+        ha_publish_doc(app, "human", a ? a->fp_hex : "?", human);
     }
     pthread_mutex_unlock(&app->lock);
     if (rc == TC_ENOTFOUND) {
@@ -799,7 +1364,12 @@ static void http_silences(void *ctx, const tc_http_req_t *req, tc_http_resp_t *r
     pthread_mutex_lock(&app->lock);
     json_t *doc = alr_core_silence_create(app->core, body, tc_now_us(), &status, err, sizeof(err));
     if (doc) {
-        persist(app);
+        commit(app);
+        const alr_silence_t *sil = alr_silences_get(
+            alr_core_silences(app->core), json_string_value(json_object_get(doc, "id")));
+        if (sil) {
+            ha_publish_doc(app, "silence", sil->id, alr_silence_state_json(sil));
+        }
     }
     pthread_mutex_unlock(&app->lock);
     json_decref(body);
@@ -841,7 +1411,10 @@ static void http_silence(void *ctx, const tc_http_req_t *req, tc_http_resp_t *re
     const alr_silence_t *s = alr_silences_get(alr_core_silences(app->core), id);
     json_t *doc = s ? alr_silence_json(s, now) : NULL;
     if (rc == 0) {
-        persist(app);
+        commit(app);
+        if (s) {
+            ha_publish_doc(app, "silence", s->id, alr_silence_state_json(s));
+        }
     }
     pthread_mutex_unlock(&app->lock);
     if (rc == TC_ENOTFOUND) {
@@ -982,6 +1555,15 @@ static void health(void *ctx, tc_health_t *h)
     int rc = alr_store_check(app->store, detail, sizeof(detail));
     ms = (double)(tc_mono_us() - t0) / 1000.0;
     tc_health_add(h, "lmdb", rc == 0 ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, ms, detail);
+    if (app->ha) {
+        /* Following is healthy: the pair needs one leader, and each can be it. */
+        pthread_mutex_lock(&app->lock);
+        snprintf(detail, sizeof(detail), "%s (group %s on %s, term %" PRId64 ")",
+                 app->leader ? "leader" : (app->lead_pending ? "taking over" : "follower"),
+                 app->cfg.group_id, app->cfg.ha_topic, app->leader ? app->term : app->max_term);
+        pthread_mutex_unlock(&app->lock);
+        tc_health_add(h, "ha", TC_HEALTH_HEALTHY, 0, detail);
+    }
 }
 
 /* ---- metrics ------------------------------------------------------------------------- */
@@ -1016,9 +1598,38 @@ static int metrics_init(app_t *app)
                                          "Rollup buckets applied to the window store");
     app->m_issues = tc_metrics_counter(m, "tocsin_alerter_issue_changes_total", NULL,
                                        "IssueChange records applied");
-    app->m_skipped = tc_metrics_counter(m, "tocsin_alerter_rollups_skipped_total",
-                                        "kind=\"unknown\"",
-                                        "Rollup records of a kind this alerter does not know");
+    for (size_t i = 0; i < NSKIPPED; i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "kind=\"%s\"", skipped_kinds[i]);
+        app->m_skipped[i] = tc_metrics_counter(m, "tocsin_alerter_rollups_skipped_total", labels,
+                                               "Rollup records of a kind the alerter does not "
+                                               "use, skipped");
+        if (!app->m_skipped[i]) {
+            return TC_ENOMEM;
+        }
+    }
+    app->m_issue_dups = tc_metrics_counter(m, "tocsin_alerter_issue_changes_duplicate_total",
+                                           NULL, "IssueChange records applied before (skipped)");
+    app->m_statuses = tc_metrics_counter(m, "tocsin_alerter_issue_statuses_total", NULL,
+                                         "IssueStatus records read");
+    app->m_ha_applied = tc_metrics_counter(m, "tocsin_alerter_ha_records_applied_total", NULL,
+                                           "Records of other instances applied from ha.topic");
+    app->m_ha_stale = tc_metrics_counter(m, "tocsin_alerter_ha_records_stale_total", NULL,
+                                         "Records of a replaced leader skipped");
+    app->m_ha_invalid = tc_metrics_counter(m, "tocsin_alerter_ha_records_invalid_total", NULL,
+                                           "Records of ha.topic that do not parse");
+    app->m_ha_errors = tc_metrics_counter(m, "tocsin_alerter_ha_publish_errors_total", NULL,
+                                          "Records this instance could not publish on ha.topic");
+    app->m_takeovers = tc_metrics_counter(m, "tocsin_alerter_ha_takeovers_total", NULL,
+                                          "Times this instance became the leader");
+    app->m_leader = tc_metrics_gauge(m, "tocsin_alerter_ha_leader", NULL,
+                                     "1 while this instance sends the notifications");
+    if (tc_metrics_gauge_fn(m, "tocsin_alerter_consumer_lag", NULL,
+                            "Records of tocsin.rollups not consumed yet (high watermark minus "
+                            "position, summed over partitions)",
+                            lag_gauge, app) != 0) {
+        return TC_ENOMEM;
+    }
     for (size_t i = 0; i < NREASONS; i++) {
         char labels[64];
         snprintf(labels, sizeof(labels), "reason=\"%s\"", reject_reasons[i]);
@@ -1081,7 +1692,9 @@ static int metrics_init(app_t *app)
                             app) != 0) {
         return TC_ENOMEM;
     }
-    if (!app->m_consumed || !app->m_issues || !app->m_skipped || !app->m_evaluations ||
+    if (!app->m_consumed || !app->m_issues || !app->m_issue_dups || !app->m_statuses ||
+        !app->m_ha_applied || !app->m_ha_stale || !app->m_ha_invalid || !app->m_ha_errors ||
+        !app->m_takeovers || !app->m_leader || !app->m_evaluations ||
         !app->m_reload_failures || !app->m_store_errors || !app->m_kafka_errors ||
         !app->m_api_denied || !app->m_rules_loaded || !app->m_attempt_seconds) {
         return TC_ENOMEM;
@@ -1099,6 +1712,12 @@ typedef struct {
 static int restore_record(void *ctx, const char *kind, const char *key, const json_t *doc)
 {
     restore_ctx_t *rc = ctx;
+    if (strcmp(kind, "ha") == 0) {
+        if (strcmp(key, "term") == 0) {
+            rc->app->max_term = (int64_t)json_integer_value(json_object_get(doc, "term"));
+        }
+        return 0;
+    }
     int r = alr_core_restore(rc->app->core, kind, key, doc, tc_now_us());
     if (r == TC_ENOMEM) {
         return r;
@@ -1133,36 +1752,64 @@ static int run(app_t *app)
             char err[1024];
             reload_rules(app, err, sizeof(err));
         }
-        int64_t now = tc_mono_us();
-        int64_t wait_ms = (next_eval - now) / 1000;
-        /* Short polls while attempts are out, so outcomes (and the next attempt of a
-         * rate-limited receiver) are handled promptly. */
-        int64_t cap = alr_sender_busy(app->sender) > 0 ? 10 : 50;
-        wait_ms = wait_ms < 0 ? 0 : (wait_ms > cap ? cap : wait_ms);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(app->rk, (int)wait_ms);
+        /* Sleep until records arrive, an attempt ends, a signal comes, or the next thing is
+         * due: the next full evaluation, or a timer of the core (a group's wait, an
+         * escalation, a retry, a receiver's next token, a pending alert's `for`). */
+        int64_t now_wall = tc_now_us();
         pthread_mutex_lock(&app->lock);
-        for (int i = 0; m && i < BATCH_MAX_RECORDS; i++) {
+        int64_t due = alr_core_next_wake(app->core, now_wall);
+        bool pending = app->lead_pending;
+        pthread_mutex_unlock(&app->lock);
+        int64_t wait_us = next_eval - tc_mono_us();
+        if (due > 0 && due - now_wall < wait_us) {
+            wait_us = due - now_wall + 500; /* just past it */
+        }
+        if (pending && wait_us > 50000) {
+            wait_us = 50000; /* taking over: check the catch-up often */
+        }
+        if (app->more_pending) {
+            wait_us = 0;
+        }
+        int timeout_ms = wait_us <= 0 ? 0 : (int)((wait_us + 999) / 1000);
+        struct pollfd fds[3] = {{tc_signal_fd(), POLLIN, 0},
+                                {app->wake[0], POLLIN, 0},
+                                {alr_sender_fd(app->sender), POLLIN, 0}};
+        poll(fds, 3, timeout_ms);
+        if (fds[0].revents) {
+            tc_signal_drain();
+        }
+        if (fds[1].revents) {
+            char junk[64];
+            while (read(app->wake[0], junk, sizeof(junk)) > 0) {
+            }
+        }
+        /* The elector's callbacks run here, outside the lock (they take it). */
+        if (app->elector) {
+            rd_kafka_message_t *em;
+            while ((em = rd_kafka_consumer_poll(app->elector, 0)) != NULL) {
+                rd_kafka_message_destroy(em);
+            }
+        }
+        if (app->producer) {
+            rd_kafka_poll(app->producer, 0);
+        }
+        pthread_mutex_lock(&app->lock);
+        int i = 0;
+        rd_kafka_message_t *m;
+        while (i < BATCH_MAX_RECORDS && (m = rd_kafka_consume_queue(app->queue, 0)) != NULL) {
             handle_message(app, m);
             rd_kafka_message_destroy(m);
-            m = rd_kafka_consumer_poll(app->rk, 0);
+            i++;
         }
-        if (m) {
-            handle_message(app, m);
-            rd_kafka_message_destroy(m);
-        }
-        now = tc_mono_us();
-        if (app->batch_records >= BATCH_MAX_RECORDS ||
-            (app->batch_records > 0 && now - app->batch_started_mono >= BATCH_MAX_US)) {
-            flush_batch(app);
-        }
+        app->more_pending = i == BATCH_MAX_RECORDS;
+        int64_t now = tc_mono_us();
         bool full = now >= next_eval;
         if (full) {
             next_eval += interval_us;
             if (next_eval <= now) {
                 next_eval = now + interval_us;
             }
-            if (!atomic_load(&app->caught_up) && app->nassigned > 0 &&
-                now - app->assigned_mono >= CATCH_UP_MAX_US) {
+            if (!atomic_load(&app->caught_up) && now - app->assigned_mono >= CATCH_UP_MAX_US) {
                 atomic_store(&app->caught_up, true);
                 tc_log(TC_LOG_WARN, "rollups.caught_up",
                        "no end of partition seen for %llds; evaluating anyway",
@@ -1182,20 +1829,30 @@ static int run(app_t *app)
             pthread_mutex_unlock(&app->lock);
             continue;
         }
-        if (full || app->applied_since_eval) {
-            /* Buckets first: what an evaluation decided must not be durable before the
-             * data it read. */
-            flush_batch(app);
-            int n = alr_core_evaluate(app->core, tc_now_us(), full);
+        now_wall = tc_now_us();
+        int64_t ev_due = alr_evaluator_next_wake(alr_core_evaluator(app->core), now_wall);
+        bool timer = due > 0 && now_wall >= due;
+        /* A pending alert's `for` (or another evaluator timer) passed since the last
+         * evaluation: every rule again, so the one waiting fires on time. */
+        full = full || (ev_due > 0 && now_wall >= ev_due && ev_due > app->last_eval_us);
+        if (full || app->applied_since_eval || timer || !app->evaluated_caught_up) {
+            int n = alr_core_evaluate(app->core, now_wall, full || !app->evaluated_caught_up);
             app->applied_since_eval = false;
+            app->last_eval_us = now_wall;
+            app->evaluated_caught_up = true;
             if (n > 0) {
                 tc_counter_add(app->m_evaluations, (uint64_t)n);
             } else if (n < 0) {
                 tc_log(TC_LOG_ERROR, "eval", "evaluation stopped: %s", tc_strerror(n));
             }
             update_alert_gauges(app);
-            flush_batch(app); /* the pruned buckets */
         }
+        if (app->lead_pending && !app->fenced && app->takeover_target >= 0 &&
+            app->ha_position >= app->takeover_target) {
+            become_leader(app);
+        }
+        /* One transaction for the buckets, the offsets and what the evaluation decided,
+         * then the attempts it released. */
         deliver(app);
         pthread_mutex_unlock(&app->lock);
     }
@@ -1223,6 +1880,11 @@ int main(int argc, char **argv)
     tc_log_init("alerter", level);
     default_instance(app);
     app->bad_input_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
+    app->produce_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
+    app->wake[0] = app->wake[1] = -1;
+    app->ha = app->cfg.ha_enabled;
+    app->leader = !app->ha;
+    app->takeover_target = -1;
     int exit_code = 1;
 
     if (!app->cfg.rules || !app->cfg.rules[0]) {
@@ -1264,6 +1926,18 @@ int main(int argc, char **argv)
         alr_ruleset_destroy(&rules);
         goto out;
     }
+    snprintf(app->producer_id, sizeof(app->producer_id), "%.150s/%016" PRIx64, app->instance,
+             seed);
+    tc_gauge_set(app->m_leader, app->leader ? 1 : 0);
+    if (app->ha && (!app->cfg.ha_topic || !app->cfg.ha_topic[0])) {
+        tc_log(TC_LOG_ERROR, "start", "ha.topic is empty");
+        alr_ruleset_destroy(&rules);
+        goto out;
+    }
+    if (app->ha) {
+        /* A follower until the election says otherwise: it mirrors, it does not send. */
+        alr_core_set_active(app->core, false, tc_now_us());
+    }
     size_t skipped = 0, skipped_state = 0;
     if (alr_store_load_window(app->store, alr_core_window(app->core), tc_now_us(), &skipped) !=
         0) {
@@ -1290,7 +1964,7 @@ int main(int argc, char **argv)
         goto out;
     }
     pthread_mutex_lock(&app->lock);
-    persist(app);
+    commit(app);
     update_alert_gauges(app);
     size_t owed = 0;
     alr_dispatch_t *d = alr_core_dispatch(app->core);
@@ -1307,6 +1981,15 @@ int main(int argc, char **argv)
 
     if (kafka_start(app) != 0) {
         goto out;
+    }
+    /* The Kafka queues wake the main loop's poll(2) when records arrive. */
+    if (pipe2(app->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        tc_log(TC_LOG_ERROR, "start", "pipe: %s", strerror(errno));
+        goto out;
+    }
+    rd_kafka_queue_io_event_enable(app->queue, app->wake[1], "1", 1);
+    if (app->elector_queue) {
+        rd_kafka_queue_io_event_enable(app->elector_queue, app->wake[1], "1", 1);
     }
     app->http = tc_http_new("alerter");
     if (!app->http || tc_http_route(app->http, "GET", "/api/v1/alerts", http_alerts, app) ||
@@ -1351,27 +2034,50 @@ int main(int argc, char **argv)
     tc_log(TC_LOG_INFO, "stop", "stopping: persisting state and draining notifications");
     tc_http_destroy(&app->http);
     pthread_mutex_lock(&app->lock);
-    flush_batch(app);
+    commit(app);
     pthread_mutex_unlock(&app->lock);
-    rd_kafka_consumer_close(app->rk); /* a revoke here flushes again */
+    if (app->elector) {
+        /* Leaving the group hands the lead over: the revoke drains the attempts out and
+         * publishes their outcomes, then the other instance is assigned. */
+        rd_kafka_consumer_close(app->elector);
+    }
+    rd_kafka_consumer_close(app->rk);
     pthread_mutex_lock(&app->lock);
     app->stopping = true;
     pthread_mutex_unlock(&app->lock);
     alr_sender_stop(app->sender, SHUTDOWN_DRAIN_MS);
     pthread_mutex_lock(&app->lock);
-    flush_batch(app);
     deliver(app); /* the outcomes that arrived while draining; nothing new starts */
-    persist(app);
     pthread_mutex_unlock(&app->lock);
+    if (app->producer) {
+        rd_kafka_flush(app->producer, HA_DRAIN_MS);
+    }
     exit_code = 0;
 out:
     tc_selfmon_destroy(&app->selfmon);
     tc_http_destroy(&app->http);
+    if (app->queue) {
+        rd_kafka_queue_destroy(app->queue);
+    }
+    if (app->elector_queue) {
+        rd_kafka_queue_destroy(app->elector_queue);
+    }
     if (app->rkt) {
         rd_kafka_topic_destroy(app->rkt);
     }
     if (app->rk) {
         rd_kafka_destroy(app->rk);
+    }
+    if (app->elector) {
+        rd_kafka_destroy(app->elector);
+    }
+    if (app->producer) {
+        rd_kafka_destroy(app->producer);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (app->wake[i] >= 0) {
+            close(app->wake[i]);
+        }
     }
     alr_sender_destroy(&app->sender);
     alr_core_destroy(&app->core);

@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     alr_window_agg_t s;
     tc_sketch_t sk;
     tc_sketch_init(&sk, TC_SKETCH_SCHEMA);
-    alr_window_agg(w, r.service, "", "*", r.kind, 0, INT64_MAX, &sk, &s);
+    alr_window_agg(w, r.service, "", "*", r.kind, 0, INT64_MAX, 0, &sk, &s);
     CHECK(s.count == r.count && s.errors == r.errors);
     tc_sketch_fini(&sk);
     /* A replay of the same revision changes nothing. */

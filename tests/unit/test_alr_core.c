@@ -792,10 +792,15 @@ static void test_issue_alerts(void **state)
     strcpy(rec.issue.message, "'user'");
     rec.issue.level = 5;
     rec.issue.count = 1;
+    rec.issue.time_us = T0 - 2 * S;
     assert_int_equal(alr_core_put_record(s.core, &rec, s.now), 1);
     sim_run(&s, 5, NULL);
-    /* The same issue again: refreshed, not paged twice. A warning-level issue: ignored. */
+    /* The same change delivered again (aggregators publish at least once): applied once. */
+    assert_int_equal(alr_core_put_record(s.core, &rec, s.now), 0);
+    /* A later change of the same issue: refreshed, not paged twice. A warning-level issue:
+     * ignored. */
     rec.issue.count = 2;
+    rec.issue.time_us = T0 + 4 * S;
     assert_int_equal(alr_core_put_record(s.core, &rec, s.now), 1);
     strcpy(rec.issue.issue_id, "def456");
     rec.issue.level = 4;

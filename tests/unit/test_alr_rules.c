@@ -28,7 +28,7 @@ static void test_shipped_file_loads(void **state)
         print_error("%s\n", err);
     }
     assert_non_null(s);
-    assert_int_equal(s->nrules, 3);
+    assert_int_equal(s->nrules, 9); /* the demo's 3 and the pipeline's own 6 */
     assert_true(s->settings.fallback >= 0);
     /* The critical policy escalates chat -> pager -> next tier. */
     const alr_policy_t *p = NULL;

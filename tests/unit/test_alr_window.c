@@ -47,16 +47,16 @@ static void test_revisions_and_windows(void **state)
     alr_rollup_t b = bucket("shop", "/b", 1, T - 10, 5, 5, 1);
     assert_int_equal(alr_window_put(w, &b, T * S, true), 1);
     alr_window_agg_t g;
-    alr_window_agg(w, "shop", "", "*", 1, (T - 60) * S, (T + 10) * S, NULL, &g);
+    alr_window_agg(w, "shop", "", "*", 1, (T - 60) * S, (T + 10) * S, 0, NULL, &g);
     assert_int_equal(g.count, 25);
     assert_int_equal(g.errors, 6);
     assert_int_equal(g.series, 2);
     /* A window ending before the newest bucket's end leaves it out. */
-    alr_window_agg(w, "shop", "", "*", 1, (T - 60) * S, T * S, NULL, &g);
+    alr_window_agg(w, "shop", "", "*", 1, (T - 60) * S, T * S, 0, NULL, &g);
     assert_int_equal(g.count, 5);
-    alr_window_agg(w, "shop", "", "/a", 1, (T - 60) * S, (T + 10) * S, NULL, &g);
+    alr_window_agg(w, "shop", "", "/a", 1, (T - 60) * S, (T + 10) * S, 0, NULL, &g);
     assert_int_equal(g.count, 20);
-    alr_window_agg(w, "other", "", "*", 1, 0, INT64_MAX, NULL, &g);
+    alr_window_agg(w, "other", "", "*", 1, 0, INT64_MAX, 0, NULL, &g);
     assert_int_equal(g.count, 0);
     assert_int_equal(alr_window_watermark_us(w, T * S, 30 * S), (T + 10) * S);
     /* Far future buckets are refused. */
@@ -88,7 +88,7 @@ static void test_sketch_and_metrics(void **state)
     tc_sketch_t sk;
     tc_sketch_init(&sk, TC_SKETCH_SCHEMA);
     alr_window_agg_t g;
-    alr_window_agg(w, "shop", "", "*", 1, 0, INT64_MAX, &sk, &g);
+    alr_window_agg(w, "shop", "", "*", 1, 0, INT64_MAX, 0, &sk, &g);
     assert_int_equal(sk.count, 3);
     assert_true(fabs(tc_sketch_quantile(&sk, 1.0) - 900000) / 900000 < 0.01);
     tc_sketch_fini(&sk);
@@ -102,7 +102,7 @@ static void test_sketch_and_metrics(void **state)
     g2.last_time_us = (T + 2) * S;
     alr_window_put(w, &g1, T * S, true);
     alr_window_put(w, &g2, T * S, true);
-    alr_window_agg(w, "shop", "", "depth", 0, 0, INT64_MAX, NULL, &g);
+    alr_window_agg(w, "shop", "", "depth", 0, 0, INT64_MAX, 0, NULL, &g);
     assert_true(g.min == 3 && g.max == 50 && g.last == 7);
     alr_rollup_t got;
     assert_int_equal(alr_window_get(w, &g1, &got), 0);
