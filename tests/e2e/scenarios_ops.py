@@ -131,7 +131,10 @@ def scenario_ops_ctl(c):
                    lambda: (lambda g: g if g[("tocsin-aggregator", "tocsin.events")]["lag"] == 0
                             else None)(groups()), 20)
     ev = g[("tocsin-aggregator", "tocsin.events")]
-    check(ev["committed_partitions"] >= 1 and ev["uncommitted"] == 0 and ev["end_offset"] >= count,
+    # end_offset counts Kafka records; a record packs the events of a batch that share a key,
+    # so there are at least one and at most `count` of them.
+    check(ev["committed_partitions"] >= 1 and ev["uncommitted"] == 0
+          and 1 <= ev["end_offset"] <= count,
           f"aggregator group: {ev}")
     check(g[("tocsin-alerter", "tocsin.rollups")]["lag"] is None,
           f"the alerter keeps its offsets in LMDB, its lag is unknown, not made up: {g}")
