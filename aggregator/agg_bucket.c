@@ -12,6 +12,7 @@
 #define F_SKETCH 0x01
 #define F_USERS 0x02
 #define F_VALUES 0x04
+#define F_SAMPLED 0x08 /* sampled_events and sampled_count follow late */
 
 const char *agg_kind_name(agg_kind_t kind)
 {
@@ -82,6 +83,8 @@ void agg_event_sample(const agg_event_t *ev, agg_sample_t *out)
     out->environment = ev->environment;
     out->time_us = ev->time_us;
     out->start_s = agg_bucket_align(ev->time_us, AGG_BUCKET_WIDTH_S);
+    out->weight = ev->weight ? ev->weight : 1;
+    out->sampled = ev->sample_rate > 0 && ev->sample_rate < 1;
     if (ev->user_id.n > 0) {
         out->has_user = true;
         out->user_hash = tc_hll_hash(ev->user_id.p, ev->user_id.n);
@@ -199,9 +202,10 @@ int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, const agg_slo_t *sl
     if (rc != 0) {
         return rc;
     }
+    const uint64_t w = s->weight ? s->weight : 1;
     bool first = b->count == 0;
     if (sketched(s->kind)) {
-        rc = tc_sketch_add(&b->sketch, s->value, 1);
+        rc = tc_sketch_add(&b->sketch, s->value, w);
         if (rc != 0) {
             return rc;
         }
@@ -216,16 +220,16 @@ int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, const agg_slo_t *sl
     case AGG_KIND_REQUESTS:
         for (uint32_t i = 0; i < b->nslo; i++) {
             if (s->value > (double)b->slo_us[i]) {
-                b->slow[i]++;
+                b->slow[i] += w;
             }
         }
         /* fall through */
     case AGG_KIND_TIMING:
-        b->sum += s->value;
+        b->sum += w == 1 ? s->value : s->value * (double)w;
         take_value(b, s->value, first);
         break;
     case AGG_KIND_COUNTER:
-        b->sum += s->value;
+        b->sum += w == 1 ? s->value : s->value * (double)w;
         break;
     case AGG_KIND_GAUGE:
         take_value(b, s->value, first);
@@ -237,9 +241,13 @@ int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, const agg_slo_t *sl
     default:
         break;
     }
-    b->count++;
+    b->count += w;
     if (s->error) {
-        b->errors++;
+        b->errors += w;
+    }
+    if (s->sampled) {
+        b->sampled_events++;
+        b->sampled_count += w;
     }
     return 0;
 }
@@ -290,6 +298,8 @@ int agg_bucket_merge(agg_bucket_t *dst, const agg_bucket_t *src)
     dst->count += src->count;
     dst->errors += src->errors;
     dst->late += src->late;
+    dst->sampled_events += src->sampled_events;
+    dst->sampled_count += src->sampled_count;
     dst->sum += src->sum;
     if (src->source_offset > dst->source_offset) {
         dst->source_offset = src->source_offset;
@@ -368,6 +378,9 @@ static uint8_t store_flags(const agg_bucket_t *b)
     if (has_values(b->kind)) {
         f |= F_VALUES;
     }
+    if (b->sampled_events || b->sampled_count) {
+        f |= F_SAMPLED;
+    }
     return f;
 }
 
@@ -376,6 +389,9 @@ size_t agg_bucket_store_size(const agg_bucket_t *b)
     uint8_t f = store_flags(b);
     size_t n = 4 + uv_size((uint64_t)b->source_offset) + uv_size(b->count) + uv_size(b->errors) +
                uv_size(b->late) + 1;
+    if (f & F_SAMPLED) {
+        n += uv_size(b->sampled_events) + uv_size(b->sampled_count);
+    }
     for (uint32_t i = 0; i < b->nslo; i++) {
         n += uv_size(b->slo_us[i]) + uv_size(b->slow[i]);
     }
@@ -414,6 +430,10 @@ size_t agg_bucket_store_encode(const agg_bucket_t *b, uint8_t *out)
     n += uv_put(out + n, b->count);
     n += uv_put(out + n, b->errors);
     n += uv_put(out + n, b->late);
+    if (f & F_SAMPLED) {
+        n += uv_put(out + n, b->sampled_events);
+        n += uv_put(out + n, b->sampled_count);
+    }
     out[n++] = (uint8_t)b->nslo;
     for (uint32_t i = 0; i < b->nslo; i++) {
         n += uv_put(out + n, b->slo_us[i]);
@@ -499,7 +519,8 @@ int agg_bucket_check(const agg_bucket_t *b)
     if (b->width_s != AGG_BUCKET_WIDTH_S && b->width_s != AGG_ROLLUP_WIDTH_S) {
         return TC_EINVAL;
     }
-    if ((b->count == 0 && b->late == 0) || b->errors > b->count || b->source_offset < 0) {
+    if ((b->count == 0 && b->late == 0) || b->errors > b->count || b->source_offset < 0 ||
+        b->sampled_count > b->count || b->sampled_events > b->sampled_count) {
         return TC_EINVAL;
     }
     if (b->nslo > AGG_SLO_MAX || (b->nslo > 0 && b->kind != AGG_KIND_REQUESTS)) {
@@ -530,6 +551,7 @@ typedef struct {
     uint32_t width_s;
     int64_t source_offset;
     uint64_t count, errors, late;
+    uint64_t sampled_events, sampled_count;
     uint32_t nslo;
     uint64_t slo_us[AGG_SLO_MAX];
     uint64_t slow[AGG_SLO_MAX];
@@ -598,8 +620,16 @@ static int parse_stored(const uint8_t *data, size_t len, stored_t *v)
     v->width_s = data[2];
     uint8_t f = data[3];
     uint64_t off;
-    if ((f & ~(F_SKETCH | F_USERS | F_VALUES)) || !rd_uv(&r, &off) || off > INT64_MAX ||
-        !rd_uv(&r, &v->count) || !rd_uv(&r, &v->errors) || !rd_uv(&r, &v->late) || r.p >= r.end) {
+    if ((f & ~(F_SKETCH | F_USERS | F_VALUES | F_SAMPLED)) || !rd_uv(&r, &off) ||
+        off > INT64_MAX || !rd_uv(&r, &v->count) || !rd_uv(&r, &v->errors) ||
+        !rd_uv(&r, &v->late)) {
+        return TC_EPARSE;
+    }
+    if ((f & F_SAMPLED) &&
+        (!rd_uv(&r, &v->sampled_events) || !rd_uv(&r, &v->sampled_count))) {
+        return TC_EPARSE;
+    }
+    if (r.p >= r.end) {
         return TC_EPARSE;
     }
     v->source_offset = (int64_t)off;
@@ -662,6 +692,7 @@ static int parse_stored(const uint8_t *data, size_t len, stored_t *v)
     if (v->kind < AGG_KIND_REQUESTS || v->kind > AGG_KIND_TIMING ||
         (v->width_s != AGG_BUCKET_WIDTH_S && v->width_s != AGG_ROLLUP_WIDTH_S) ||
         (v->count == 0 && v->late == 0) || v->errors > v->count ||
+        v->sampled_count > v->count || v->sampled_events > v->sampled_count ||
         (v->nslo > 0 && v->kind != AGG_KIND_REQUESTS) ||
         total != (sketched(v->kind) ? v->count : 0) ||
         (v->users_len && v->kind != AGG_KIND_REQUESTS && v->kind != AGG_KIND_ERRORS)) {
@@ -703,6 +734,8 @@ int agg_bucket_store_decode(const uint8_t *data, size_t len, agg_bucket_t *b)
     b->count = v.count;
     b->errors = v.errors;
     b->late = v.late;
+    b->sampled_events = v.sampled_events;
+    b->sampled_count = v.sampled_count;
     b->nslo = v.nslo;
     memcpy(b->slo_us, v.slo_us, sizeof(b->slo_us));
     memcpy(b->slow, v.slow, sizeof(b->slow));
@@ -738,6 +771,8 @@ int agg_bucket_store_merge(agg_bucket_t *dst, const uint8_t *data, size_t len)
     src.count = v.count;
     src.errors = v.errors;
     src.late = v.late;
+    src.sampled_events = v.sampled_events;
+    src.sampled_count = v.sampled_count;
     src.nslo = v.nslo;
     memcpy(src.slo_us, v.slo_us, sizeof(src.slo_us));
     memcpy(src.slow, v.slow, sizeof(src.slow));
@@ -781,6 +816,8 @@ int agg_bucket_rollup_encode(const agg_series_id_t *id, int64_t start_s, const a
     pb.count = b->count;
     pb.errors = b->errors;
     pb.late = b->late;
+    pb.sampled_events = b->sampled_events;
+    pb.sampled_count = b->sampled_count;
     pb.sum = b->sum;
     pb.min = b->min;
     pb.max = b->max;

@@ -10,6 +10,12 @@
  * arrived too late for their own bucket, and `source_offset`: the bucket holds exactly the
  * records of its source partition below that offset that belong to it.
  *
+ * Sampled events (a client sample rate r < 1) count with an integer weight standing for 1/r
+ * events (agg_sample_weight) in count, errors, slow, late, the sketch and sum; the bucket
+ * also counts how many sampled events it received (sampled_events) and what they stand for
+ * (sampled_count, part of count). Unsampled events weigh 1, so without sampling every figure
+ * is exact.
+ *
  * This module turns a scanned event into its sample, applies samples and merges buckets,
  * and encodes buckets for LMDB (a compact binary form, agg_bucket_store_*) and for Kafka
  * (tocsin.v1.Rollup, agg_bucket_rollup_encode). Decoders treat their input as hostile.
@@ -59,6 +65,8 @@ typedef struct {
     double value;
     bool has_user;
     uint64_t user_hash; /* tc_hll_hash of the user id */
+    uint64_t weight;    /* events this one stands for (1 unless sampled; 0 means 1) */
+    bool sampled;       /* the event carried a sample rate below 1 */
 } agg_sample_t;
 
 /* SLO thresholds in microseconds, ascending, applied to request series. */
@@ -73,6 +81,8 @@ typedef struct {
     uint64_t count;
     uint64_t errors;
     uint64_t late;
+    uint64_t sampled_events; /* sampled events received */
+    uint64_t sampled_count;  /* the events they stand for (part of count) */
     uint32_t nslo;
     uint64_t slo_us[AGG_SLO_MAX];
     uint64_t slow[AGG_SLO_MAX];
@@ -114,12 +124,14 @@ void agg_bucket_reset(agg_bucket_t *b);
 int agg_bucket_begin(agg_bucket_t *b, agg_kind_t kind, const agg_slo_t *slo);
 
 /*
- * Adds a sample. An empty bucket takes the sample's kind and, for request series, the SLO
- * thresholds `slo` (may be NULL). Requests: count, errors, slow counters, sketch, sum, min,
- * max, users. Errors: count, errors, users. COUNTER: count, sum. GAUGE: count, min, max, and
- * last by event time (a tie keeps the later arrival). TIMING: count, sketch, sum, min, max.
- * Returns 0, TC_EINVAL when the kinds differ, or TC_ENOMEM (the bucket may then hold part
- * of the sample; the caller drops it).
+ * Adds a sample with its weight w. An empty bucket takes the sample's kind and, for request
+ * series, the SLO thresholds `slo` (may be NULL). Requests: count, errors, slow counters and
+ * the sketch by w, sum by w times the duration, min, max, users. Errors: count and errors by
+ * w, users. COUNTER: count by w, sum by w times the value. GAUGE: count by w, min, max, and
+ * last by event time (a tie keeps the later arrival). TIMING: count and sketch by w, sum by w
+ * times the value, min, max. A sampled one adds 1 to sampled_events and w to sampled_count.
+ * Returns 0, TC_EINVAL when the kinds differ, or TC_ENOMEM (the bucket may
+ * then hold part of the sample; the caller drops it).
  */
 int agg_bucket_apply(agg_bucket_t *b, const agg_sample_t *s, const agg_slo_t *slo);
 
@@ -144,8 +156,9 @@ size_t agg_bucket_store_encode(const agg_bucket_t *b, uint8_t *out);
 
 /*
  * Decodes a stored bucket into `b` (initialised; its memory is reused). Checks everything
- * agg_bucket_store_encode guarantees: size, format, a known kind, width 10 or 60, errors and
- * slow counters not above count, ascending thresholds, finite numbers, a sketch that
+ * agg_bucket_store_encode guarantees: size, format, a known kind, width 10 or 60, errors,
+ * slow counters and sampled_count not above count, sampled_events not above sampled_count,
+ * ascending thresholds, finite numbers, a sketch that
  * tc_sketch_load accepts and whose total matches count for request and timing series, a
  * HyperLogLog that tc_hll_decode accepts, nothing after the end, and not empty. Returns 0,
  * TC_ETOOBIG, TC_EPARSE, TC_EINVAL or TC_ENOMEM; `b` is empty after an error.

@@ -69,9 +69,11 @@ typedef struct {
 
 typedef struct {
     tc_counter_t *events_consumed;
+    tc_counter_t *records_consumed;
     tc_counter_t *events_applied;
     tc_counter_t *duplicates;
     tc_counter_t *decode_errors;
+    tc_counter_t *records_unreadable;
     tc_counter_t *late_events;
     tc_counter_t *covered;
     tc_counter_t *stale_events;
@@ -148,7 +150,6 @@ typedef struct {
     rd_kafka_t *consumer;
     rd_kafka_queue_t *consumer_queue;
     rd_kafka_message_t **pending; /* consumed from topic.events, not yet committed */
-    int8_t *pending_dedupe;       /* their dedupe decisions, kept across failed commits */
     size_t npending;
     size_t pending_cap;
     agg_msg_t *msgs;
@@ -164,7 +165,6 @@ typedef struct {
     rd_kafka_t *viewer;
     rd_kafka_queue_t *viewer_queue;
     rd_kafka_message_t **vpending; /* consumed from topic.rollups and topic.logs */
-    int8_t *vpending_dedupe;
     size_t nvpending;
     size_t vpending_cap;
     agg_msg_t *vrollups;
@@ -202,6 +202,9 @@ int agg_ingest_start(agg_daemon_t *d, const char *bootstrap);
 
 /* Takes what the consumer has, waiting at most `wait_ms`: up to poll.max_messages. */
 void agg_ingest_poll(agg_daemon_t *d, int wait_ms);
+
+/* The format of a record of topic.events or topic.logs, from its "tocsin.format" header. */
+agg_format_t agg_record_format(const rd_kafka_message_t *msg);
 
 /*
  * Commits everything pending in one LMDB transaction: consumed events, the view's records,

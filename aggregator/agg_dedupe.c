@@ -15,6 +15,12 @@ typedef struct {
     uint32_t t; /* receive time in seconds; 0 marks an empty slot */
 } entry_t;
 
+/* One journaled change: `id` was added (old_t 0) or had its time refreshed from old_t. */
+typedef struct {
+    uint8_t id[ID_LEN];
+    uint32_t old_t;
+} undo_t;
+
 struct agg_dedupe {
     entry_t *slots;
     size_t cap; /* a power of two */
@@ -24,6 +30,11 @@ struct agg_dedupe {
     uint32_t latest;
     uint64_t seed;
     uint64_t evicted;
+    /* the journal (see agg_dedupe_begin) */
+    bool journaling;
+    uint32_t latest_before;
+    undo_t *undo;
+    size_t nundo, capundo;
 };
 
 static size_t pow2_at_least(size_t n)
@@ -57,6 +68,7 @@ agg_dedupe_t *agg_dedupe_new(int64_t window_s, size_t max_ids, uint64_t seed)
 void agg_dedupe_destroy(agg_dedupe_t **self_p)
 {
     if (self_p && *self_p) {
+        free((*self_p)->undo);
         free((*self_p)->slots);
         free(*self_p);
         *self_p = NULL;
@@ -132,6 +144,27 @@ static int rebuild(agg_dedupe_t *self)
     return 0;
 }
 
+/* Journals a change (while journaling). Returns 0, or TC_ENOMEM: the change must not be made. */
+static int journal(agg_dedupe_t *self, const uint8_t *id, uint32_t old_t)
+{
+    if (!self->journaling) {
+        return 0;
+    }
+    if (self->nundo == self->capundo) {
+        size_t cap = self->capundo ? self->capundo * 2 : 4096;
+        undo_t *p = realloc(self->undo, cap * sizeof(*p));
+        if (!p) {
+            return TC_ENOMEM;
+        }
+        self->undo = p;
+        self->capundo = cap;
+    }
+    memcpy(self->undo[self->nundo].id, id, ID_LEN);
+    self->undo[self->nundo].old_t = old_t;
+    self->nundo++;
+    return 0;
+}
+
 int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us)
 {
     int64_t s = t_us / 1000000;
@@ -147,10 +180,16 @@ int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us)
             if (e->t >= cut) {
                 return 1;
             }
+            if (journal(self, id, e->t) != 0) {
+                return TC_ENOMEM;
+            }
             e->t = t; /* seen long ago: counts as new */
             return 0;
         }
         i = (i + 1) & (self->cap - 1);
+    }
+    if (journal(self, id, 0) != 0) {
+        return TC_ENOMEM;
     }
     if ((self->n + 1) * 10 > self->cap * 7) {
         int rc = rebuild(self);
@@ -166,6 +205,75 @@ int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us)
     self->slots[i].t = t;
     self->n++;
     return 0;
+}
+
+void agg_dedupe_begin(agg_dedupe_t *self)
+{
+    if (!self->journaling) {
+        self->journaling = true;
+        self->nundo = 0;
+        self->latest_before = self->latest;
+    }
+}
+
+void agg_dedupe_commit(agg_dedupe_t *self)
+{
+    self->journaling = false;
+    self->nundo = 0;
+}
+
+/* Removes `id` (when held), moving later entries of its probe run back so that every id
+ * stays reachable from its home slot (backward-shift deletion). */
+static void remove_id(agg_dedupe_t *self, const uint8_t *id)
+{
+    size_t mask = self->cap - 1;
+    size_t i = home(self, id);
+    while (self->slots[i].t && memcmp(self->slots[i].id, id, ID_LEN) != 0) {
+        i = (i + 1) & mask;
+    }
+    if (!self->slots[i].t) {
+        return;
+    }
+    self->slots[i].t = 0;
+    self->n--;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!self->slots[j].t) {
+            return;
+        }
+        size_t h = home(self, self->slots[j].id);
+        /* The entry at j may move to the hole at i when its home is not in (i, j]. */
+        bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        if (!stays) {
+            self->slots[i] = self->slots[j];
+            self->slots[j].t = 0;
+            i = j;
+        }
+    }
+}
+
+void agg_dedupe_rollback(agg_dedupe_t *self)
+{
+    if (!self->journaling) {
+        return;
+    }
+    while (self->nundo > 0) {
+        const undo_t *u = &self->undo[--self->nundo];
+        if (u->old_t == 0) {
+            remove_id(self, u->id);
+            continue;
+        }
+        size_t i = home(self, u->id);
+        while (self->slots[i].t) {
+            if (memcmp(self->slots[i].id, u->id, ID_LEN) == 0) {
+                self->slots[i].t = u->old_t;
+                break;
+            }
+            i = (i + 1) & (self->cap - 1);
+        }
+    }
+    self->latest = self->latest_before;
 }
 
 void agg_dedupe_prefetch(const agg_dedupe_t *self, const uint8_t *id)

@@ -13,6 +13,12 @@
  * fills up. When more than `max_ids` ids fall inside the window, the oldest are forgotten
  * early and counted in agg_dedupe_evicted.
  *
+ * The set follows the store's transactions: between agg_dedupe_begin and agg_dedupe_commit
+ * every change is journaled, and agg_dedupe_rollback takes them back (ids added are removed,
+ * refreshed ones get their old time), so a batch whose LMDB transaction failed, or ran again,
+ * decides its duplicates as if it had never been seen. (Ids dropped by a rebuild in between
+ * stay dropped: they were expired or evicted anyway.)
+ *
  * A pure module: no I/O, no clock. Not thread-safe.
  */
 #ifndef AGG_DEDUPE_H
@@ -36,6 +42,16 @@ void agg_dedupe_destroy(agg_dedupe_t **self_p);
  * not grow (the id is then not remembered).
  */
 int agg_dedupe_check(agg_dedupe_t *self, const uint8_t *id, int64_t t_us);
+
+/* Starts journaling (a no-op when already started). */
+void agg_dedupe_begin(agg_dedupe_t *self);
+
+/* Keeps every change since agg_dedupe_begin and stops journaling. */
+void agg_dedupe_commit(agg_dedupe_t *self);
+
+/* Takes back every change since agg_dedupe_begin, newest first; journaling goes on (a new
+ * begin is not needed). */
+void agg_dedupe_rollback(agg_dedupe_t *self);
 
 /* Asks the CPU to fetch the slot `id` would probe first (a hint: it changes nothing). */
 void agg_dedupe_prefetch(const agg_dedupe_t *self, const uint8_t *id);

@@ -235,9 +235,8 @@ int agg_ingest_start(agg_daemon_t *d, const char *bootstrap)
     char err[512];
     d->pending_cap = (size_t)d->cfg.poll_max_messages + LOCAL_BATCH;
     d->pending = calloc(d->pending_cap, sizeof(*d->pending));
-    d->pending_dedupe = calloc(d->pending_cap, sizeof(*d->pending_dedupe));
     d->msgs = calloc(d->pending_cap, sizeof(*d->msgs));
-    if (!d->pending || !d->pending_dedupe || !d->msgs) {
+    if (!d->pending || !d->msgs) {
         return TC_ENOMEM;
     }
     d->invalid_log = (tc_log_limit_t)TC_LOG_LIMIT_INIT(10, 10000000);
@@ -318,11 +317,6 @@ static int reserve(agg_daemon_t *d, size_t n)
         return TC_ENOMEM;
     }
     d->pending = p;
-    int8_t *dd = realloc(d->pending_dedupe, cap * sizeof(*dd));
-    if (!dd) {
-        return TC_ENOMEM;
-    }
-    d->pending_dedupe = dd;
     agg_msg_t *m = realloc(d->msgs, cap * sizeof(*m));
     if (!m) {
         return TC_ENOMEM;
@@ -374,9 +368,19 @@ void agg_ingest_poll(agg_daemon_t *d, int wait_ms)
             rd_kafka_message_destroy(msg);
             continue;
         }
-        d->pending_dedupe[d->npending] = AGG_DEDUPE_UNKNOWN;
         d->pending[d->npending++] = msg;
     }
+}
+
+agg_format_t agg_record_format(const rd_kafka_message_t *msg)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *value = NULL;
+    size_t len = 0;
+    bool present = rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                   rd_kafka_header_get_last(hdrs, AGG_FORMAT_HEADER, &value, &len) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
+    return agg_format_of(present, value, len);
 }
 
 static void log_refused(agg_daemon_t *d, const char *topic, const agg_msg_t *m)
@@ -457,9 +461,11 @@ static bool owned(const agg_daemon_t *d, int32_t partition)
 static void count(agg_daemon_t *d, const agg_batch_stats_t *st)
 {
     tc_counter_add(d->m.events_consumed, st->consumed);
+    tc_counter_add(d->m.records_consumed, st->records);
     tc_counter_add(d->m.events_applied, st->applied);
     tc_counter_add(d->m.duplicates, st->duplicates);
     tc_counter_add(d->m.decode_errors, st->invalid);
+    tc_counter_add(d->m.records_unreadable, st->unreadable);
     tc_counter_add(d->m.late_events, st->late);
     tc_counter_add(d->m.covered, st->covered);
     tc_counter_add(d->m.stale_events, st->stale);
@@ -498,14 +504,13 @@ int agg_commit(agg_daemon_t *d)
             continue;
         }
         d->pending[n] = msg;
-        d->pending_dedupe[n] = d->pending_dedupe[i];
         agg_msg_t *m = &d->msgs[n];
         memset(m, 0, sizeof(*m));
         m->partition = msg->partition;
         m->offset = msg->offset;
         m->value = msg->payload;
         m->len = msg->len;
-        m->dedupe = d->pending_dedupe[i];
+        m->format = agg_record_format(msg);
         n++;
     }
     d->npending = n;
@@ -519,7 +524,7 @@ int agg_commit(agg_daemon_t *d)
         m->offset = msg->offset;
         m->value = msg->payload;
         m->len = msg->len;
-        m->dedupe = d->vpending_dedupe[i];
+        m->format = logs ? agg_record_format(msg) : AGG_FORMAT_EVENT;
     }
     agg_commit_t c = {
         .events_topic = d->cfg.topic_events,
@@ -542,14 +547,6 @@ int agg_commit(agg_daemon_t *d)
     };
     agg_batch_stats_t st;
     int rc = agg_store_commit(d->store, &c, &st);
-    /* The dedupe decisions stay with the records, for a retry. */
-    for (size_t i = 0; i < d->npending; i++) {
-        d->pending_dedupe[i] = d->msgs[i].dedupe;
-    }
-    for (size_t i = 0, r = 0, l = 0; i < d->nvpending; i++) {
-        bool logs = strcmp(rd_kafka_topic_name(d->vpending[i]->rkt), d->cfg.topic_logs) == 0;
-        d->vpending_dedupe[i] = logs ? d->vlogs[l++].dedupe : d->vrollups[r++].dedupe;
-    }
     if (rc != 0) {
         tc_counter_inc(d->m.commit_failures);
         atomic_store(&d->last_commit_rc, rc);

@@ -296,7 +296,7 @@ int agg_issue_apply(agg_issue_t *is, const agg_event_t *ev, const Tocsin__V1__Ev
     if (rc != 0) {
         return rc;
     }
-    is->count++;
+    is->count += ev->weight ? ev->weight : 1;
     is->source_offset = offset + 1;
     return 0;
 }

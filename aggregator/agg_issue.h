@@ -86,9 +86,10 @@ void agg_issue_fingerprint(const Tocsin__V1__ErrorEvent *e, char out[AGG_ISSUE_I
 void agg_issue_culprit(const Tocsin__V1__ErrorEvent *e, char *out, size_t cap);
 
 /*
- * Adds one event (scanned `ev`, and `full`, the same record decoded by protobuf-c: needed for
- * the issue's first event, may be NULL for the others) with issue id `id`, from offset
- * `offset` of `partition`. The first event sets the identity, type, message, culprit and
+ * Adds one event (scanned `ev`, and `full`, the same event decoded by protobuf-c: needed for
+ * the issue's first event, may be NULL for the others) with issue id `id`, from the record at
+ * offset `offset` of `partition`; the count grows by the event's weight (sampled events stand
+ * for 1/rate events). The first event sets the identity, type, message, culprit and
  * sample (without `full`: no culprit and no sample). Returns 0 or TC_ENOMEM (the issue may then be
  * partly updated; the caller drops it).
  */

@@ -302,6 +302,9 @@ static int figures(json_t *doc, const agg_query_params_t *p, const agg_query_acc
     json_object_set_new(
         doc, "users", has_users ? json_integer((json_int_t)tc_hll_count(&t->users)) : json_null());
     json_object_set_new(doc, "late", json_integer((json_int_t)t->late));
+    /* Sampled events are counted with their weights: count is exact when none was sampled. */
+    json_object_set_new(doc, "sampled_events", json_integer((json_int_t)t->sampled_events));
+    json_object_set_new(doc, "sampled_count", json_integer((json_int_t)t->sampled_count));
     json_object_set_new(doc, "buckets", json_integer((json_int_t)acc->buckets));
     /* Request sketches hold microseconds; the API answers milliseconds. */
     double scale = t->kind == AGG_KIND_REQUESTS ? 1e-3 : 1.0;

@@ -69,6 +69,8 @@ static int decode_bucket(const Tocsin__V1__Bucket *pb, agg_rollup_t *r, const ch
     b->count = pb->count;
     b->errors = pb->errors;
     b->late = pb->late;
+    b->sampled_events = pb->sampled_events;
+    b->sampled_count = pb->sampled_count;
     b->sum = pb->sum;
     b->min = pb->min;
     b->max = pb->max;

@@ -1304,7 +1304,8 @@ int agg_store_logs(agg_store_t *self, const char *service, int64_t since_us, int
     }
     for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
         const uint8_t *kd = k.mv_data;
-        if (k.mv_size != LOG_KEY_LEN || tc_be64_get(kd) != hsvc) {
+        if ((k.mv_size != LOG_KEY_LEN && k.mv_size != LOG_KEY_LEN_V1) ||
+            tc_be64_get(kd) != hsvc) {
             break;
         }
         int64_t t = agg_unbiased(tc_be64_get(kd + 8));

@@ -15,10 +15,13 @@
  * finds the states it needs in the view.
  *
  * Exactly once: agg_store_commit applies a batch of records and stores the partitions'
- * next offsets in the same write transaction. Records below a partition's stored offset are
- * "stale": not applied again, but their event ids refill the dedupe set (so a restart or a
- * takeover, which starts reading at the checkpoint's dedupe_from, decides duplicates as
- * before). An event id seen within the dedupe window is counted once.
+ * next offsets in the same write transaction. A record of topic.events or topic.logs holds
+ * one event or a pack of them (agg_wire.h); it is applied whole, with its offset: every state
+ * holds all of a record's events that belong to it, or none. Records below a partition's
+ * stored offset are "stale": not applied again, but their event ids refill the dedupe set (so
+ * a restart or a takeover, which starts reading at the checkpoint's dedupe_from, decides
+ * duplicates as before). An event id seen within the dedupe window is counted once, whether
+ * its first sight was in the same record, an earlier one, or another partition.
  *
  * Databases (keys big-endian and fixed width, so ranges follow time; h() is XXH3-64):
  *   buckets     h(service) h(name) start h(environment) partition -> stored bucket
@@ -76,7 +79,7 @@ typedef struct {
     const char *events_topic; /* the topic whose partitions checkpoints name */
 } agg_store_opts_t;
 
-/* What became of one record in agg_store_commit. */
+/* What became of one record (or event) in agg_store_commit. */
 typedef enum {
     AGG_MSG_APPLIED = 0, /* added to its state(s) */
     AGG_MSG_STALE,       /* below the partition's stored offset: applied before */
@@ -92,21 +95,27 @@ typedef enum {
     AGG_MSG_OLD,         /* a view state older than what the view keeps (rolled up) */
 } agg_msg_result_t;
 
-#define AGG_DEDUPE_UNKNOWN (-1)
-
-/* One consumed Kafka record. The caller fills the inputs; agg_store_commit the outputs. */
+/*
+ * One consumed Kafka record. The caller fills the inputs; agg_store_commit the outputs. A
+ * record that failed to commit may be given again as it is (the dedupe set takes back what
+ * a failed commit taught it).
+ *
+ * For a record of several events, `result` sums them up: INVALID or CONFLICT when one of its
+ * events was refused (with the first such event's reason; the others are applied), else
+ * APPLIED when one was applied, else the outcome of its last event (STALE, DUPLICATE,
+ * COVERED, LATE, IGNORED). A pack that is not well framed (or empty, or of an unknown
+ * format) is INVALID as a whole, with no event applied.
+ */
 typedef struct {
     int32_t partition;
     int64_t offset;
     const void *value;
     size_t len;
-    /* The dedupe decision: the caller sets AGG_DEDUPE_UNKNOWN when it gives a record for the
-     * first time, and keeps the field when it gives the record again after a failed commit
-     * (the dedupe set, in memory, already holds the record's id then). */
-    int8_t dedupe;
+    agg_format_t format; /* topic.events and topic.logs: from the record's format header */
     /* outputs */
     agg_msg_result_t result;
     const char *reason; /* static string for INVALID and CONFLICT, else NULL */
+    uint32_t events;    /* events the record holds (0 when it could not be read) */
 } agg_msg_t;
 
 /* One published state whose delivery was confirmed (or that must be dropped). */
@@ -144,12 +153,16 @@ typedef struct {
     size_t nowned;
 } agg_commit_t;
 
+/* What a batch did; every figure but `gaps`, `records`, `unreadable` and the view's counts
+ * events (a record refused whole counts as one invalid event too). */
 typedef struct {
+    uint64_t records; /* owned records (topic.events) */
     uint64_t consumed;
     uint64_t applied;
     uint64_t stale;
     uint64_t duplicates;
     uint64_t invalid;
+    uint64_t unreadable; /* records refused whole: unknown format, pack badly framed or empty */
     uint64_t conflicts;
     uint64_t ignored;
     uint64_t covered;
@@ -179,9 +192,8 @@ void agg_store_destroy(agg_store_t **self_p);
  * then the view's records (rollups: states newer than the view's, statuses, checkpoints of
  * our group; logs: stored); then the changed states are written and marked owed, the
  * partitions' next offsets stored. Every output of `c` is set on success. Returns 0, or
- * after rolling everything back TC_ENOMEM, TC_EFULL (the map reached max_map) or TC_ELMDB;
- * the batch may be given again (the dedupe set keeps ids of a failed batch, so the caller
- * must give it again before any other records of those partitions).
+ * after rolling everything back (the dedupe set included) TC_ENOMEM, TC_EFULL (the map
+ * reached max_map) or TC_ELMDB; the batch may then be given again.
  */
 int agg_store_commit(agg_store_t *self, agg_commit_t *c, agg_batch_stats_t *stats);
 

@@ -6,8 +6,12 @@
  * States touched by a batch are loaded once into the batch's tables (open addressing over
  * their LMDB keys), changed in memory, and written back at the end. tc_lmdb_write may run
  * the body twice (after growing the map), so the body starts from empty tables each time;
- * the only state kept outside the transaction is the dedupe set, whose decisions are kept
- * in the records (agg_msg_t.dedupe) so that a second run decides the same.
+ * the only state kept outside the transaction is the dedupe set, which journals its changes
+ * and takes them back when the body runs again or the commit fails (agg_dedupe_rollback).
+ *
+ * A record holds one event or a pack of them; a state remembers the offset of the last record
+ * of this batch applied to it (batch_offset), so that a pack's second event of a series is
+ * not mistaken for one the state already holds (source_offset is already past the record).
  */
 #include <assert.h>
 #include <stdio.h>
@@ -76,6 +80,7 @@ typedef struct {
     bool dirty;
     bool owned; /* changed by an owned record: marked owed */
     int64_t first_change;
+    int64_t batch_offset; /* the record of this batch last applied here; -1 for none */
     agg_bucket_t b;
 } bslot_t;
 
@@ -93,6 +98,7 @@ typedef struct {
     bool dirty;
     bool owned;
     int64_t first_change;
+    int64_t batch_offset; /* the record of this batch last applied here; -1 for none */
     agg_issue_t is;
 } islot_t;
 
@@ -124,6 +130,12 @@ typedef struct {
     size_t vlen;
 } change_t;
 
+/* One event of the record being applied. */
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+} ent_t;
+
 struct batch {
     bslot_t *b;
     size_t nb, capb;
@@ -146,6 +158,8 @@ struct batch {
     size_t enc_cap;
     agg_rollup_t rollup;
     bool rollup_init;
+    ent_t *ents; /* the events of the record being applied */
+    size_t capents;
     uint64_t logs_bytes_delta;
     int64_t now_us;
     agg_batch_stats_t st_;
@@ -254,6 +268,7 @@ void agg_batch_free(struct batch *b)
     free(b->st);
     free(b->stix.slot);
     free(b->changes);
+    free(b->ents);
     free(b->enc);
     arena_free(&b->arena);
     free(b);
@@ -472,6 +487,7 @@ static int bucket_get(ctx_t *x, const uint8_t key[BUCKET_KEY_LEN], uint32_t seri
     sl->series = series;
     sl->dirty = sl->owned = false;
     sl->first_change = 0;
+    sl->batch_offset = -1;
     agg_bucket_reset(&sl->b);
     b->bix.slot[pos] = (uint32_t)b->nb + 1;
     *out = (uint32_t)b->nb++;
@@ -522,6 +538,7 @@ static int issue_get(ctx_t *x, const uint8_t key[ISSUE_KEY_LEN], uint32_t *out, 
     memcpy(sl->key, key, ISSUE_KEY_LEN);
     sl->dirty = sl->owned = false;
     sl->first_change = 0;
+    sl->batch_offset = -1;
     agg_issue_fini(&sl->is);
     b->iix.slot[pos] = (uint32_t)b->ni + 1;
     *out = (uint32_t)b->ni++;
@@ -637,17 +654,14 @@ static int add_change(ctx_t *x, const char *key, size_t klen, uint8_t *value, si
 /* ---- owned records ----------------------------------------------------------------------------
  */
 
-/* Decides (once, even when the body runs again) whether the record's id was seen. */
-static int dedupe(ctx_t *x, agg_msg_t *m, const uint8_t *id, int64_t t_us, bool *dup)
+/* Whether an event's id was seen within the window (the set journals what it learns). */
+static int dedupe(ctx_t *x, const uint8_t *id, int64_t t_us, bool *dup)
 {
-    if (m->dedupe == AGG_DEDUPE_UNKNOWN) {
-        int rc = agg_dedupe_check(x->self->dedupe, id, t_us);
-        if (rc < 0) {
-            return rc;
-        }
-        m->dedupe = (int8_t)rc;
+    int rc = agg_dedupe_check(x->self->dedupe, id, t_us);
+    if (rc < 0) {
+        return rc;
     }
-    *dup = m->dedupe == 1;
+    *dup = rc == 1;
     return 0;
 }
 
@@ -657,11 +671,81 @@ static int64_t received(const agg_event_t *ev, int64_t now_us)
     return ev->received_us > 0 && ev->received_us < now_us ? ev->received_us : now_us;
 }
 
-/* The whole event, decoded by protobuf-c; NULL when out of memory (agg_wire_scan accepted
- * the record, so protobuf-c refuses it on nothing else). */
-static Tocsin__V1__Event *unpack_error(const agg_msg_t *m)
+/*
+ * Splits a record into its events (b->ents): one for a record of one event, every entry of a
+ * pack. Returns 0 with *n set, TC_EPARSE with *why set when the record cannot be read (a pack
+ * badly framed or empty, an unknown format: refused whole), or TC_ENOMEM.
+ */
+static int record_events(struct batch *b, const agg_msg_t *m, size_t *n, const char **why)
 {
-    Tocsin__V1__Event *full = agg_wire_unpack(m->value, m->len);
+    *n = 0;
+    if (m->format == AGG_FORMAT_EVENT) {
+        if (b->capents == 0) {
+            b->ents = malloc(64 * sizeof(*b->ents));
+            if (!b->ents) {
+                return TC_ENOMEM;
+            }
+            b->capents = 64;
+        }
+        b->ents[0].p = m->value;
+        b->ents[0].n = m->len;
+        *n = 1;
+        return 0;
+    }
+    if (m->format != AGG_FORMAT_PACK) {
+        *why = "format";
+        return TC_EPARSE;
+    }
+    size_t off = 0, k = 0;
+    const uint8_t *ev;
+    size_t ev_len;
+    int rc;
+    while ((rc = agg_pack_next(m->value, m->len, &off, &ev, &ev_len)) == 1) {
+        if (k == b->capents) {
+            size_t cap = b->capents ? b->capents * 2 : 64;
+            ent_t *e = realloc(b->ents, cap * sizeof(*e));
+            if (!e) {
+                return TC_ENOMEM;
+            }
+            b->ents = e;
+            b->capents = cap;
+        }
+        b->ents[k].p = ev;
+        b->ents[k].n = ev_len;
+        k++;
+    }
+    if (rc != 0 || k == 0) {
+        *why = "pack";
+        return TC_EPARSE;
+    }
+    *n = k;
+    return 0;
+}
+
+/* Records the outcome of one event of `m` in its summary (see agg_msg_t). */
+static void note(agg_msg_t *m, agg_msg_result_t r, const char *reason, bool *refused,
+                 bool *applied)
+{
+    if (*refused) {
+        return;
+    }
+    if (r == AGG_MSG_INVALID || r == AGG_MSG_CONFLICT) {
+        *refused = true;
+        m->result = r;
+        m->reason = reason;
+        return;
+    }
+    if (r == AGG_MSG_APPLIED) {
+        *applied = true;
+    }
+    m->result = *applied ? AGG_MSG_APPLIED : r;
+}
+
+/* The whole event, decoded by protobuf-c; NULL when out of memory (agg_wire_scan accepted
+ * the event, so protobuf-c refuses it on nothing else). */
+static Tocsin__V1__Event *unpack_error(const ent_t *e)
+{
+    Tocsin__V1__Event *full = agg_wire_unpack(e->p, e->n);
     if (full && (full->body_case != TOCSIN__V1__EVENT__BODY_ERROR || !full->error)) {
         tocsin__v1__event__free_unpacked(full, NULL);
         full = NULL;
@@ -672,7 +756,8 @@ static Tocsin__V1__Event *unpack_error(const agg_msg_t *m)
 /* Applies an ErrorEvent to its issue. The event is decoded in full only when it must be:
  * without a grouping hash (the fingerprint needs its frames), or as an issue's first event
  * (its sample and culprit). */
-static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool *covered)
+static int apply_issue(ctx_t *x, const agg_msg_t *m, const ent_t *e, const agg_event_t *ev,
+                       bool *covered)
 {
     Tocsin__V1__Event *full = NULL;
     char idbuf[AGG_ISSUE_ID_MAX + 1];
@@ -680,7 +765,7 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
         memcpy(idbuf, ev->grouping_hash.p, ev->grouping_hash.n);
         idbuf[ev->grouping_hash.n] = '\0';
     } else {
-        full = unpack_error(m);
+        full = unpack_error(e);
         if (!full) {
             return 0;
         }
@@ -705,7 +790,7 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
         }
         return rc;
     }
-    if (m->offset < sl->is.source_offset) {
+    if (m->offset < sl->is.source_offset && sl->batch_offset != m->offset) {
         *covered = true;
         if (full) {
             tocsin__v1__event__free_unpacked(full, NULL);
@@ -714,7 +799,7 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
     }
     *covered = false;
     if (!sl->is.id && !full) {
-        full = unpack_error(m);
+        full = unpack_error(e);
         if (!full) {
             return TC_ENOMEM;
         }
@@ -746,6 +831,7 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
         sl->first_change = m->offset + 1; /* the first change of this batch, plus one */
     }
     sl->dirty = sl->owned = true;
+    sl->batch_offset = m->offset;
     int kind = 0;
     if (!existed && !known) {
         kind = TOCSIN__V1__ISSUE_CHANGE__KIND__KIND_NEW;
@@ -787,49 +873,18 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const agg_event_t *ev, bool
     return 0;
 }
 
-static int apply_event(ctx_t *x, agg_msg_t *m)
+/* Applies one event of an owned record; *out says what became of it (*why for refusals). */
+static int apply_one(ctx_t *x, const agg_msg_t *m, pslot_t *p, const ent_t *e,
+                     agg_msg_result_t *out, const char **why)
 {
     agg_store_t *self = x->self;
     struct batch *b = x->b;
-    m->reason = NULL;
-    b->st_.consumed++;
-    pslot_t *p = NULL;
-    int rc = part_get(x, x->c->events_topic, m->partition, RING_EVENTS, &p);
-    if (rc != 0) {
-        return rc;
-    }
-    if (p->next >= 0 && m->offset < p->next) {
-        /* Applied before: only its id goes back into the dedupe set. */
-        const uint8_t *id = NULL;
-        int64_t recv = 0;
-        if (agg_wire_scan_id(m->value, m->len, &id, &recv) == 0) {
-            int64_t t = recv > 0 && recv < x->c->now_us ? recv : x->c->now_us;
-            bool dup = false;
-            rc = dedupe(x, m, id, t, &dup);
-            if (rc != 0) {
-                return rc;
-            }
-            if (t > p->recv_max) {
-                p->recv_max = t;
-            }
-        }
-        m->result = AGG_MSG_STALE;
-        b->st_.stale++;
-        return 0;
-    }
-    if (p->next >= 0 && m->offset > p->next) {
-        b->st_.gaps += (uint64_t)(m->offset - p->next);
-    }
-    p->next = m->offset + 1;
-    p->dirty = true;
-    if (p->first_offset < 0) {
-        p->first_offset = m->offset;
-    }
     agg_event_t ev;
-    const char *why = NULL;
-    if (agg_wire_scan(m->value, m->len, &ev, &why) != 0) {
-        m->result = AGG_MSG_INVALID;
-        m->reason = why ? why : "event";
+    if (agg_wire_scan(e->p, e->n, &ev, why) != 0) {
+        if (!*why) {
+            *why = "event";
+        }
+        *out = AGG_MSG_INVALID;
         b->st_.invalid++;
         return 0;
     }
@@ -838,19 +893,19 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
         p->recv_max = arrival;
     }
     bool dup = false;
-    rc = dedupe(x, m, ev.event_id, arrival, &dup);
+    int rc = dedupe(x, ev.event_id, arrival, &dup);
     if (rc != 0) {
         return rc;
     }
     if (dup) {
-        m->result = AGG_MSG_DUPLICATE;
+        *out = AGG_MSG_DUPLICATE;
         b->st_.duplicates++;
         return 0;
     }
     agg_sample_t s;
     agg_event_sample(&ev, &s);
     if (s.kind == AGG_KIND_NONE) {
-        m->result = AGG_MSG_IGNORED;
+        *out = AGG_MSG_IGNORED;
         b->st_.ignored++;
         return 0;
     }
@@ -860,8 +915,8 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
         return rc;
     }
     if (b->s[si].conflict) {
-        m->result = AGG_MSG_CONFLICT;
-        m->reason = b->s[si].conflict;
+        *out = AGG_MSG_CONFLICT;
+        *why = b->s[si].conflict;
         b->st_.conflicts++;
         return 0;
     }
@@ -882,7 +937,9 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
         return rc;
     }
     bslot_t *bs = &b->b[bi];
-    bool covered = m->offset < bs->b.source_offset;
+    /* The bucket holds this record already — unless this batch is applying it right now
+     * (an earlier event of the same pack moved source_offset past it). */
+    bool covered = m->offset < bs->b.source_offset && bs->batch_offset != m->offset;
     if (!covered) {
         if (too_old) {
             rc = agg_bucket_begin(&bs->b, s.kind, &self->slo);
@@ -890,12 +947,12 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
             rc = agg_bucket_apply(&bs->b, &s, &self->slo);
         }
         if (rc == 0 && late) {
-            bs->b.late++;
+            bs->b.late += s.weight;
         }
         if (rc == TC_EINVAL) {
             /* The stored bucket holds another kind (a corrupt or colliding value). */
-            m->result = AGG_MSG_CONFLICT;
-            m->reason = "kind";
+            *out = AGG_MSG_CONFLICT;
+            *why = "kind";
             b->st_.conflicts++;
             return 0;
         }
@@ -903,6 +960,7 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
             return rc;
         }
         bs->b.source_offset = m->offset + 1;
+        bs->batch_offset = m->offset;
         if (!bs->owned) {
             bs->first_change = m->offset + 1;
         }
@@ -911,24 +969,118 @@ static int apply_event(ctx_t *x, agg_msg_t *m)
     }
     bool issue_covered = true;
     if (ev.body == AGG_BODY_ERROR) {
-        rc = apply_issue(x, m, &ev, &issue_covered);
+        rc = apply_issue(x, m, e, &ev, &issue_covered);
         if (rc != 0) {
             return rc;
         }
     }
     if (covered && issue_covered) {
-        m->result = AGG_MSG_COVERED;
+        *out = AGG_MSG_COVERED;
         b->st_.covered++;
     } else if (too_old) {
-        m->result = AGG_MSG_LATE;
+        *out = AGG_MSG_LATE;
         b->st_.late++;
     } else if (late) {
-        m->result = AGG_MSG_APPLIED;
+        *out = AGG_MSG_APPLIED;
         b->st_.applied++;
         b->st_.late++;
     } else {
-        m->result = AGG_MSG_APPLIED;
+        *out = AGG_MSG_APPLIED;
         b->st_.applied++;
+    }
+    return 0;
+}
+
+/* A record below its partition's stored offset: applied before; only its events' ids go back
+ * into the dedupe set. */
+static int refill(ctx_t *x, pslot_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *id = NULL;
+        int64_t recv = 0;
+        if (agg_wire_scan_id(x->b->ents[i].p, x->b->ents[i].n, &id, &recv) != 0) {
+            continue;
+        }
+        int64_t t = recv > 0 && recv < x->c->now_us ? recv : x->c->now_us;
+        bool dup = false;
+        int rc = dedupe(x, id, t, &dup);
+        if (rc != 0) {
+            return rc;
+        }
+        if (t > p->recv_max) {
+            p->recv_max = t;
+        }
+    }
+    return 0;
+}
+
+/* Asks for the dedupe slot of the event `ahead` entries on (encoders write the 16-byte
+ * event id first: a hint needs no more). */
+static inline void prefetch_id(const agg_store_t *self, const ent_t *e)
+{
+    if (e->n > 2 + AGG_EVENT_ID_LEN && e->p[0] == 0x0a && e->p[1] == AGG_EVENT_ID_LEN) {
+        agg_dedupe_prefetch(self->dedupe, e->p + 2);
+    }
+}
+
+static int apply_event(ctx_t *x, agg_msg_t *m)
+{
+    struct batch *b = x->b;
+    m->reason = NULL;
+    m->events = 0;
+    b->st_.records++;
+    pslot_t *p = NULL;
+    int rc = part_get(x, x->c->events_topic, m->partition, RING_EVENTS, &p);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t n = 0;
+    const char *why = NULL;
+    int erc = record_events(b, m, &n, &why);
+    if (erc == TC_ENOMEM) {
+        return erc;
+    }
+    m->events = (uint32_t)n;
+    if (p->next >= 0 && m->offset < p->next) {
+        m->result = AGG_MSG_STALE;
+        b->st_.consumed += n;
+        b->st_.stale += n;
+        return erc == 0 ? refill(x, p, n) : 0;
+    }
+    if (p->next >= 0 && m->offset > p->next) {
+        b->st_.gaps += (uint64_t)(m->offset - p->next);
+    }
+    p->next = m->offset + 1;
+    p->dirty = true;
+    if (p->first_offset < 0) {
+        p->first_offset = m->offset;
+    }
+    if (erc != 0) {
+        m->result = AGG_MSG_INVALID;
+        m->reason = why;
+        b->st_.consumed++;
+        b->st_.invalid++;
+        b->st_.unreadable++;
+        return 0;
+    }
+    bool refused = false, applied = false;
+    for (size_t i = 0; i < n && i < PREFETCH_AHEAD; i++) {
+        prefetch_id(x->self, &b->ents[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* The dedupe table is large and probed at random: ask for a later event's slot now,
+         * so that it is in the cache when that event comes. */
+        if (i + PREFETCH_AHEAD < n) {
+            prefetch_id(x->self, &b->ents[i + PREFETCH_AHEAD]);
+        }
+        b->st_.consumed++;
+        agg_msg_result_t r = AGG_MSG_APPLIED;
+        const char *reason = NULL;
+        rc = apply_one(x, m, p, &b->ents[i], &r, &reason);
+        if (rc != 0) {
+            return rc;
+        }
+        note(m, r, reason, &refused, &applied);
     }
     return 0;
 }
@@ -1206,41 +1358,18 @@ static int apply_rollup(ctx_t *x, agg_msg_t *m)
     }
 }
 
-static int apply_log(ctx_t *x, agg_msg_t *m)
+/* Stores one log event of a record of topic.logs; *out says what became of it. */
+static int store_log(ctx_t *x, const agg_msg_t *m, pslot_t *p, const ent_t *e, uint32_t index,
+                     agg_msg_result_t *out, const char **why)
 {
     agg_store_t *self = x->self;
     struct batch *b = x->b;
-    m->reason = NULL;
-    pslot_t *p = NULL;
-    int rc = part_get(x, x->c->logs_topic, m->partition, RING_LOGS, &p);
-    if (rc != 0) {
-        return rc;
-    }
-    bool dup = false;
-    if (p->next >= 0 && m->offset < p->next) {
-        const uint8_t *id = NULL;
-        int64_t recv = 0;
-        if (agg_wire_scan_id(m->value, m->len, &id, &recv) == 0) {
-            int64_t t = recv > 0 && recv < x->c->now_us ? recv : x->c->now_us;
-            rc = dedupe(x, m, id, t, &dup);
-            if (t > p->recv_max) {
-                p->recv_max = t;
-            }
-        }
-        m->result = AGG_MSG_STALE;
-        b->st_.stale++;
-        return rc;
-    }
-    p->next = m->offset + 1;
-    p->dirty = true;
-    if (p->first_offset < 0) {
-        p->first_offset = m->offset;
-    }
     agg_event_t ev;
-    const char *why = NULL;
-    if (agg_wire_scan(m->value, m->len, &ev, &why) != 0) {
-        m->result = AGG_MSG_INVALID;
-        m->reason = why ? why : "event";
+    if (agg_wire_scan(e->p, e->n, &ev, why) != 0) {
+        if (!*why) {
+            *why = "event";
+        }
+        *out = AGG_MSG_INVALID;
         b->st_.invalid++;
         return 0;
     }
@@ -1249,20 +1378,21 @@ static int apply_log(ctx_t *x, agg_msg_t *m)
         p->recv_max = arrival;
     }
     if (ev.body != AGG_BODY_LOG) {
-        m->result = AGG_MSG_IGNORED;
+        *out = AGG_MSG_IGNORED;
         b->st_.ignored++;
         return 0;
     }
-    rc = dedupe(x, m, ev.event_id, arrival, &dup);
+    bool dup = false;
+    int rc = dedupe(x, ev.event_id, arrival, &dup);
     if (rc != 0) {
         return rc;
     }
     if (dup) {
-        m->result = AGG_MSG_DUPLICATE;
+        *out = AGG_MSG_DUPLICATE;
         b->st_.duplicates++;
         return 0;
     }
-    Tocsin__V1__Event *full = agg_wire_unpack(m->value, m->len);
+    Tocsin__V1__Event *full = agg_wire_unpack(e->p, e->n);
     uint8_t *value = NULL;
     size_t vlen = 0;
     rc = full ? agg_log_encode(full, &value, &vlen) : TC_ENOMEM;
@@ -1278,6 +1408,7 @@ static int apply_log(ctx_t *x, agg_msg_t *m)
     tc_be64_put(k + 8, agg_biased(ev.time_us));
     tc_be32_put(k + 16, (uint32_t)m->partition);
     tc_be64_put(k + 20, (uint64_t)m->offset);
+    tc_be32_put(k + 28, index);
     memcpy(tk, k + 8, LOG_TIME_KEY_LEN);
     tc_be64_put(tv, hsvc);
     tc_be32_put(tv + 8, (uint32_t)vlen);
@@ -1292,8 +1423,55 @@ static int apply_log(ctx_t *x, agg_msg_t *m)
         return mrc;
     }
     b->logs_bytes_delta += vlen + LOG_KEY_LEN + LOG_TIME_KEY_LEN + 12;
-    m->result = AGG_MSG_APPLIED;
+    *out = AGG_MSG_APPLIED;
     b->st_.logs_stored++;
+    return 0;
+}
+
+static int apply_log(ctx_t *x, agg_msg_t *m)
+{
+    struct batch *b = x->b;
+    m->reason = NULL;
+    m->events = 0;
+    pslot_t *p = NULL;
+    int rc = part_get(x, x->c->logs_topic, m->partition, RING_LOGS, &p);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t n = 0;
+    const char *why = NULL;
+    int erc = record_events(b, m, &n, &why);
+    if (erc == TC_ENOMEM) {
+        return erc;
+    }
+    m->events = (uint32_t)n;
+    if (p->next >= 0 && m->offset < p->next) {
+        m->result = AGG_MSG_STALE;
+        b->st_.stale += n;
+        return erc == 0 ? refill(x, p, n) : 0;
+    }
+    p->next = m->offset + 1;
+    p->dirty = true;
+    if (p->first_offset < 0) {
+        p->first_offset = m->offset;
+    }
+    if (erc != 0) {
+        m->result = AGG_MSG_INVALID;
+        m->reason = why;
+        b->st_.invalid++;
+        b->st_.unreadable++;
+        return 0;
+    }
+    bool refused = false, applied = false;
+    for (size_t i = 0; i < n; i++) {
+        agg_msg_result_t r = AGG_MSG_APPLIED;
+        const char *reason = NULL;
+        rc = store_log(x, m, p, &b->ents[i], (uint32_t)i, &r, &reason);
+        if (rc != 0) {
+            return rc;
+        }
+        note(m, r, reason, &refused, &applied);
+    }
     return 0;
 }
 
@@ -1542,19 +1720,11 @@ static int commit_txn(MDB_txn *txn, void *arg)
     ctx_t *x = arg;
     x->txn = txn;
     batch_reset(x->b);
+    /* A run before this one (the map grew) taught the dedupe set what this one will. */
+    agg_dedupe_rollback(x->self->dedupe);
     agg_commit_t *c = x->c;
     int rc = clear_delivered(x);
     for (size_t i = 0; rc == 0 && i < c->nevents; i++) {
-        /* The dedupe table is large and probed at random: ask for a later record's slot
-         * now, so that it is in the cache when that record comes. */
-        if (i + PREFETCH_AHEAD < c->nevents) {
-            /* Encoders write field 1 (the 16-byte event id) first: a hint needs no more. */
-            const agg_msg_t *ahead = &c->events[i + PREFETCH_AHEAD];
-            const uint8_t *v = ahead->value;
-            if (ahead->len > 2 + AGG_EVENT_ID_LEN && v[0] == 0x0a && v[1] == AGG_EVENT_ID_LEN) {
-                agg_dedupe_prefetch(x->self->dedupe, v + 2);
-            }
-        }
         rc = apply_event(x, &c->events[i]);
     }
     for (size_t i = 0; rc == 0 && i < c->nrollups; i++) {
@@ -1624,7 +1794,14 @@ int agg_store_commit(agg_store_t *self, agg_commit_t *c, agg_batch_stats_t *stat
     }
     ctx_t x = {self, c, self->batch, NULL};
     x.b->now_us = c->now_us;
+    agg_dedupe_begin(self->dedupe);
     int rc = agg_store_write(self, commit_txn, &x);
+    if (rc == 0) {
+        agg_dedupe_commit(self->dedupe);
+    } else {
+        agg_dedupe_rollback(self->dedupe);
+        agg_dedupe_commit(self->dedupe);
+    }
     if (rc == 0) {
         atomic_fetch_add(&self->logs_bytes, x.b->logs_bytes_delta);
         rings_update(self, x.b);

@@ -18,8 +18,12 @@
 #define ISSUE_KEY_LEN 20
 #define INDEX_KEY_LEN 16
 #define STATUS_KEY_LEN 16
-#define LOG_KEY_LEN 28
-#define LOG_TIME_KEY_LEN 20
+/* Log keys: h(service) time partition offset index (the event's place in its record); keys
+ * written before packing lack the index (28 and 20 bytes) and are read alike. */
+#define LOG_KEY_LEN 32
+#define LOG_TIME_KEY_LEN 24
+#define LOG_KEY_LEN_V1 28
+#define LOG_TIME_KEY_LEN_V1 20
 #define PART_KEY_MAX (AGG_TOPIC_MAX + 1 + 4)
 #define OWED_VALUE_LEN 16
 #define OWED_BUCKET 'b'

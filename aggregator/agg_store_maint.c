@@ -256,7 +256,8 @@ static int logs_slice(MDB_txn *txn, maint_ctx_t *c, uint64_t *bytes)
     uint64_t start_bytes = *bytes;
     size_t deleted = 0;
     while (c->visited < c->budget && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
-        if (k.mv_size != LOG_TIME_KEY_LEN || v.mv_size != 12) {
+        if ((k.mv_size != LOG_TIME_KEY_LEN && k.mv_size != LOG_TIME_KEY_LEN_V1) ||
+            v.mv_size != 12) {
             mrc = mdb_cursor_del(cur, 0);
             if (mrc != 0) {
                 break;
@@ -269,12 +270,12 @@ static int logs_slice(MDB_txn *txn, maint_ctx_t *c, uint64_t *bytes)
         if (!too_old && !too_big) {
             break;
         }
+        /* The record's key is h(service) and the time key (either width). */
         uint8_t lk[LOG_KEY_LEN];
         memcpy(lk, v.mv_data, 8);
-        memcpy(lk + 8, k.mv_data, LOG_TIME_KEY_LEN);
-        uint64_t size =
-            tc_be32_get((const uint8_t *)v.mv_data + 8) + LOG_KEY_LEN + LOG_TIME_KEY_LEN + 12;
-        MDB_val lkey = {LOG_KEY_LEN, lk};
+        memcpy(lk + 8, k.mv_data, k.mv_size);
+        uint64_t size = tc_be32_get((const uint8_t *)v.mv_data + 8) + 8 + 2 * k.mv_size + 12;
+        MDB_val lkey = {8 + k.mv_size, lk};
         mrc = mdb_del(txn, self->logs, &lkey, NULL);
         if (mrc != 0 && mrc != MDB_NOTFOUND) {
             break;

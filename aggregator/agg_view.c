@@ -112,10 +112,9 @@ int agg_view_start(agg_daemon_t *d, const char *bootstrap)
     char err[512];
     d->vpending_cap = (size_t)d->cfg.poll_max_messages + LOCAL_BATCH;
     d->vpending = calloc(d->vpending_cap, sizeof(*d->vpending));
-    d->vpending_dedupe = calloc(d->vpending_cap, sizeof(*d->vpending_dedupe));
     d->vrollups = calloc(d->vpending_cap, sizeof(*d->vrollups));
     d->vlogs = calloc(d->vpending_cap, sizeof(*d->vlogs));
-    if (!d->vpending || !d->vpending_dedupe || !d->vrollups || !d->vlogs) {
+    if (!d->vpending || !d->vrollups || !d->vlogs) {
         return TC_ENOMEM;
     }
     char client_id[300];
@@ -223,14 +222,10 @@ void agg_view_poll(agg_daemon_t *d, int wait_ms)
             cap *= 2;
         }
         rd_kafka_message_t **p = realloc(d->vpending, cap * sizeof(*p));
-        int8_t *dd = p ? realloc(d->vpending_dedupe, cap) : NULL;
-        agg_msg_t *r = dd ? realloc(d->vrollups, cap * sizeof(*r)) : NULL;
+        agg_msg_t *r = p ? realloc(d->vrollups, cap * sizeof(*r)) : NULL;
         agg_msg_t *l = r ? realloc(d->vlogs, cap * sizeof(*l)) : NULL;
         if (p) {
             d->vpending = p;
-        }
-        if (dd) {
-            d->vpending_dedupe = dd;
         }
         if (r) {
             d->vrollups = r;
@@ -274,7 +269,6 @@ void agg_view_poll(agg_daemon_t *d, int wait_ms)
                 vp->last_ts_ms = ts;
             }
         }
-        d->vpending_dedupe[d->nvpending] = AGG_DEDUPE_UNKNOWN;
         d->vpending[d->nvpending++] = msg;
     }
 }
@@ -368,10 +362,8 @@ void agg_view_stop(agg_daemon_t *d)
     free(d->vparts);
     d->vparts = NULL;
     free(d->vpending);
-    free(d->vpending_dedupe);
     free(d->vrollups);
     free(d->vlogs);
     d->vpending = NULL;
-    d->vpending_dedupe = NULL;
     d->vrollups = d->vlogs = NULL;
 }

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "tc_error.h"
 #include "tc_util.h"
@@ -393,6 +394,20 @@ int agg_wire_scan(const uint8_t *data, size_t len, agg_event_t *ev, const char *
             good = wt == WT_LEN && get_len(&c, &body, &body_len);
             ev->body = (agg_body_t)f;
             break;
+        case 14:
+            if (wt != WT_I32 || c.end - c.p < 4) {
+                good = false;
+                break;
+            }
+            {
+                uint32_t bits = (uint32_t)c.p[0] | (uint32_t)c.p[1] << 8 |
+                                (uint32_t)c.p[2] << 16 | (uint32_t)c.p[3] << 24;
+                float r;
+                memcpy(&r, &bits, sizeof(r));
+                ev->sample_rate = (double)r;
+                c.p += 4;
+            }
+            break;
         case 20:
             good = get_u64(&c, wt, &v);
             ev->received_us = (int64_t)v;
@@ -411,6 +426,12 @@ int agg_wire_scan(const uint8_t *data, size_t len, agg_event_t *ev, const char *
     if (!have_id || id.n != AGG_EVENT_ID_LEN) {
         FAIL(TC_EINVAL, "event_id");
     }
+    /* NaN fails both comparisons. */
+    if (!(ev->sample_rate == 0 ||
+          (ev->sample_rate >= AGG_MIN_SAMPLE_RATE && ev->sample_rate <= 1))) {
+        FAIL(TC_EINVAL, "sample_rate");
+    }
+    ev->weight = ev->sample_rate == 0 ? 1 : agg_sample_weight(ev->sample_rate, (const uint8_t *)id.p);
     if (ev->time_us < 0 || ev->time_us > AGG_TIME_MAX_US) {
         FAIL(TC_EINVAL, "time_us");
     }
@@ -483,6 +504,72 @@ int agg_wire_scan_id(const uint8_t *data, size_t len, const uint8_t **event_id,
         return TC_EPARSE;
     }
     *event_id = (const uint8_t *)id.p;
+    return 0;
+}
+
+uint64_t agg_sample_weight(double sample_rate, const uint8_t *event_id)
+{
+    if (!(sample_rate > 0 && sample_rate < 1)) {
+        return 1;
+    }
+    double w = 1.0 / sample_rate;
+    double n = floor(w + 0.5);
+    /* A float rate of 1/n is not exact (0.1f is 0.100000001...): within that rounding, the
+     * weight is the integer n, so counts stay exact for the usual rates. */
+    if (fabs(w - n) <= 1e-5 * n) {
+        return (uint64_t)n;
+    }
+    double lo = floor(w);
+    double frac = w - lo;
+    uint64_t h = XXH3_64bits(event_id, AGG_EVENT_ID_LEN);
+    double u = (double)(h >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) */
+    return (uint64_t)lo + (u < frac ? 1 : 0);
+}
+
+agg_format_t agg_format_of(bool present, const void *value, size_t len)
+{
+    if (!present) {
+        return AGG_FORMAT_EVENT;
+    }
+    size_t n = strlen(AGG_FORMAT_PACK_NAME);
+    if (value && len == n && memcmp(value, AGG_FORMAT_PACK_NAME, n) == 0) {
+        return AGG_FORMAT_PACK;
+    }
+    return AGG_FORMAT_UNKNOWN;
+}
+
+int agg_pack_next(const uint8_t *data, size_t len, size_t *offset, const uint8_t **event,
+                  size_t *event_len)
+{
+    if (len > AGG_MAX_RECORD_BYTES || *offset > len) {
+        return TC_EPARSE;
+    }
+    cursor_t c = {data + *offset, data + len};
+    /* Fields other than 1 (added to EventPack by later versions) are skipped, as protobuf
+     * readers do; only a malformed field, or field 1 of another wire type, is refused. */
+    while (c.p < c.end) {
+        uint64_t tag;
+        if (!get_varint(&c, &tag) || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX) {
+            return TC_EPARSE;
+        }
+        int wt = (int)(tag & 7);
+        if ((tag >> 3) != 1) {
+            if (!skip(&c, wt)) {
+                return TC_EPARSE;
+            }
+            continue;
+        }
+        const uint8_t *d;
+        size_t n;
+        if (wt != WT_LEN || !get_len(&c, &d, &n)) {
+            return TC_EPARSE;
+        }
+        *event = d;
+        *event_len = n;
+        *offset = (size_t)(c.p - data);
+        return 1;
+    }
+    *offset = len;
     return 0;
 }
 

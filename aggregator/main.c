@@ -164,12 +164,19 @@ static int metrics_register(tc_metrics_t *reg, agg_metrics_t *m)
             return TC_ENOMEM;                                                                      \
         }                                                                                          \
     } while (0)
-    COUNTER(events_consumed, "events_consumed_total", "Records taken from topic.events");
+    COUNTER(events_consumed, "events_consumed_total",
+            "Events taken from topic.events (every event of a packed record)");
+    COUNTER(records_consumed, "records_consumed_total",
+            "Kafka records taken from topic.events (one event, or a pack of events)");
     COUNTER(events_applied, "events_applied_total", "Events added to their states");
     COUNTER(duplicates, "duplicates_total",
             "Events (and log records) dropped because their event_id was seen");
     COUNTER(decode_errors, "decode_errors_total",
-            "Records refused: not a valid tocsin.v1.Event (logged, rate-limited)");
+            "Events refused: not a valid tocsin.v1.Event, or in a record that cannot be read "
+            "(logged, rate-limited)");
+    COUNTER(records_unreadable, "records_unreadable_total",
+            "Records of topic.events and topic.logs refused whole: an unknown tocsin.format, or "
+            "a pack badly framed or empty (logged, rate-limited; the offset still advances)");
     COUNTER(late_events, "late_events_total",
             "Events received after their bucket closed (counted in it and as late), and events "
             "too old for any bucket (counted as late only)");
@@ -456,7 +463,6 @@ out:
     agg_publish_stop(d);
     agg_store_destroy(&d->store);
     free(d->pending);
-    free(d->pending_dedupe);
     free(d->msgs);
     tc_metrics_destroy(&d->metrics);
     free(bootstrap);

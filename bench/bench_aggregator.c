@@ -204,7 +204,7 @@ static int build_store(agg_store_t *st, int nroutes, int64_t now_s)
             msgs[n].offset = offset - 1;
             msgs[n].value = vals[n];
             msgs[n].len = len;
-            msgs[n].dedupe = AGG_DEDUPE_UNKNOWN;
+            msgs[n].format = AGG_FORMAT_EVENT;
             n++;
             if (n == CHUNK || (r == nroutes - 1 && t + AGG_BUCKET_WIDTH_S > last)) {
                 agg_commit_t c = {.events_topic = "tocsin.events",

@@ -121,11 +121,12 @@ static int reserve(col_records_t *r, size_t n)
     return 0;
 }
 
-static void put_record_header(col_records_t *r, col_topic_t topic, size_t key_len, size_t value_len)
+static void put_record_header(col_records_t *r, col_topic_t topic, col_format_t format,
+                              size_t key_len, size_t value_len)
 {
     uint8_t *p = r->data + r->len;
     p[0] = (uint8_t)topic;
-    p[1] = 0;
+    p[1] = (uint8_t)format;
     p[2] = (uint8_t)(key_len >> 8);
     p[3] = (uint8_t)key_len;
     tc_be32_put(p + 4, (uint32_t)value_len);
@@ -153,7 +154,7 @@ int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, 
     if (reserve(r, total) != 0) {
         return TC_ENOMEM;
     }
-    put_record_header(r, topic, key_len, value_len);
+    put_record_header(r, topic, COL_FORMAT_EVENT, key_len, value_len);
     uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
     if (key_len) {
         memcpy(p, key, key_len);
@@ -178,7 +179,7 @@ int col_records_add_parts(col_records_t *r, col_topic_t topic, const void *key, 
     if (reserve(r, total) != 0) {
         return TC_ENOMEM;
     }
-    put_record_header(r, topic, key_len, value_len + tail_len);
+    put_record_header(r, topic, COL_FORMAT_EVENT, key_len, value_len + tail_len);
     uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
     if (key_len) {
         memcpy(p, key, key_len);
@@ -199,6 +200,81 @@ int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t
     return col_records_add_parts(r, topic, key, key_len, value, value_len, NULL, 0);
 }
 
+int col_records_reserve(col_records_t *r, col_topic_t topic, col_format_t format, const void *key,
+                        size_t key_len, size_t value_len, uint8_t **value)
+{
+    assert(r && value && (key || key_len == 0) && topic < COL_TOPIC_COUNT);
+    if (key_len > COL_RECORD_KEY_MAX || value_len > UINT32_MAX || format >= COL_FORMAT_COUNT) {
+        return TC_EINVAL;
+    }
+    size_t total = COL_RECORD_HEADER + key_len + value_len;
+    if (reserve(r, total) != 0) {
+        return TC_ENOMEM;
+    }
+    put_record_header(r, topic, format, key_len, value_len);
+    uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
+    if (key_len) {
+        memcpy(p, key, key_len);
+    }
+    *value = p + key_len;
+    finish_record(r, total);
+    return 0;
+}
+
+size_t col_pack_entry_size(size_t len)
+{
+    size_t n = 2; /* the tag, and at least one byte of length */
+    for (size_t v = len; v >= 0x80; v >>= 7) {
+        n++;
+    }
+    return n + len;
+}
+
+size_t col_pack_entry_head(uint8_t *p, size_t len)
+{
+    size_t n = 0;
+    p[n++] = 0x0a; /* field 1 (events), wire type 2 */
+    size_t v = len;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+int col_pack_next(const uint8_t *value, size_t len, size_t *offset, const uint8_t **event,
+                  size_t *event_len)
+{
+    assert(offset && event && event_len && (value || len == 0));
+    size_t off = *offset;
+    if (off == len) {
+        return 0;
+    }
+    if (off > len || value[off] != 0x0a) {
+        return TC_EPARSE;
+    }
+    off++;
+    uint64_t n = 0;
+    for (int shift = 0;; shift += 7) {
+        if (off >= len || shift > 28) {
+            return TC_EPARSE; /* cut off, or a length of 5 bytes or more (above 4 GiB) */
+        }
+        uint8_t b = value[off++];
+        n |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            break;
+        }
+    }
+    if (n > len - off) {
+        return TC_EPARSE;
+    }
+    *event = value + off;
+    *event_len = (size_t)n;
+    *offset = off + (size_t)n;
+    return 1;
+}
+
 int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record_t *rec)
 {
     assert(offset && rec && (data || len == 0));
@@ -213,7 +289,7 @@ int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record
         return TC_EPARSE;
     }
     const uint8_t *p = data + off;
-    if (p[0] >= COL_TOPIC_COUNT || p[1] != 0) {
+    if (p[0] >= COL_TOPIC_COUNT || p[1] >= COL_FORMAT_COUNT) {
         return TC_EPARSE;
     }
     size_t key_len = ((size_t)p[2] << 8) | p[3];
@@ -223,6 +299,7 @@ int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record
         return TC_EPARSE;
     }
     rec->topic = (col_topic_t)p[0];
+    rec->format = (col_format_t)p[1];
     rec->key = p + COL_RECORD_HEADER;
     rec->key_len = key_len;
     rec->value = rec->key + key_len;
@@ -231,22 +308,41 @@ int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record
     return 1;
 }
 
-int col_records_check(const uint8_t *data, size_t len, uint32_t *count)
+int col_records_check(const uint8_t *data, size_t len, uint32_t *count, uint64_t *events)
 {
     assert(count);
     if (!data || len < COL_RECORDS_HEADER || data[0] != 1 || data[1] || data[2] || data[3]) {
         return TC_EPARSE;
     }
     uint32_t n = 0;
+    uint64_t nev = 0;
     size_t off = 0;
     col_record_t rec;
     int rc;
     while ((rc = col_records_next(data, len, &off, &rec)) == 1) {
         n++;
+        if (rec.format == COL_FORMAT_EVENT) {
+            nev++;
+            continue;
+        }
+        size_t eoff = 0;
+        const uint8_t *ev;
+        size_t ev_len;
+        uint64_t in_pack = 0;
+        while ((rc = col_pack_next(rec.value, rec.value_len, &eoff, &ev, &ev_len)) == 1) {
+            in_pack++;
+        }
+        if (rc != 0 || in_pack == 0) {
+            return TC_EPARSE;
+        }
+        nev += in_pack;
     }
     if (rc != 0 || n != tc_be32_get(data + 4)) {
         return TC_EPARSE;
     }
     *count = n;
+    if (events) {
+        *events = nev;
+    }
     return 0;
 }

@@ -76,12 +76,25 @@ int col_ack_encode(const col_ack_t *ack, uint8_t **out, size_t *len);
 typedef enum { COL_TOPIC_EVENTS = 0, COL_TOPIC_LOGS = 1, COL_TOPIC_COUNT } col_topic_t;
 
 /*
+ * What a record's value holds (docs/collector.md, "Record format"):
+ *   COL_FORMAT_EVENT  one encoded tocsin.v1.Event; the record has no format header. What
+ *                     collectors wrote before packing (spool entries of that time replay so).
+ *   COL_FORMAT_PACK   an encoded tocsin.v1.EventPack: the events of one batch that share the
+ *                     record's key, in order; the record carries the header
+ *                     COL_FORMAT_HEADER = COL_FORMAT_PACK_NAME.
+ */
+typedef enum { COL_FORMAT_EVENT = 0, COL_FORMAT_PACK = 1, COL_FORMAT_COUNT } col_format_t;
+
+#define COL_FORMAT_HEADER "tocsin.format"
+#define COL_FORMAT_PACK_NAME "tocsin.v1.EventPack"
+
+/*
  * A batch of Kafka records, as the collector produces them and as its spool stores them:
  * one buffer, so that librdkafka can point into it without copying, and a spool entry is the
  * buffer as it is. Layout (integers big-endian):
  *   header   [u8 version = 1][3 bytes 0][u32 record count]
- *   record   [u8 topic][u8 0][u16 key length][u32 value length][key][value]
- * The value is an encoded tocsin.v1.Event.
+ *   record   [u8 topic][u8 format][u16 key length][u32 value length][key][value]
+ * `format` is a col_format_t (0 in buffers written before packing).
  */
 typedef struct {
     uint8_t *data;
@@ -98,6 +111,7 @@ typedef struct {
 /* One record read back from a buffer; pointers into that buffer. */
 typedef struct {
     col_topic_t topic;
+    col_format_t format;
     const uint8_t *key;
     size_t key_len;
     const uint8_t *value;
@@ -110,21 +124,30 @@ void col_records_init(col_records_t *r);
 /* Frees the buffer; the set is empty again and may be reused. */
 void col_records_fini(col_records_t *r);
 
-/* Appends one record whose value is `ev` encoded (protobuf-c pack, straight into the
- * buffer). Returns 0, TC_EINVAL for a key above COL_RECORD_KEY_MAX, or TC_ENOMEM. */
+/* Appends one COL_FORMAT_EVENT record whose value is `ev` encoded (protobuf-c pack, straight
+ * into the buffer). Returns 0, TC_EINVAL for a key above COL_RECORD_KEY_MAX, or TC_ENOMEM. */
 int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
                           const Tocsin__V1__Event *ev);
 
-/* Appends one record whose value is `value` followed by `tail` (an event as the client
- * encoded it, then the collector's fields, which win over the client's as later fields do
- * in protobuf). Returns 0, TC_EINVAL (key too long, value above 4 GiB) or TC_ENOMEM. */
+/* Appends one COL_FORMAT_EVENT record whose value is `value` followed by `tail` (an event as
+ * the client encoded it, then the collector's fields, which win over the client's as later
+ * fields do in protobuf). Returns 0, TC_EINVAL (key too long, value above 4 GiB) or
+ * TC_ENOMEM. */
 int col_records_add_parts(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
                           const void *value, size_t value_len, const void *tail, size_t tail_len);
 
-/* Appends one record from raw bytes. Returns 0, TC_EINVAL (key too long, value above
- * 4 GiB) or TC_ENOMEM. */
+/* Appends one COL_FORMAT_EVENT record from raw bytes. Returns 0, TC_EINVAL (key too long,
+ * value above 4 GiB) or TC_ENOMEM. */
 int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
                     const void *value, size_t value_len);
+
+/*
+ * Appends one record of `format` with `key` and room for a value of `value_len` bytes, which
+ * the caller writes at *value before the buffer changes again. Returns 0, TC_EINVAL (key too
+ * long, value above 4 GiB, unknown format) or TC_ENOMEM (nothing appended).
+ */
+int col_records_reserve(col_records_t *r, col_topic_t topic, col_format_t format, const void *key,
+                        size_t key_len, size_t value_len, uint8_t **value);
 
 /*
  * Reads the record at *offset of the `len` bytes at `data` (a whole buffer, header
@@ -134,8 +157,28 @@ int col_records_add(col_records_t *r, col_topic_t topic, const void *key, size_t
  */
 int col_records_next(const uint8_t *data, size_t len, size_t *offset, col_record_t *rec);
 
-/* Checks a whole buffer (version, every record within bounds, topics known, the count in
- * the header matching). Returns 0 with *count set, or TC_EPARSE. */
-int col_records_check(const uint8_t *data, size_t len, uint32_t *count);
+/*
+ * Checks a whole buffer (version, every record within bounds, topics and formats known, every
+ * pack well framed and not empty, the count in the header matching). Returns 0 with *count
+ * (records) and *events (when not NULL: events, a pack counting its entries) set, or
+ * TC_EPARSE.
+ */
+int col_records_check(const uint8_t *data, size_t len, uint32_t *count, uint64_t *events);
+
+/* Bytes an event of `len` bytes takes inside an EventPack: its tag, its length, itself. */
+size_t col_pack_entry_size(size_t len);
+
+/* Writes the tag and length of an entry of `len` bytes at `p` (room: col_pack_entry_size(len)
+ * - len); returns the bytes written. The event's bytes follow. */
+size_t col_pack_entry_head(uint8_t *p, size_t len);
+
+/*
+ * Reads the entry at *offset of an EventPack value (start with *offset = 0): 1 with *event
+ * and *event_len set (the encoded tocsin.v1.Event) and *offset advanced, 0 at the end,
+ * TC_EPARSE when the value is not a sequence of field-1 length-delimited entries within
+ * bounds.
+ */
+int col_pack_next(const uint8_t *value, size_t len, size_t *offset, const uint8_t **event,
+                  size_t *event_len);
 
 #endif

@@ -47,6 +47,7 @@
 #include "col_arena.h"
 #include "col_enrich.h"
 #include "col_keys.h"
+#include "col_pack.h"
 #include "col_scrub.h"
 #include "col_spool.h"
 #include "col_track.h"
@@ -121,6 +122,7 @@ typedef struct {
     uint64_t replay_inflight_bytes;
     int64_t max_inflight_batches;
     uint64_t max_inflight_bytes;
+    uint64_t pack_max_bytes;
     int64_t retry_after_ms;
     int64_t message_timeout_ms;
     int64_t shutdown_timeout_ms;
@@ -196,6 +198,10 @@ static const tc_cfg_entry_t config_table[] = {
     {"max_inflight_bytes", TC_CFG_SIZE, "256MiB", OFF(max_inflight_bytes),
      "bytes of records awaiting delivery reports; beyond it batches are answered retry-after", 0,
      0},
+    {"pack.max_bytes", TC_CFG_SIZE, "256KiB", OFF(pack_max_bytes),
+     "largest Kafka record value: the events of one batch and key are packed into one record "
+     "(tocsin.v1.EventPack) up to this size, then into the next (1KiB to 64MiB)",
+     0, 0},
     {"retry_after", TC_CFG_DURATION, "1s", OFF(retry_after_ms),
      "retry_after_ms put in RETRY_AFTER Acks (busy, spool full, delivery failed)", 0, 0},
     {"kafka.message_timeout", TC_CFG_DURATION, "5s", OFF(message_timeout_ms),
@@ -663,6 +669,7 @@ typedef struct {
     col_inflight_t *inflight;
     col_inflight_t *replays;
     col_arena_t *arena;
+    col_packer_t *packer;
     col_scrub_rules_t *scrub;
     col_keys_t *keys;
     col_spool_t *spool;
@@ -700,8 +707,6 @@ typedef struct {
     size_t n_deads;
     size_t deads_cap;
     uint8_t key_buf[COL_KEY_MAX];
-    rd_kafka_message_t *kmsgs[COL_TOPIC_COUNT]; /* produce_records' scratch, per topic */
-    size_t kmsgs_cap;
 } col_daemon_t;
 
 static void publish_state(col_daemon_t *d)
@@ -944,67 +949,59 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
            reason);
 }
 
-/* Room for `n` messages per topic in the produce scratch arrays. */
-static int grow_kmsgs(col_daemon_t *d, size_t n)
+/* Hands one record to the producer without copying (the tracker's buffer lives until every
+ * report is in). A packed record carries the format header; a record of one event (from a
+ * spool entry written before packing) goes as it was. */
+static rd_kafka_resp_err_t produce_one(col_daemon_t *d, col_track_t *t, const col_record_t *rec)
 {
-    if (n <= d->kmsgs_cap) {
-        return 0;
+    rd_kafka_vu_t vu[6];
+    size_t n = 0;
+    vu[n].vtype = RD_KAFKA_VTYPE_RKT;
+    vu[n++].u.rkt = d->rkt[rec->topic];
+    vu[n].vtype = RD_KAFKA_VTYPE_PARTITION;
+    vu[n++].u.i32 = RD_KAFKA_PARTITION_UA;
+    vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[n].u.mem.ptr = (void *)rec->value;
+    vu[n++].u.mem.size = rec->value_len;
+    vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[n].u.mem.ptr = (void *)rec->key;
+    vu[n++].u.mem.size = rec->key_len;
+    vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vu[n++].u.ptr = t;
+    if (rec->format == COL_FORMAT_PACK) {
+        vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
+        vu[n].u.header.name = COL_FORMAT_HEADER;
+        vu[n].u.header.val = COL_FORMAT_PACK_NAME;
+        vu[n++].u.header.size = (ssize_t)strlen(COL_FORMAT_PACK_NAME);
     }
-    size_t cap = d->kmsgs_cap ? d->kmsgs_cap : 512;
-    while (cap < n) {
-        cap *= 2;
+    rd_kafka_error_t *error = rd_kafka_produceva(d->rk, vu, n);
+    if (!error) {
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
     }
-    for (int i = 0; i < COL_TOPIC_COUNT; i++) {
-        rd_kafka_message_t *p = realloc(d->kmsgs[i], cap * sizeof(*p));
-        if (!p) {
-            return TC_ENOMEM;
-        }
-        d->kmsgs[i] = p;
-    }
-    d->kmsgs_cap = cap;
-    return 0;
+    rd_kafka_resp_err_t err = rd_kafka_error_code(error);
+    rd_kafka_error_destroy(error);
+    return err;
 }
 
 /*
- * Hands every record of `t` to the producer without copying (the tracker's buffer lives
- * until every report is in), one rd_kafka_produce_batch per topic. When the producer refuses
- * one, the batch will be spooled, and so will everything after it.
+ * Hands every record of `t` to the producer, in order. When the producer refuses one, no
+ * more are handed over: the batch will be spooled (and so will everything after it), or
+ * answered when no retry can help.
  */
 static void produce_records(col_daemon_t *d, col_track_t *t)
 {
     const col_records_t *r = col_track_records(t);
-    if (grow_kmsgs(d, r->count) != 0) {
-        col_track_abort(t, "collector out of memory");
-        enter_spooling(d, PURGE_PRODUCE_REFUSED, "out of memory producing", true);
-        return;
-    }
-    int n[COL_TOPIC_COUNT] = {0};
+    rd_kafka_resp_err_t perr = RD_KAFKA_RESP_ERR_NO_ERROR;
     size_t off = 0;
     col_record_t rec;
     while (col_records_next(r->data, r->len, &off, &rec) == 1) {
-        rd_kafka_message_t *m = &d->kmsgs[rec.topic][n[rec.topic]++];
-        memset(m, 0, sizeof(*m));
-        m->payload = (void *)rec.value;
-        m->len = rec.value_len;
-        m->key = (void *)rec.key;
-        m->key_len = rec.key_len;
-        m->_private = t;
-    }
-    rd_kafka_resp_err_t perr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int topic = 0; topic < COL_TOPIC_COUNT; topic++) {
-        if (n[topic] == 0) {
-            continue;
+        perr = produce_one(d, t, &rec);
+        if (perr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            tc_counter_inc(d->m.produce_errors);
+            break;
         }
-        rd_kafka_produce_batch(d->rkt[topic], RD_KAFKA_PARTITION_UA, 0, d->kmsgs[topic], n[topic]);
-        for (int i = 0; i < n[topic]; i++) {
-            if (d->kmsgs[topic][i].err) {
-                perr = perr ? perr : d->kmsgs[topic][i].err;
-                tc_counter_inc(d->m.produce_errors);
-            } else {
-                col_track_produced(t);
-                d->produced_since_purge = true;
-            }
-        }
+        col_track_produced(t);
+        d->produced_since_purge = true;
     }
     if (perr == RD_KAFKA_RESP_ERR_NO_ERROR) {
         col_track_seal(t);
@@ -1091,7 +1088,7 @@ static void settle_replays(col_daemon_t *d)
             if (outcome == COL_OUTCOME_STORED) {
                 if (add_del(d, col_track_tag(t)) == 0) {
                     tc_counter_inc(d->m.replayed_entries);
-                    tc_counter_add(d->m.replayed_events, col_track_records(t)->count);
+                    tc_counter_add(d->m.replayed_events, col_track_events(t));
                 }
                 d->replay_backoff_us = REPLAY_BACKOFF_MIN_US;
             } else if (outcome == COL_OUTCOME_RETRY || outcome == COL_OUTCOME_REJECT) {
@@ -1251,7 +1248,8 @@ static void replay_step(col_daemon_t *d)
         }
         d->replay_cursor = key + 1;
         uint32_t count = 0;
-        if (col_records_check(value, len, &count) != 0) {
+        uint64_t events = 0;
+        if (col_records_check(value, len, &count, &events) != 0 || events > UINT32_MAX) {
             tc_counter_inc(d->m.spool_corrupt);
             tc_log(TC_LOG_ERROR, "collector.spool_corrupt",
                    "spool entry %" PRIu64 " (%zu bytes) is not a records buffer; removed", key,
@@ -1264,7 +1262,7 @@ static void replay_step(col_daemon_t *d)
         col_peer_t none = {0};
         int err = 0;
         col_track_t *t =
-            col_inflight_open(d->replays, &none, key, count, NULL, now, &records, &err);
+            col_inflight_open(d->replays, &none, key, (uint32_t)events, NULL, now, &records, &err);
         if (!t) {
             col_records_fini(&records);
             d->replay_cursor = key; /* read it again next time */
@@ -1459,7 +1457,8 @@ static bool goes_as_is(col_daemon_t *d, const col_event_t *e)
     return !e->flagged && col_scrub_user_id_clean(d->scrub, e->user_id.p, e->user_id.len);
 }
 
-/* Scrubs and enriches every event into `records`. Returns 0 or TC_ENOMEM. */
+/* Scrubs and enriches every event, and packs them into `records`: one record per Kafka key
+ * of the batch (col_pack.h). Returns 0 or TC_ENOMEM. */
 static int build_records(col_daemon_t *d, col_batch_t *b, int64_t received_us,
                          col_records_t *records)
 {
@@ -1477,8 +1476,8 @@ static int build_records(col_daemon_t *d, col_batch_t *b, int64_t received_us,
             rc = col_enrich_raw(&d->enrich, e, received_us, &es, &topic, d->key_buf,
                                 sizeof(d->key_buf), &key_len, tail, sizeof(tail), &tail_len);
             if (rc == 0) {
-                rc = col_records_add_parts(records, topic, d->key_buf, key_len, e->raw, e->raw_len,
-                                           tail, tail_len);
+                rc = col_packer_add(d->packer, topic, d->key_buf, key_len, e->raw, e->raw_len, tail,
+                                    tail_len);
             }
             continue;
         }
@@ -1492,8 +1491,13 @@ static int build_records(col_daemon_t *d, col_batch_t *b, int64_t received_us,
                                   sizeof(d->key_buf), &key_len);
         }
         if (rc == 0) {
-            rc = col_records_add_event(records, topic, d->key_buf, key_len, e->ev);
+            rc = col_packer_add_event(d->packer, topic, d->key_buf, key_len, e->ev);
         }
+    }
+    if (rc == 0) {
+        rc = col_packer_finish(d->packer, records);
+    } else {
+        col_packer_reset(d->packer);
     }
     tc_counter_add(d->m.events_reencoded, reencoded);
     for (int k = 0; k < COL_SCRUB_KIND_COUNT; k++) {
@@ -1955,6 +1959,8 @@ static int config_check(const col_config_t *c, col_limits_t *l)
         bad = "curve.enabled needs curve.server_cert";
     } else if (c->replay_inflight_bytes == 0 || c->max_inflight_bytes == 0) {
         bad = "spool.replay_inflight and max_inflight_bytes must be above 0";
+    } else if (c->pack_max_bytes < COL_PACK_MIN_BYTES || c->pack_max_bytes > COL_PACK_MAX_BYTES) {
+        bad = "pack.max_bytes: 1KiB to 64MiB";
     }
     if (bad) {
         tc_log(TC_LOG_ERROR, "collector.config", "%s", bad);
@@ -2235,6 +2241,7 @@ static void daemon_stop(col_daemon_t *d)
     zcert_destroy(&d->server_cert);
     curve_keys_free(&d->curve);
     col_arena_destroy(&d->arena);
+    col_packer_destroy(&d->packer);
     col_scrub_rules_destroy(&d->scrub);
     col_keys_destroy(&d->keys);
     free(d->pending);
@@ -2243,10 +2250,6 @@ static void daemon_stop(col_daemon_t *d)
     free(d->dels);
     free(d->deads);
     d->deads = NULL;
-    for (int i = 0; i < COL_TOPIC_COUNT; i++) {
-        free(d->kmsgs[i]);
-        d->kmsgs[i] = NULL;
-    }
     d->pending = NULL;
     d->pending_values = NULL;
     d->pending_lens = NULL;
@@ -2348,8 +2351,9 @@ int main(int argc, char **argv)
     d->inflight = col_inflight_new((uint32_t)d->cfg.max_inflight_batches);
     d->replays = col_inflight_new(REPLAY_MAX_ENTRIES);
     d->arena = col_arena_new((size_t)d->cfg.max_message_bytes * ARENA_FACTOR);
+    d->packer = col_packer_new((size_t)d->cfg.pack_max_bytes);
     d->metrics = tc_metrics_new();
-    if (!d->instance_id || !d->inflight || !d->replays || !d->arena || !d->metrics ||
+    if (!d->instance_id || !d->inflight || !d->replays || !d->arena || !d->packer || !d->metrics ||
         metrics_register(d->metrics, &d->m) != 0) {
         tc_log(TC_LOG_ERROR, "collector.start", "out of memory");
         daemon_stop(d);

@@ -1,14 +1,16 @@
 /*
  * e2e_col_consume — reads tocsin.events and tocsin.logs from the beginning, as the collector's
- * end-to-end tests need: every record decoded, duplicates (same event_id) counted, and the
+ * end-to-end tests need: every record decoded (a tocsin.v1.EventPack when its "tocsin.format"
+ * header says so, else one tocsin.v1.Event), duplicates (same event_id) counted, and the
  * order of events checked per Kafka key, by the sequence numbers e2e_col_client puts in
  * (metric "seq" value, or log field "seq"): the first time each event appears, its sequence
  * must be above every sequence seen before under the same key.
  *
  * usage: e2e_col_consume BOOTSTRAP_FILE [--topics a,b] [--expect N] [--timeout S] [--dump]
  * Reads until every partition is at its high watermark and (with --expect) N distinct events
- * were seen, or the time-out passes. Prints one JSON line per record with --dump, then a
- * summary line. Exit 0 when it finished before the time-out.
+ * were seen, or the time-out passes. Prints one JSON line per event with --dump, then a
+ * summary line ("records": Kafka records, "events": events in them). Exit 0 when it finished
+ * before the time-out.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -164,12 +166,15 @@ static double event_seq(const Tocsin__V1__Event *ev)
     return -1;
 }
 
-static json_t *dump_record(const rd_kafka_message_t *m, const Tocsin__V1__Event *ev)
+static json_t *dump_record(const rd_kafka_message_t *m, const Tocsin__V1__Event *ev, size_t index,
+                           bool packed)
 {
     json_t *o = json_object();
     json_object_set_new(o, "topic", json_string(rd_kafka_topic_name(m->rkt)));
     json_object_set_new(o, "partition", json_integer(m->partition));
     json_object_set_new(o, "offset", json_integer(m->offset));
+    json_object_set_new(o, "index", json_integer((json_int_t)index));
+    json_object_set_new(o, "packed", json_boolean(packed));
     /* The key with its NUL separators shown as '|'. */
     char key[1024];
     size_t kl = m->key_len < sizeof(key) - 1 ? m->key_len : sizeof(key) - 1;
@@ -299,7 +304,8 @@ int main(int argc, char **argv)
     }
 
     idset_t seen = {0};
-    long records = 0, violations = 0, undecodable = 0;
+    long records = 0, events = 0, packed_records = 0, violations = 0, undecodable = 0;
+    long bad_events = 0;
     json_t *collectors = json_object();
     int64_t deadline = tc_mono_us() + (int64_t)(timeout_s * 1e6);
     int64_t next_refresh = tc_mono_us() + 500000;
@@ -339,52 +345,90 @@ int main(int argc, char **argv)
             }
         }
         records++;
-        Tocsin__V1__Event *ev = tocsin__v1__event__unpack(NULL, m->len, m->payload);
-        if (!ev || ev->event_id.len != 16) {
+        /* The record's format: a pack when the header says so, else one event. */
+        const void *fmt = NULL;
+        size_t fmt_len = 0;
+        rd_kafka_headers_t *hdrs = NULL;
+        bool packed = false, unknown = false;
+        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(hdrs, "tocsin.format", &fmt, &fmt_len) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR) {
+            packed = fmt_len == strlen("tocsin.v1.EventPack") &&
+                     memcmp(fmt, "tocsin.v1.EventPack", fmt_len) == 0;
+            unknown = !packed;
+            packed_records += packed;
+        }
+        Tocsin__V1__EventPack *pack = NULL;
+        Tocsin__V1__Event *single = NULL;
+        Tocsin__V1__Event **evs = NULL;
+        size_t nev = 0;
+        if (packed) {
+            pack = tocsin__v1__event_pack__unpack(NULL, m->len, m->payload);
+            if (pack) {
+                evs = pack->events;
+                nev = pack->n_events;
+            }
+        } else if (!unknown) {
+            single = tocsin__v1__event__unpack(NULL, m->len, m->payload);
+            if (single) {
+                evs = &single;
+                nev = 1;
+            }
+        }
+        if (!evs || nev == 0) {
             undecodable++;
-            if (ev) {
-                tocsin__v1__event__free_unpacked(ev, NULL);
+        }
+        for (size_t e = 0; e < nev; e++) {
+            Tocsin__V1__Event *ev = evs[e];
+            events++;
+            if (ev->event_id.len != 16) {
+                undecodable++;
+                bad_events++;
+                continue;
             }
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        bool first = idset_insert(&seen, ev->event_id.data);
-        svcstate_t *s = svc_state(ev->service);
-        s->records++;
-        if (first) {
-            s->unique++;
-            double seq = event_seq(ev);
-            if (seq >= 0) {
-                char k[1200];
-                int n = snprintf(k, sizeof(k), "%s|", rd_kafka_topic_name(m->rkt));
-                for (size_t i = 0; i < m->key_len && n < (int)sizeof(k) - 3; i++) {
-                    char c = ((const char *)m->key)[i];
-                    k[n++] = c ? c : '/';
-                }
-                k[n] = '\0';
-                keystate_t *ks = key_state(k);
-                if (seq <= ks->last_seq) {
-                    s->violations++;
-                    violations++;
-                }
-                ks->last_seq = seq;
-                if (seq > s->max_seq) {
-                    s->max_seq = seq;
+            bool first = idset_insert(&seen, ev->event_id.data);
+            svcstate_t *s = svc_state(ev->service);
+            s->records++;
+            if (first) {
+                s->unique++;
+                double seq = event_seq(ev);
+                if (seq >= 0) {
+                    char k[1200];
+                    int n = snprintf(k, sizeof(k), "%s|", rd_kafka_topic_name(m->rkt));
+                    for (size_t i = 0; i < m->key_len && n < (int)sizeof(k) - 3; i++) {
+                        char c = ((const char *)m->key)[i];
+                        k[n++] = c ? c : '/';
+                    }
+                    k[n] = '\0';
+                    keystate_t *ks = key_state(k);
+                    if (seq <= ks->last_seq) {
+                        s->violations++;
+                        violations++;
+                    }
+                    ks->last_seq = seq;
+                    if (seq > s->max_seq) {
+                        s->max_seq = seq;
+                    }
                 }
             }
+            json_t *c = json_object_get(collectors, ev->collector_id);
+            json_object_set_new(collectors, ev->collector_id,
+                                json_integer(c ? json_integer_value(c) + 1 : 1));
+            if (dump) {
+                json_t *o = dump_record(m, ev, e, packed);
+                json_object_set_new(o, "first", json_boolean(first));
+                char *line = json_dumps(o, JSON_COMPACT);
+                printf("%s\n", line);
+                free(line);
+                json_decref(o);
+            }
         }
-        json_t *c = json_object_get(collectors, ev->collector_id);
-        json_object_set_new(collectors, ev->collector_id,
-                            json_integer(c ? json_integer_value(c) + 1 : 1));
-        if (dump) {
-            json_t *o = dump_record(m, ev);
-            json_object_set_new(o, "first", json_boolean(first));
-            char *line = json_dumps(o, JSON_COMPACT);
-            printf("%s\n", line);
-            free(line);
-            json_decref(o);
+        if (pack) {
+            tocsin__v1__event_pack__free_unpacked(pack, NULL);
         }
-        tocsin__v1__event__free_unpacked(ev, NULL);
+        if (single) {
+            tocsin__v1__event__free_unpacked(single, NULL);
+        }
         rd_kafka_message_destroy(m);
     }
     json_t *services = json_object();
@@ -395,12 +439,13 @@ int main(int argc, char **argv)
                                       (json_int_t)svcs[i].unique, "violations",
                                       (json_int_t)svcs[i].violations, "max_seq", svcs[i].max_seq));
     }
-    json_t *summary =
-        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}", "summary", 1, "records",
-                  (json_int_t)records, "unique", (json_int_t)seen.n, "duplicates",
-                  (json_int_t)(records - undecodable - (long)seen.n), "order_violations",
-                  (json_int_t)violations, "undecodable", (json_int_t)undecodable, "truncated",
-                  truncated, "services", services, "collectors", collectors);
+    json_t *summary = json_pack(
+        "{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}", "summary", 1, "records",
+        (json_int_t)records, "packed_records", (json_int_t)packed_records, "events",
+        (json_int_t)events, "unique", (json_int_t)seen.n, "duplicates",
+        (json_int_t)(events - bad_events - (long)seen.n), "order_violations",
+        (json_int_t)violations, "undecodable", (json_int_t)undecodable, "truncated", truncated,
+        "services", services, "collectors", collectors);
     json_object_set_new(summary, "finished", json_boolean(finished));
     char *line = json_dumps(summary, JSON_COMPACT);
     printf("%s\n", line);

@@ -9,3 +9,7 @@ tocsin_fuzz_target(agg_rollup ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_rollup.c
                    tocsin_aggregator_core)
 tocsin_fuzz_target(agg_log ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_log.c
                    tocsin_aggregator_core)
+# A whole record of tocsin.events / tocsin.logs: its format header, then a single Event or an
+# EventPack walked entry by entry with every event scanned.
+tocsin_fuzz_target(agg_pack ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_agg_pack.c
+                   tocsin_aggregator_core)

@@ -7,8 +7,9 @@
  *   - what the walk accepts, protobuf-c decodes too, with the same events, services and
  *     bodies (the walk and protobuf-c read the bytes alike);
  *   - when the dry scrub checks say an event is clean, scrubbing it changes nothing;
- *   - every record decodes again with the collector's fields set and a grouping id on every
- *     error, and the records buffer passes its own check.
+ *   - the events are packed one record per key (col_pack), the records buffer passes its own
+ *     check with every event counted, and every event of every pack decodes again with the
+ *     collector's fields set, a grouping id on every error, and its record's key.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 #include "col_arena.h"
 #include "col_enrich.h"
+#include "col_pack.h"
 #include "col_scrub.h"
 #include "col_validate.h"
 #include "col_wire.h"
@@ -34,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
     } while (0)
 
 static col_arena_t *arena;
+static col_packer_t *packer;
 static col_scrub_rules_t *rules_default;
 static col_scrub_rules_t *rules_strict;
 
@@ -43,12 +46,13 @@ static void setup(void)
         return;
     }
     arena = col_arena_new(64 * 1024 * 1024);
+    packer = col_packer_new(COL_PACK_MIN_BYTES);
     rules_default = col_scrub_rules_default();
     static const char strict[] = "emails = hash\nips = mask\nuser_ids = hash\n"
                                  "extra_secret_keys = id, name\nsecrets = remove\n";
     char err[128];
     CHECK(col_scrub_rules_parse(strict, sizeof(strict) - 1, &rules_strict, err, sizeof(err)) == 0);
-    CHECK(arena && rules_default && rules_strict);
+    CHECK(arena && packer && rules_default && rules_strict);
 }
 
 static bool string_clean(void *ctx, col_string_kind_t kind, col_span_t key, col_span_t value)
@@ -103,8 +107,8 @@ static void produce(col_batch_t *b, const col_limits_t *lim, const col_scrub_rul
             size_t tail_len = 0;
             CHECK(col_enrich_raw(&cfg, e, 1795000000000000LL, &es, &topic, key, sizeof(key),
                                  &key_len, tail, sizeof(tail), &tail_len) == 0);
-            if (col_records_add_parts(&records, topic, key, key_len, e->raw, e->raw_len, tail,
-                                      tail_len) != 0) {
+            if (col_packer_add(packer, topic, key, key_len, e->raw, e->raw_len, tail, tail_len) !=
+                0) {
                 goto out;
             }
             /* The dry checks said clean: real scrubbing must agree. */
@@ -139,27 +143,41 @@ static void produce(col_batch_t *b, const col_limits_t *lim, const col_scrub_rul
         CHECK(key_len >= strlen(ev->service));
         CHECK(memcmp(key, ev->service, strlen(ev->service)) == 0);
         CHECK((topic == COL_TOPIC_LOGS) == (ev->body_case == TOCSIN__V1__EVENT__BODY_LOG));
-        if (col_records_add_event(&records, topic, key, key_len, ev) != 0) {
+        if (col_packer_add_event(packer, topic, key, key_len, ev) != 0) {
             goto out;
         }
     }
+    CHECK(col_packer_events(packer) == b->n_events);
+    if (col_packer_finish(packer, &records) != 0) {
+        goto out;
+    }
     uint32_t count = 0;
-    CHECK(col_records_check(records.data, records.len, &count) == 0);
-    CHECK(count == b->n_events);
+    uint64_t events = 0;
+    CHECK(col_records_check(records.data, records.len, &count, &events) == 0);
+    CHECK(events == b->n_events && count >= 1 && count <= b->n_events);
     size_t off = 0;
     col_record_t rec;
     while (col_records_next(records.data, records.len, &off, &rec) == 1) {
-        Tocsin__V1__Event *back = tocsin__v1__event__unpack(NULL, rec.value_len, rec.value);
-        CHECK(back);
-        CHECK(back->received_us == 1795000000000000LL);
-        CHECK(strcmp(back->collector_id, "fuzz-collector") == 0);
-        CHECK(back->time_us != 0);
-        if (back->body_case == TOCSIN__V1__EVENT__BODY_ERROR && back->error) {
-            CHECK(back->error->grouping_hash && back->error->grouping_hash[0]);
+        CHECK(rec.format == COL_FORMAT_PACK);
+        size_t eoff = 0;
+        const uint8_t *ev_bytes;
+        size_t ev_len;
+        while (col_pack_next(rec.value, rec.value_len, &eoff, &ev_bytes, &ev_len) == 1) {
+            Tocsin__V1__Event *back = tocsin__v1__event__unpack(NULL, ev_len, ev_bytes);
+            CHECK(back);
+            CHECK(back->received_us == 1795000000000000LL);
+            CHECK(strcmp(back->collector_id, "fuzz-collector") == 0);
+            CHECK(back->time_us != 0);
+            size_t slen = strlen(back->service);
+            CHECK(rec.key_len >= slen && memcmp(rec.key, back->service, slen) == 0);
+            if (back->body_case == TOCSIN__V1__EVENT__BODY_ERROR && back->error) {
+                CHECK(back->error->grouping_hash && back->error->grouping_hash[0]);
+            }
+            tocsin__v1__event__free_unpacked(back, NULL);
         }
-        tocsin__v1__event__free_unpacked(back, NULL);
     }
 out:
+    col_packer_reset(packer);
     col_records_fini(&records);
 }
 

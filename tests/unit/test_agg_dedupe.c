@@ -2,7 +2,7 @@
  * Unit tests for aggregator/agg_dedupe: an id seen twice within the window is a duplicate;
  * outside the window (measured in receive time, moving with the latest seen) it counts
  * again; a million ids survive the rebuilds the table goes through; past max_ids the oldest
- * are forgotten first and counted.
+ * are forgotten first and counted; a journaled batch taken back is decided again alike.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -100,6 +100,54 @@ static void test_expiry_frees(void **state)
     agg_dedupe_destroy(&d);
 }
 
+
+/* A journaled batch taken back: ids it added are gone (the others still reachable, though
+ * the table grew and probe runs were shifted), refreshed ones have their old time, and the
+ * batch given again decides exactly as the first time. */
+static void test_rollback(void **state)
+{
+    (void)state;
+    agg_dedupe_t *d = agg_dedupe_new(600, 1000000, 3);
+    assert_non_null(d);
+    uint8_t id[16];
+    for (uint64_t i = 0; i < 1000; i++) {
+        id_of(i, id);
+        assert_int_equal(agg_dedupe_check(d, id, T0), 0);
+    }
+    agg_dedupe_begin(d);
+    /* 1000..5999 new (the table rebuilds while journaling), 0..499 duplicates. */
+    for (uint64_t i = 0; i < 6000; i++) {
+        id_of(i, id);
+        assert_int_equal(agg_dedupe_check(d, id, T0 + SEC), i < 1000 ? 1 : 0);
+    }
+    agg_dedupe_rollback(d);
+    for (uint64_t i = 0; i < 6000; i++) {
+        id_of(i, id);
+        assert_int_equal(agg_dedupe_check(d, id, T0 + SEC), i < 1000 ? 1 : 0);
+    }
+    agg_dedupe_rollback(d); /* still journaling: taken back again */
+    agg_dedupe_commit(d);
+    for (uint64_t i = 0; i < 6000; i++) {
+        id_of(i, id);
+        assert_int_equal(agg_dedupe_check(d, id, T0 + SEC), i < 1000 ? 1 : 0);
+    }
+    /* Committed: a rollback outside a journal changes nothing. */
+    agg_dedupe_rollback(d);
+    id_of(5999, id);
+    assert_int_equal(agg_dedupe_check(d, id, T0 + SEC), 1);
+    /* A refreshed id (seen long ago) gets its old time back: expired again, new again. */
+    id_of(424242, id);
+    assert_int_equal(agg_dedupe_check(d, id, T0 + 2 * SEC), 0);
+    agg_dedupe_begin(d);
+    assert_int_equal(agg_dedupe_check(d, id, T0 + 700 * SEC), 0); /* refreshed */
+    agg_dedupe_rollback(d);
+    assert_int_equal(agg_dedupe_check(d, id, T0 + 700 * SEC), 0);
+    agg_dedupe_commit(d);
+    assert_int_equal(agg_dedupe_check(d, id, T0 + 701 * SEC), 1);
+    agg_dedupe_destroy(&d);
+    agg_dedupe_destroy(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -107,6 +155,7 @@ int main(void)
         cmocka_unit_test(test_many),
         cmocka_unit_test(test_max_ids),
         cmocka_unit_test(test_expiry_frees),
+        cmocka_unit_test(test_rollback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,10 @@
  * regressed after a resolve, statuses, lists); logs (query by level, time and text, dedupe,
  * retention by age and size); retention rolling 10 s buckets into 1 min ones and deleting old
  * ones, and the view refusing states below the rolled-up horizon; kind conflicts; corrupt
- * stored values; the map grown from a tiny start.
+ * stored values; the map grown from a tiny start; packed records (events decided one by one,
+ * unreadable records refused whole with the offset moving on, dedupe inside and across packs
+ * and after a restart, log records of one pack each stored); sampled events counted with
+ * their weights.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -104,6 +107,7 @@ typedef struct {
     const char *message;
     int level;
     const char *user;
+    float sample_rate; /* 0: not sampled */
 } ev_t;
 
 typedef struct {
@@ -131,6 +135,7 @@ static rec_t encode(const ev_t *e)
     ev.environment = "production";
     ev.release = "1.0";
     ev.user_id = (char *)(e->user ? e->user : "");
+    ev.sample_rate = e->sample_rate;
     switch (e->body) {
     case REQ:
         req.route = "/pay";
@@ -187,7 +192,7 @@ static agg_batch_stats_t commit_events(agg_store_t *s, int32_t partition, int64_
         msgs[i].offset = first + (int64_t)i;
         msgs[i].value = recs[i].bytes;
         msgs[i].len = recs[i].len;
-        msgs[i].dedupe = AGG_DEDUPE_UNKNOWN;
+        msgs[i].format = AGG_FORMAT_EVENT;
     }
     agg_commit_t c = {.events_topic = EVENTS,
                       .events = msgs,
@@ -304,7 +309,7 @@ static agg_batch_stats_t view_apply(agg_store_t *s, int64_t first, rec_t *recs, 
         msgs[k].offset = first + (int64_t)k;
         msgs[k].value = recs[i].bytes;
         msgs[k].len = recs[i].len;
-        msgs[k].dedupe = AGG_DEDUPE_UNKNOWN;
+        msgs[k].format = AGG_FORMAT_EVENT;
         k++;
     }
     agg_commit_t c = {.events_topic = EVENTS,
@@ -758,7 +763,7 @@ static void test_issues(void **state)
     assert_int_equal(
         agg_issue_status_rollup_encode("checkout", key_id, &resolved, "other", &sv, &svlen), 0);
     agg_msg_t sm = {
-        .partition = 0, .offset = 0, .value = sv, .len = svlen, .dedupe = AGG_DEDUPE_UNKNOWN};
+        .partition = 0, .offset = 0, .value = sv, .len = svlen, .format = AGG_FORMAT_EVENT};
     int32_t owned[1] = {0};
     agg_commit_t vc = {.events_topic = EVENTS,
                        .rollups_topic = ROLLUPS,
@@ -812,7 +817,7 @@ static void view_logs(agg_store_t *s, int32_t partition, int64_t first, const ev
         msgs[i].offset = first + (int64_t)i;
         msgs[i].value = recs[i].bytes;
         msgs[i].len = recs[i].len;
-        msgs[i].dedupe = AGG_DEDUPE_UNKNOWN;
+        msgs[i].format = AGG_FORMAT_EVENT;
     }
     agg_commit_t c = {.events_topic = EVENTS,
                       .rollups_topic = ROLLUPS,
@@ -961,12 +966,12 @@ static void test_conflicts(void **state)
                           .offset = 3,
                           .value = junk,
                           .len = sizeof(junk),
-                          .dedupe = AGG_DEDUPE_UNKNOWN},
+                          .format = AGG_FORMAT_EVENT},
                          {.partition = 0,
                           .offset = 4,
                           .value = good.bytes,
                           .len = good.len,
-                          .dedupe = AGG_DEDUPE_UNKNOWN}};
+                          .format = AGG_FORMAT_EVENT}};
     /* id 3 is a duplicate by now; make it another id. */
     good.bytes[4] ^= 1;
     agg_commit_t c = {.events_topic = EVENTS,
@@ -1068,6 +1073,261 @@ static void test_closed(void **state)
     assert_false(agg_store_bucket_closed(INT64_MAX / 2, 10, 0, 0));
 }
 
+
+/* ---- packed records ---------------------------------------------------------------------- */
+
+/* One record of several events, as collectors write them: a tocsin.v1.EventPack. */
+typedef struct {
+    uint8_t *bytes;
+    size_t len, cap;
+} packbuf_t;
+
+static void pack_add_bytes(packbuf_t *p, const uint8_t *ev, size_t len)
+{
+    if (p->len + len + 16 > p->cap) {
+        p->cap = (p->len + len + 16) * 2;
+        p->bytes = realloc(p->bytes, p->cap);
+        assert_non_null(p->bytes);
+    }
+    p->bytes[p->len++] = 0x0a;
+    size_t v = len;
+    while (v >= 0x80) {
+        p->bytes[p->len++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p->bytes[p->len++] = (uint8_t)v;
+    memcpy(p->bytes + p->len, ev, len);
+    p->len += len;
+}
+
+static void pack_add(packbuf_t *p, const ev_t *e)
+{
+    rec_t r = encode(e);
+    pack_add_bytes(p, r.bytes, r.len);
+    free(r.bytes);
+}
+
+/* Commits records given as they are (format and bytes) at offsets first.. of `partition`. */
+static agg_batch_stats_t commit_msgs(agg_store_t *s, int32_t partition, int64_t first,
+                                     agg_msg_t *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        msgs[i].partition = partition;
+        msgs[i].offset = first + (int64_t)i;
+    }
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .events = msgs,
+                      .nevents = n,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .now_us = T0 + 3600 * SEC};
+    agg_batch_stats_t st;
+    assert_int_equal(agg_store_commit(s, &c, &st), 0);
+    return st;
+}
+
+static void test_packs(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    /* Record 0: a pack of ids 1..5 of one series, then a bad event (its route reserved), a
+     * duplicate of id 3 inside the pack, and an error event (issue) with id 6. */
+    packbuf_t p0 = {0}, p1 = {0}, p3 = {0}, p6 = {0};
+    for (uint32_t i = 1; i <= 5; i++) {
+        ev_t e = req(i, T0 + i * 1000, 1000.0 * i, i == 2);
+        pack_add(&p0, &e);
+    }
+    uint8_t junk[] = {0x0a, 0x03, 'a', 'b', 'c'}; /* an event id of 3 bytes */
+    pack_add_bytes(&p0, junk, sizeof(junk));
+    ev_t again = req(3, T0 + 3000, 3000, false);
+    pack_add(&p0, &again);
+    ev_t err = {.id = 6, .body = ERR, .time_us = T0 + 6000};
+    pack_add(&p0, &err);
+    /* Record 1: a pack of id 4 (seen in record 0), 7 and 8. */
+    uint32_t ids1[] = {4, 7, 8};
+    for (size_t i = 0; i < N_ELEMS(ids1); i++) {
+        ev_t e = req(ids1[i], T0 + 8000, 500, false);
+        pack_add(&p1, &e);
+    }
+    /* Record 2: a format this aggregator does not know (its bytes would read as a pack). */
+    /* Record 3: a pack cut in its last entry. */
+    ev_t e9 = req(9, T0 + 9000, 500, false);
+    pack_add(&p3, &e9);
+    ev_t e10 = req(10, T0 + 9000, 500, false);
+    pack_add(&p3, &e10);
+    /* Record 4: one event the old way (no header). */
+    rec_t single = encode(&(ev_t){.id = 11, .body = REQ, .time_us = T0 + 9500, .value = 700});
+    /* Record 5: an empty pack. */
+    agg_msg_t msgs[6] = {
+        {.value = p0.bytes, .len = p0.len, .format = AGG_FORMAT_PACK},
+        {.value = p1.bytes, .len = p1.len, .format = AGG_FORMAT_PACK},
+        {.value = p1.bytes, .len = p1.len, .format = AGG_FORMAT_UNKNOWN},
+        {.value = p3.bytes, .len = p3.len - 1, .format = AGG_FORMAT_PACK},
+        {.value = single.bytes, .len = single.len, .format = AGG_FORMAT_EVENT},
+        {.value = p1.bytes, .len = 0, .format = AGG_FORMAT_PACK},
+    };
+    agg_batch_stats_t st = commit_msgs(d.store, 0, 0, msgs, 6);
+    assert_int_equal(st.records, 6);
+    /* 8 + 3 events; the unknown, cut and empty records count one invalid event each. */
+    assert_int_equal(st.consumed, 8 + 3 + 1 + 1 + 1 + 1);
+    assert_int_equal(st.applied, 6 + 2 + 1);
+    assert_int_equal(st.duplicates, 2);
+    assert_int_equal(st.invalid, 1 + 3);
+    assert_int_equal(st.unreadable, 3);
+    assert_int_equal(msgs[0].result, AGG_MSG_INVALID); /* one of its events was refused */
+    assert_string_equal(msgs[0].reason, "event_id");
+    assert_int_equal(msgs[0].events, 8);
+    assert_int_equal(msgs[1].result, AGG_MSG_APPLIED);
+    assert_int_equal(msgs[1].events, 3);
+    assert_int_equal(msgs[2].result, AGG_MSG_INVALID);
+    assert_string_equal(msgs[2].reason, "format");
+    assert_int_equal(msgs[2].events, 0);
+    assert_int_equal(msgs[3].result, AGG_MSG_INVALID);
+    assert_string_equal(msgs[3].reason, "pack");
+    assert_int_equal(msgs[4].result, AGG_MSG_APPLIED);
+    assert_int_equal(msgs[5].result, AGG_MSG_INVALID);
+    assert_string_equal(msgs[5].reason, "pack");
+    /* Ids 1..5, 7, 8, 11 in the request series; 2 was an error. */
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S - 10, T0_S + 20, &b), 8);
+    assert_int_equal(b.errors, 1);
+    assert_int_equal(b.sketch.count, 8);
+    assert_int_equal(query_count(d.store, "checkout", "$errors", T0_S - 10, T0_S + 20, NULL), 1);
+    /* Every record moved the offset, the unreadable ones too: nothing blocks the partition. */
+    int64_t next = 0;
+    assert_int_equal(agg_store_offset_get(d.store, EVENTS, 0, &next), 0);
+    assert_int_equal(next, 6);
+    /* Given again: stale, nothing counted twice. */
+    st = commit_msgs(d.store, 0, 0, msgs, 6);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(st.stale, 8 + 3 + 0 + 0 + 1 + 0);
+    assert_int_equal(total(d.store, "/pay"), 8);
+    /* A restart: the stale packs refill the dedupe set, event by event. */
+    db_reopen(&d);
+    int64_t start = 0, from = 0;
+    const char *source = NULL;
+    assert_int_equal(agg_store_partition_start(d.store, 0, &start, &from, &source), 0);
+    assert_int_equal(start, 6);
+    assert_int_equal(from, 0);
+    st = commit_msgs(d.store, 0, 0, msgs, 6);
+    assert_int_equal(st.applied, 0);
+    /* Record 6: ids 7 (in record 1) and 1 (in record 0) again, 12 new, 12 twice. */
+    uint32_t ids6[] = {7, 1, 12, 12};
+    for (size_t i = 0; i < N_ELEMS(ids6); i++) {
+        ev_t e = req(ids6[i], T0 + 9000, 500, false);
+        pack_add(&p6, &e);
+    }
+    agg_msg_t m6 = {.value = p6.bytes, .len = p6.len, .format = AGG_FORMAT_PACK};
+    st = commit_msgs(d.store, 0, 6, &m6, 1);
+    assert_int_equal(st.applied, 1);
+    assert_int_equal(st.duplicates, 3);
+    assert_int_equal(m6.result, AGG_MSG_APPLIED);
+    assert_int_equal(total(d.store, "/pay"), 9);
+    agg_bucket_fini(&b);
+    free(p0.bytes);
+    free(p1.bytes);
+    free(p3.bytes);
+    free(p6.bytes);
+    free(single.bytes);
+    db_close(&d);
+}
+
+/* A pack of log records: each stored under its own key (its place in the pack). */
+static void test_pack_logs(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    packbuf_t p = {0};
+    for (uint32_t i = 0; i < 5; i++) {
+        ev_t e = {.id = 100 + i, .body = LOG, .time_us = T0 + 1000, .message = "same time"};
+        pack_add(&p, &e);
+    }
+    ev_t dup = {.id = 101, .body = LOG, .time_us = T0 + 1000, .message = "same time"};
+    pack_add(&p, &dup);
+    agg_msg_t m = {.partition = 0, .offset = 0, .value = p.bytes, .len = p.len,
+                   .format = AGG_FORMAT_PACK};
+    agg_commit_t c = {.events_topic = EVENTS,
+                      .rollups_topic = ROLLUPS,
+                      .logs_topic = LOGS,
+                      .logs = &m,
+                      .nlogs = 1,
+                      .now_us = T0 + 3600 * SEC};
+    agg_batch_stats_t st;
+    assert_int_equal(agg_store_commit(d.store, &c, &st), 0);
+    assert_int_equal(st.logs_stored, 5);
+    assert_int_equal(st.duplicates, 1);
+    logs_t l = {{{0}}, 0, 0, NULL};
+    assert_int_equal(agg_store_logs(d.store, "checkout", T0 - SEC, T0 + SEC, take_log, &l, NULL),
+                     0);
+    assert_int_equal(l.n, 5);
+    /* Again: stale, still five. */
+    assert_int_equal(agg_store_commit(d.store, &c, &st), 0);
+    assert_int_equal(st.logs_stored, 0);
+    l = (logs_t){{{0}}, 0, 0, NULL};
+    assert_int_equal(agg_store_logs(d.store, "checkout", T0 - SEC, T0 + SEC, take_log, &l, NULL),
+                     0);
+    assert_int_equal(l.n, 5);
+    /* Retention deletes them by their time keys. */
+    assert_true(agg_store_maintain(d.store, T0 + 8 * 86400 * SEC, T0 + 8 * 86400 * SEC, 1000) >=
+                5);
+    l = (logs_t){{{0}}, 0, 0, NULL};
+    agg_store_logs(d.store, "checkout", T0 - SEC, T0 + SEC, take_log, &l, NULL);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(agg_store_logs_bytes(d.store), 0);
+    free(p.bytes);
+    db_close(&d);
+}
+
+/* Sampled events count with their weights; sampled_events and sampled_count say how much of
+ * the count is estimated. */
+static void test_sampled(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 16u << 20);
+    ev_t evs[6] = {
+        req(1, T0 + 1000, 1000, false),
+        req(2, T0 + 2000, 200000, true),
+        req(3, T0 + 3000, 1000, false),
+        req(4, T0 + 4000, 1000, false),
+        {.id = 5, .body = ERR, .time_us = T0 + 5000},
+        req(6, T0 + 6000, 1000, false),
+    };
+    evs[1].sample_rate = 0.1f; /* an error, slow: stands for 10 */
+    evs[2].sample_rate = 0.5f;
+    evs[3].sample_rate = 1.0f; /* not sampled */
+    evs[4].sample_rate = 0.25f;
+    evs[5].sample_rate = 2.0f; /* refused */
+    agg_msg_result_t res[6];
+    agg_batch_stats_t st = commit_events(d.store, 0, 0, evs, 6, res);
+    assert_int_equal(st.applied, 5);
+    assert_int_equal(res[5], AGG_MSG_INVALID);
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S - 10, T0_S + 20, &b),
+                     1 + 10 + 2 + 1);
+    assert_int_equal(b.errors, 10);
+    assert_int_equal(b.slow[0], 10);
+    assert_int_equal(b.sketch.count, 14);
+    assert_int_equal(b.sampled_events, 2);
+    assert_int_equal(b.sampled_count, 12);
+    assert_true(fabs(b.sum - (1000 + 10 * 200000.0 + 2 * 1000 + 1000)) < 1e-6);
+    agg_bucket_reset(&b);
+    assert_int_equal(query_count(d.store, "checkout", "$errors", T0_S - 10, T0_S + 20, &b), 4);
+    assert_int_equal(b.sampled_events, 1);
+    assert_int_equal(b.sampled_count, 4);
+    /* The stored form keeps them across a reopen. */
+    db_reopen(&d);
+    agg_bucket_reset(&b);
+    assert_int_equal(query_count(d.store, "checkout", "/pay", T0_S - 10, T0_S + 20, &b), 14);
+    assert_int_equal(b.sampled_count, 12);
+    agg_bucket_fini(&b);
+    db_close(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1083,6 +1343,9 @@ int main(void)
         cmocka_unit_test(test_corrupt_values),
         cmocka_unit_test(test_map_growth),
         cmocka_unit_test(test_closed),
+        cmocka_unit_test(test_packs),
+        cmocka_unit_test(test_pack_logs),
+        cmocka_unit_test(test_sampled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,9 @@
  * Every body type is read as protobuf-c reads it; unknown fields are skipped; each rule of
  * the validation refuses its case with the field named (table-driven); malformed protobuf
  * (cut varints, lengths past the end, groups, field 0) is refused; agg_wire_scan_id finds
- * the id and receive time even of events the full scan refuses.
+ * the id and receive time even of events the full scan refuses. Packs (tocsin.v1.EventPack) are
+ * walked entry by entry, refused when cut or badly framed; the format header is read strictly;
+ * sample rates turn into integer weights (exact for 1/n, unbiased by event id otherwise).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -391,12 +393,216 @@ static void test_scan_id(void **state)
     free(buf);
 }
 
+
+/* A pack of the given event encodings: (0x0a, varint length, bytes) for each. */
+static size_t pack_of(uint8_t *out, uint8_t *const *evs, const size_t *lens, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[k++] = 0x0a;
+        size_t v = lens[i];
+        while (v >= 0x80) {
+            out[k++] = (uint8_t)(v | 0x80);
+            v >>= 7;
+        }
+        out[k++] = (uint8_t)v;
+        memcpy(out + k, evs[i], lens[i]);
+        k += lens[i];
+    }
+    return k;
+}
+
+static void test_pack_walk(void **state)
+{
+    (void)state;
+    event_t e;
+    event_init(&e, AGG_BODY_REQUEST);
+    uint8_t *evs[3];
+    size_t lens[3];
+    evs[0] = pack(&e, &lens[0]);
+    e.req.route = "/other";
+    evs[1] = pack(&e, &lens[1]);
+    /* An event above 127 bytes: a length of two bytes. */
+    char big[300];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    e.req.route = big;
+    evs[2] = pack(&e, &lens[2]);
+    assert_true(lens[2] > 127);
+    uint8_t buf[2048];
+    size_t n = pack_of(buf, evs, lens, 3);
+    size_t off = 0;
+    const uint8_t *ev = NULL;
+    size_t ev_len = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(agg_pack_next(buf, n, &off, &ev, &ev_len), 1);
+        assert_int_equal(ev_len, lens[i]);
+        assert_memory_equal(ev, evs[i], lens[i]);
+        agg_event_t sc;
+        assert_int_equal(agg_wire_scan(ev, ev_len, &sc, NULL), 0);
+    }
+    assert_int_equal(agg_pack_next(buf, n, &off, &ev, &ev_len), 0);
+    assert_int_equal(off, n);
+    /* Empty: at its end at once. */
+    off = 0;
+    assert_int_equal(agg_pack_next(buf, 0, &off, &ev, &ev_len), 0);
+    /* Cut anywhere inside an entry: the good entries before it come out, then an error. */
+    for (size_t cut = 1; cut < n; cut++) {
+        off = 0;
+        int rc;
+        size_t got = 0;
+        while ((rc = agg_pack_next(buf, cut, &off, &ev, &ev_len)) == 1) {
+            assert_true(off <= cut);
+            got++;
+        }
+        size_t b1 = 1 + (lens[0] > 127 ? 2 : 1) + lens[0];
+        size_t b2 = b1 + 1 + (lens[1] > 127 ? 2 : 1) + lens[1];
+        bool boundary = cut == b1 || cut == b2;
+        assert_int_equal(rc, boundary ? 0 : TC_EPARSE);
+        assert_true(got <= 2);
+    }
+    /* Field 1 of another wire type, a length past the end, a varint cut short, a length of
+     * ten bytes, field 0, another field cut short, a group. */
+    static const struct {
+        uint8_t bytes[12];
+        size_t len;
+    } bad[] = {
+        {{0x12, 0x05, 0x00}, 3},
+        {{0x0b, 0x0c}, 2},
+        {{0x08, 0x01}, 2},
+        {{0x0a, 0x05, 0x00}, 3},
+        {{0x0a, 0x80}, 2},
+        {{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, 11},
+        {{0x00}, 1},
+    };
+    for (size_t i = 0; i < N_ELEMS(bad); i++) {
+        off = 0;
+        assert_int_equal(agg_pack_next(bad[i].bytes, bad[i].len, &off, &ev, &ev_len), TC_EPARSE);
+    }
+    /* Fields other than 1 (a later version's) are skipped. */
+    uint8_t mixed[2048];
+    size_t k = 0;
+    mixed[k++] = 0x10; /* field 2, varint */
+    mixed[k++] = 0x96;
+    mixed[k++] = 0x01;
+    k += pack_of(mixed + k, evs, lens, 1);
+    mixed[k++] = 0x1a; /* field 3, length-delimited */
+    mixed[k++] = 0x02;
+    mixed[k++] = 0xff;
+    mixed[k++] = 0xff;
+    k += pack_of(mixed + k, evs + 1, lens + 1, 1);
+    mixed[k++] = 0x25; /* field 4, 32-bit */
+    memset(mixed + k, 0, 4);
+    k += 4;
+    off = 0;
+    assert_int_equal(agg_pack_next(mixed, k, &off, &ev, &ev_len), 1);
+    assert_int_equal(ev_len, lens[0]);
+    assert_int_equal(agg_pack_next(mixed, k, &off, &ev, &ev_len), 1);
+    assert_memory_equal(ev, evs[1], lens[1]);
+    assert_int_equal(agg_pack_next(mixed, k, &off, &ev, &ev_len), 0);
+    assert_int_equal(off, k);
+    /* An entry of zero bytes is framed well; the event inside is what gets refused. */
+    uint8_t empty[2] = {0x0a, 0x00};
+    off = 0;
+    assert_int_equal(agg_pack_next(empty, 2, &off, &ev, &ev_len), 1);
+    assert_int_equal(ev_len, 0);
+    agg_event_t sc;
+    assert_int_not_equal(agg_wire_scan(ev, ev_len, &sc, NULL), 0);
+    /* Above the largest record: refused without reading. */
+    off = 0;
+    assert_int_equal(agg_pack_next(buf, (size_t)AGG_MAX_RECORD_BYTES + 1, &off, &ev, &ev_len),
+                     TC_EPARSE);
+    for (int i = 0; i < 3; i++) {
+        free(evs[i]);
+    }
+}
+
+static void test_format_of(void **state)
+{
+    (void)state;
+    static const struct {
+        bool present;
+        const char *value;
+        agg_format_t want;
+    } cases[] = {
+        {false, NULL, AGG_FORMAT_EVENT},
+        {true, "tocsin.v1.EventPack", AGG_FORMAT_PACK},
+        {true, "tocsin.v1.EventPac", AGG_FORMAT_UNKNOWN},
+        {true, "tocsin.v1.EventPackX", AGG_FORMAT_UNKNOWN},
+        {true, "tocsin.v2.EventPack", AGG_FORMAT_UNKNOWN},
+        {true, "", AGG_FORMAT_UNKNOWN},
+        {true, NULL, AGG_FORMAT_UNKNOWN},
+    };
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        size_t len = cases[i].value ? strlen(cases[i].value) : 0;
+        assert_int_equal(agg_format_of(cases[i].present, cases[i].value, len), cases[i].want);
+    }
+}
+
+static void test_sample_weight(void **state)
+{
+    (void)state;
+    uint8_t id[16];
+    memset(id, 7, sizeof(id));
+    static const struct {
+        float rate;
+        uint64_t want;
+    } exact[] = {
+        {0.0f, 1}, {1.0f, 1}, {0.5f, 2}, {0.1f, 10}, {0.01f, 100}, {0.25f, 4}, {0.001f, 1000},
+        {1e-6f, 1000000},
+    };
+    for (size_t i = 0; i < N_ELEMS(exact); i++) {
+        assert_int_equal(agg_sample_weight((double)exact[i].rate, id), exact[i].want);
+    }
+    /* 0.3: weight 3 or 4 by event id, 1/0.3 on average, the same for the same id. */
+    uint64_t sum = 0;
+    const int n = 20000;
+    for (int i = 0; i < n; i++) {
+        memcpy(id, &i, sizeof(i));
+        uint64_t w = agg_sample_weight((double)0.3f, id);
+        assert_true(w == 3 || w == 4);
+        assert_int_equal(agg_sample_weight((double)0.3f, id), w);
+        sum += w;
+    }
+    double mean = (double)sum / n;
+    assert_true(fabs(mean - 1.0 / 0.3) < 0.05);
+    /* The scanner reads the rate (field 14, a float) and sets the weight; rates outside
+     * [AGG_MIN_SAMPLE_RATE, 1] are refused by name. */
+    event_t e;
+    event_init(&e, AGG_BODY_REQUEST);
+    e.ev.sample_rate = 0.1f;
+    size_t len;
+    uint8_t *buf = pack(&e, &len);
+    agg_event_t ev;
+    assert_int_equal(agg_wire_scan(buf, len, &ev, NULL), 0);
+    assert_int_equal(ev.weight, 10);
+    assert_true(fabs(ev.sample_rate - 0.1) < 1e-6);
+    free(buf);
+    event_init(&e, AGG_BODY_REQUEST);
+    buf = pack(&e, &len);
+    assert_int_equal(agg_wire_scan(buf, len, &ev, NULL), 0);
+    assert_int_equal(ev.weight, 1);
+    assert_true(ev.sample_rate == 0);
+    free(buf);
+    static const float refused[] = {-0.5f, 1.5f, 1e-7f, NAN, INFINITY};
+    for (size_t i = 0; i < N_ELEMS(refused); i++) {
+        event_init(&e, AGG_BODY_REQUEST);
+        e.ev.sample_rate = refused[i];
+        buf = pack(&e, &len);
+        const char *why = NULL;
+        assert_int_equal(agg_wire_scan(buf, len, &ev, &why), TC_EINVAL);
+        assert_string_equal(why, "sample_rate");
+        free(buf);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bodies),   cmocka_unit_test(test_unknown_fields),
         cmocka_unit_test(test_refusals), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_scan_id),
+        cmocka_unit_test(test_scan_id),  cmocka_unit_test(test_pack_walk),
+        cmocka_unit_test(test_format_of), cmocka_unit_test(test_sample_weight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

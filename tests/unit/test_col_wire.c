@@ -178,13 +178,16 @@ static void test_records_round_trip(void **state)
     }
     assert_int_equal(r.count, 23);
     uint32_t count = 0;
-    assert_int_equal(col_records_check(r.data, r.len, &count), 0);
+    uint64_t events = 0;
+    assert_int_equal(col_records_check(r.data, r.len, &count, &events), 0);
     assert_int_equal(count, 23);
+    assert_int_equal(events, 23);
 
     size_t off = 0;
     col_record_t rec;
     assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
     assert_int_equal(rec.topic, COL_TOPIC_EVENTS);
+    assert_int_equal(rec.format, COL_FORMAT_EVENT);
     assert_int_equal(rec.key_len, sizeof(key) - 1);
     assert_memory_equal(rec.key, key, sizeof(key) - 1);
     Tocsin__V1__Event *back = tocsin__v1__event__unpack(NULL, rec.value_len, rec.value);
@@ -244,7 +247,8 @@ static void test_records_corrupt(void **state)
         {"count above the records", 7, 3, 0},
         {"count below the records", 7, 1, 0},
         {"unknown topic", 8, 7, 0},
-        {"reserved record byte", 9, 1, 0},
+        {"unknown format", 9, 2, 0},
+        {"a pack that is not one", 9, 1, 0},
         {"key length past the end", 10, 0xff, 0},
         {"value length past the end", 12, 0xff, 0},
         {"header only half there", 0, 1, 4},
@@ -260,7 +264,7 @@ static void test_records_corrupt(void **state)
         } else {
             copy[cases[i].at] = cases[i].value;
         }
-        if (col_records_check(copy, n, &count) != TC_EPARSE) {
+        if (col_records_check(copy, n, &count, NULL) != TC_EPARSE) {
             fail_msg("%s: accepted", cases[i].name);
         }
         /* Walking it never reads past n either. */
@@ -271,10 +275,118 @@ static void test_records_corrupt(void **state)
             assert_true(rec.value + rec.value_len <= copy + n);
         }
     }
-    assert_int_equal(col_records_check(NULL, 0, &count), TC_EPARSE);
-    assert_int_equal(col_records_check(r.data, len, &count), 0);
+    assert_int_equal(col_records_check(NULL, 0, &count, NULL), TC_EPARSE);
+    assert_int_equal(col_records_check(r.data, len, &count, NULL), 0);
     assert_int_equal(count, 2);
     free(copy);
+    col_records_fini(&r);
+}
+
+/* A packed record: entries framed as protobuf's repeated field 1, which protobuf-c reads as
+ * a tocsin.v1.EventPack; col_pack_next walks them; the check counts them as events. */
+static void test_records_pack(void **state)
+{
+    (void)state;
+    Tocsin__V1__Event evs[3];
+    uint8_t ids[3][16];
+    uint8_t enc[3][256];
+    size_t lens[3];
+    size_t value_len = 0;
+    for (int i = 0; i < 3; i++) {
+        tocsin__v1__event__init(&evs[i]);
+        memset(ids[i], i + 1, 16);
+        evs[i].event_id.data = ids[i];
+        evs[i].event_id.len = 16;
+        evs[i].service = "checkout";
+        evs[i].time_us = 1795000000000000LL + i;
+        lens[i] = tocsin__v1__event__pack(&evs[i], enc[i]);
+        value_len += col_pack_entry_size(lens[i]);
+    }
+    /* A long event whose length takes two bytes. */
+    assert_int_equal(col_pack_entry_size(200), 203);
+    assert_int_equal(col_pack_entry_size(127), 129);
+    col_records_t r;
+    col_records_init(&r);
+    uint8_t *p = NULL;
+    assert_int_equal(col_records_reserve(&r, COL_TOPIC_EVENTS, COL_FORMAT_PACK, "k", 1, value_len,
+                                         &p),
+                     0);
+    for (int i = 0; i < 3; i++) {
+        p += col_pack_entry_head(p, lens[i]);
+        memcpy(p, enc[i], lens[i]);
+        p += lens[i];
+    }
+    assert_int_equal(col_records_add(&r, COL_TOPIC_LOGS, "k", 1, enc[0], lens[0]), 0);
+    uint32_t count = 0;
+    uint64_t events = 0;
+    assert_int_equal(col_records_check(r.data, r.len, &count, &events), 0);
+    assert_int_equal(count, 2);
+    assert_int_equal(events, 4);
+    size_t off = 0;
+    col_record_t rec;
+    assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
+    assert_int_equal(rec.format, COL_FORMAT_PACK);
+    assert_int_equal(rec.value_len, value_len);
+    Tocsin__V1__EventPack *pack = tocsin__v1__event_pack__unpack(NULL, rec.value_len, rec.value);
+    assert_non_null(pack);
+    assert_int_equal(pack->n_events, 3);
+    size_t eoff = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal(pack->events[i]->event_id.data, ids[i], 16);
+        assert_int_equal(pack->events[i]->time_us, 1795000000000000LL + i);
+        const uint8_t *ev = NULL;
+        size_t ev_len = 0;
+        assert_int_equal(col_pack_next(rec.value, rec.value_len, &eoff, &ev, &ev_len), 1);
+        assert_int_equal(ev_len, lens[i]);
+        assert_memory_equal(ev, enc[i], lens[i]);
+    }
+    tocsin__v1__event_pack__free_unpacked(pack, NULL);
+    const uint8_t *ev = NULL;
+    size_t ev_len = 0;
+    assert_int_equal(col_pack_next(rec.value, rec.value_len, &eoff, &ev, &ev_len), 0);
+    assert_int_equal(col_records_next(r.data, r.len, &off, &rec), 1);
+    assert_int_equal(rec.format, COL_FORMAT_EVENT);
+    assert_int_equal(col_records_reserve(&r, COL_TOPIC_LOGS, COL_FORMAT_COUNT, "k", 1, 1, &p),
+                     TC_EINVAL);
+
+    /* Broken packs: refused by the walk and by the check. */
+    static const struct {
+        const char *name;
+        uint8_t bytes[12];
+        size_t len;
+    } bad[] = {
+        {"another field", {0x12, 0x01, 0x00}, 3},
+        {"a varint field", {0x08, 0x01}, 2},
+        {"length past the end", {0x0a, 0x05, 0x00}, 3},
+        {"length cut off", {0x0a, 0x80}, 2},
+        {"length of six bytes", {0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, 7},
+        {"a good entry then a tag alone", {0x0a, 0x01, 0x00, 0x0a}, 4},
+    };
+    for (size_t i = 0; i < N_ELEMS(bad); i++) {
+        size_t o = 0;
+        int rc;
+        while ((rc = col_pack_next(bad[i].bytes, bad[i].len, &o, &ev, &ev_len)) == 1) {
+            assert_true(ev + ev_len <= bad[i].bytes + bad[i].len);
+        }
+        if (rc != TC_EPARSE) {
+            fail_msg("%s: walked", bad[i].name);
+        }
+        col_records_t b;
+        col_records_init(&b);
+        assert_int_equal(
+            col_records_reserve(&b, COL_TOPIC_EVENTS, COL_FORMAT_PACK, "k", 1, bad[i].len, &p), 0);
+        memcpy(p, bad[i].bytes, bad[i].len);
+        if (col_records_check(b.data, b.len, &count, &events) != TC_EPARSE) {
+            fail_msg("%s: checked", bad[i].name);
+        }
+        col_records_fini(&b);
+    }
+    /* An empty pack says nothing: refused by the check. */
+    col_records_t b;
+    col_records_init(&b);
+    assert_int_equal(col_records_reserve(&b, COL_TOPIC_EVENTS, COL_FORMAT_PACK, "k", 1, 0, &p), 0);
+    assert_int_equal(col_records_check(b.data, b.len, &count, &events), TC_EPARSE);
+    col_records_fini(&b);
     col_records_fini(&r);
 }
 
@@ -285,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_ack_encode),
         cmocka_unit_test(test_records_round_trip),
         cmocka_unit_test(test_records_corrupt),
+        cmocka_unit_test(test_records_pack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
