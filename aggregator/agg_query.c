@@ -302,7 +302,9 @@ static int figures(json_t *doc, const agg_query_params_t *p, const agg_query_acc
     json_object_set_new(
         doc, "users", has_users ? json_integer((json_int_t)tc_hll_count(&t->users)) : json_null());
     json_object_set_new(doc, "late", json_integer((json_int_t)t->late));
-    /* Sampled events are counted with their weights: count is exact when none was sampled. */
+    /* Sampled events are counted with their weights: count, errors, slow, the quantiles and
+     * sums are estimates when `sampled` is true, exact otherwise. */
+    json_object_set_new(doc, "sampled", json_boolean(t->sampled_events > 0));
     json_object_set_new(doc, "sampled_events", json_integer((json_int_t)t->sampled_events));
     json_object_set_new(doc, "sampled_count", json_integer((json_int_t)t->sampled_count));
     json_object_set_new(doc, "buckets", json_integer((json_int_t)acc->buckets));

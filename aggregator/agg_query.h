@@ -93,8 +93,10 @@ int agg_query_add_stored(agg_query_acc_t *acc, const uint8_t *data, size_t len);
  * The answer to /api/v1/query: service, name, environment (null for all), window,
  * window_s, from, to, kind (null when no data), count, errors, error_rate, rate_per_s
  * (count / window_s), users (estimated distinct user ids; request and error series), late,
+ * sampled (true when sampled events are part of the figures, which are then estimates),
  * sampled_events and sampled_count (sampled events received, and the events they stand for
- * in count: count is exact when sampled_events is 0), buckets, quantiles (one key per requested quantile; null without sketch data;
+ * in count: count is exact when sampled_events is 0), buckets, quantiles (one key per
+ * requested quantile; null without sketch data;
  * milliseconds for request series, the metric's own unit for timings), slow (request
  * series: {"100ms": n, ...} requests slower than each SLO threshold), and for metric
  * series: sum (counters, timings), min and max (gauges, timings), last (gauges).

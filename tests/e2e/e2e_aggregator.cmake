@@ -6,3 +6,4 @@ target_link_libraries(agg_produce PRIVATE tocsin_common ${MATH_LIB})
 
 tocsin_e2e_test(agg_exactly_once TIMEOUT 150)
 tocsin_e2e_test(agg_takeover TIMEOUT 180)
+tocsin_e2e_test(agg_formats TIMEOUT 90)

@@ -1,6 +1,9 @@
-"""The aggregator's end-to-end scenarios: exactly once through kill -9, a takeover between two
-aggregators of one group, and the query API (issues, statuses, logs, ranges) answered by any
-instance. Events are written straight into the bus by agg_produce, as collectors write them.
+"""The aggregator's end-to-end scenarios: exactly once through kill -9 (packed records and
+single-event records side by side), a takeover between two aggregators of one group, the query
+API (issues, statuses, logs, ranges) answered by any instance, and the record formats (packs,
+the format before packing, an unknown format refused without blocking, sampled events counted
+with their weights). Events are written straight into the bus by agg_produce, as collectors
+write them.
 """
 
 import json
@@ -89,22 +92,38 @@ def split(*aggs):
     return all(x > 0 for x in n) and sum(n) == 4
 
 
+def merge_truths(*truths):
+    """One truth of several producers writing distinct services."""
+    out = {"written": 0, "unique": 0, "duplicates": 0, "records": 0, "services": {}}
+    for t in truths:
+        for k in ("written", "unique", "duplicates", "records"):
+            out[k] += t[k]
+        out["services"].update(t["services"])
+    return out
+
+
 def kill_and_forget(c, proc):
     proc.kill9()
     c.procs.remove(proc)  # killed on purpose: its exit code is not a clean stop
 
 
 def scenario_agg_exactly_once(c):
-    """A stream with 5 % duplicated event ids; the aggregator is killed with SIGKILL three
-    times mid-stream and restarted on its data; the counts end equal to the unique events."""
+    """A stream with 5 % duplicated event ids, half of it in packed records (25 events of a
+    service per record) and half one event per record; the aggregator is killed with SIGKILL
+    three times mid-stream and restarted on its data; the counts end equal to the unique
+    events."""
     c.start_bus(brokers=1, partitions=4)
     data = os.path.join(c.dir, "agg-data")
     agg = c.start_aggregator("agg-0", extra=GROUP, data_dir=data)
     wait_until("the partitions", lambda: metric(agg, "tocsin_aggregator_assigned_partitions") == 4,
                30)
-    prod, out = start_producer(c, "produce", "--count", 24000, "--services", 4, "--kind", "mix",
-                               "--dup-rate", 0.05, "--rate", 2000, "--users", 200,
+    prod, out = start_producer(c, "produce", "--count", 12000, "--services", 4, "--kind", "mix",
+                               "--dup-rate", 0.05, "--rate", 1000, "--users", 200,
                                "--error-every", 25, "--seed", 7)
+    pprod, pout = start_producer(c, "produce-packed", "--count", 12000, "--services", 4,
+                                 "--prefix", "pk", "--kind", "mix", "--dup-rate", 0.05, "--rate",
+                                 1000, "--users", 200, "--error-every", 25, "--seed", 8,
+                                 "--pack", 25)
     for i in range(3):
         # Kill it once it has applied part of the stream since it started.
         wait_until(f"agg-{i} to apply events",
@@ -114,9 +133,10 @@ def scenario_agg_exactly_once(c):
         kill_and_forget(c, agg)
         print(f"kill -9 #{i + 1} after {applied:.0f} applied")
         agg = c.start_aggregator(f"agg-{i + 1}", extra=GROUP, data_dir=data)
-    check(prod.poll() is None, "the stream ended before the third kill: not mid-stream")
-    truth = producer_truth(prod, out)
-    print(f"sent {truth['written']} records: {truth['unique']} unique, "
+    check(prod.poll() is None and pprod.poll() is None,
+          "the stream ended before the third kill: not mid-stream")
+    truth = merge_truths(producer_truth(prod, out), producer_truth(pprod, pout))
+    print(f"sent {truth['written']} events in {truth['records']} records: {truth['unique']} unique, "
           f"{truth['duplicates']} duplicates")
     check(truth["duplicates"] > 0, "the stream must hold duplicates")
     wait_totals("the counts to reach the unique events", agg, truth, 60)
@@ -262,7 +282,63 @@ def api_checks(c, a, b):
     check(status == 404, f"unknown issue: {status} {body}")
 
 
+def scenario_agg_formats(c):
+    """The formats of tocsin.events records side by side on one partition set: packs (with
+    duplicates inside and across them), single events (the format before packing), packs
+    under a format name the aggregator does not know (refused whole and counted, the records
+    after them still applied), and sampled events (rate 0.1: each counts as 10, and the
+    answer says it is an estimate)."""
+    c.start_bus(brokers=1, partitions=4)
+    agg = c.start_aggregator("agg-0", extra=GROUP)
+    wait_until("the partitions", lambda: metric(agg, "tocsin_aggregator_assigned_partitions") == 4,
+               30)
+    common = ["--kind", "mix", "--dup-rate", 0.05, "--error-every", 10, "--users", 50]
+    runs = [start_producer(c, "future", "--count", 300, "--service", "future", "--pack", 20,
+                           "--format", "tocsin.v9.Future", *common, "--seed", 1),
+            start_producer(c, "packed", "--count", 3000, "--services", 2, "--prefix", "pk",
+                           "--pack", 50, *common, "--seed", 2),
+            start_producer(c, "single", "--count", 1000, "--services", 1, "--prefix", "one",
+                           *common, "--seed", 3),
+            start_producer(c, "sampled", "--count", 400, "--service", "sampled", "--pack", 20,
+                           "--sample-rate", 0.1, "--kind", "request", "--error-every", 10,
+                           "--seed", 4)]
+    future, packed, single, sampled = [producer_truth(p, out) for p, out in runs]
+    truth = merge_truths(packed, single)
+    print(f"packed: {packed['written']} events in {packed['records']} records; single: "
+          f"{single['records']} records; unknown format: {future['records']} records; sampled: "
+          f"{sampled['written']} events")
+    check(packed["records"] < packed["written"] / 10, "the packed producer must pack")
+    wait_totals("the counts of packs and single events", agg, truth, 30)
+    check_totals(agg, truth)
+    base = f"http://127.0.0.1:{agg.http_port}/api/v1"
+    for svc, t in truth["services"].items():
+        status, logs = http("GET", f"{base}/logs?service={svc}&since=1h&limit=1000")
+        check(status == 200 and len(logs["logs"]) == t["logs"],
+              f"{svc}: {len(logs.get('logs', []))} logs, sent {t['logs']}")
+    # Unknown format: every such record refused and counted; nothing of it applied.
+    wait_until("the unknown records counted",
+               lambda: metric(agg, "tocsin_aggregator_records_unreadable_total")
+               == future["records"], 30)
+    q = query(agg, "future")
+    check(q["count"] == 0, f"records of an unknown format were applied: {q}")
+    # Sampled at 0.1: every event counts 10, and the answer says the figures are estimated.
+    st = sampled["services"]["sampled"]
+    wait_until("the sampled events", lambda: query(agg, "sampled")["count"] == 10 * st["requests"],
+               30)
+    q = query(agg, "sampled")
+    check(q["errors"] == 10 * st["request_errors"] and q["sampled"] is True
+          and q["sampled_events"] == st["requests"]
+          and q["sampled_count"] == 10 * st["requests"],
+          f"sampled: {q} (sent {st})")
+    check(query(agg, "pk-0")["sampled"] is False, "unsampled figures must say exact")
+    print(f"records consumed {metric(agg, 'tocsin_aggregator_records_consumed_total'):.0f}, "
+          f"events {metric(agg, 'tocsin_aggregator_events_consumed_total'):.0f}, unreadable "
+          f"{metric(agg, 'tocsin_aggregator_records_unreadable_total'):.0f}, duplicates "
+          f"{metric(agg, 'tocsin_aggregator_duplicates_total'):.0f}")
+
+
 SCENARIOS = {
     "agg_exactly_once": scenario_agg_exactly_once,
     "agg_takeover": scenario_agg_takeover,
+    "agg_formats": scenario_agg_formats,
 }

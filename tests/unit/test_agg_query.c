@@ -178,6 +178,8 @@ static void test_query_math(void **state)
     assert_true(json_is_null(json_object_get(doc, "environment")));
     assert_int_equal(json_integer_value(json_object_get(doc, "users")), 10);
     assert_int_equal(json_integer_value(json_object_get(doc, "late")), 0);
+    assert_true(json_is_false(json_object_get(doc, "sampled")));
+    assert_int_equal(json_integer_value(json_object_get(doc, "sampled_events")), 0);
     json_t *slow = json_object_get(doc, "slow");
     assert_int_equal(json_integer_value(json_object_get(slow, "50ms")), 150);
     assert_int_equal(json_integer_value(json_object_get(slow, "90ms")), 30);
@@ -187,6 +189,32 @@ static void test_query_math(void **state)
     double p99 = json_real_value(json_object_get(qs, "0.99"));
     assert_true(fabs(p50 - 50.0) / 50.0 <= 0.0055);
     assert_true(fabs(p99 - 99.0) / 99.0 <= 0.0055);
+    json_decref(doc);
+    agg_query_acc_fini(&acc);
+
+    /* A sampled event (rate 0.1, weight 10, an error of 95 ms) in the last bucket: the
+     * figures are estimates and say so. */
+    agg_sample_t sm = {.service = {"checkout", 8},
+                       .environment = {"production", 10},
+                       .name = {"/pay", 4},
+                       .kind = AGG_KIND_REQUESTS,
+                       .start_s = 1795000120,
+                       .time_us = 1795000120 * 1000000LL,
+                       .error = true,
+                       .has_value = true,
+                       .value = 95000,
+                       .weight = 10,
+                       .sampled = true};
+    agg_slo_t slo = {2, {50000, 90000}};
+    assert_int_equal(agg_bucket_apply(&b[2], &sm, &slo), 0);
+    doc = answer("1m", NULL, b, 3, &acc);
+    assert_int_equal(json_integer_value(json_object_get(doc, "count")), 310);
+    assert_int_equal(json_integer_value(json_object_get(doc, "errors")), 16);
+    assert_true(json_is_true(json_object_get(doc, "sampled")));
+    assert_int_equal(json_integer_value(json_object_get(doc, "sampled_events")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc, "sampled_count")), 10);
+    slow = json_object_get(doc, "slow");
+    assert_int_equal(json_integer_value(json_object_get(slow, "90ms")), 40);
     json_decref(doc);
     agg_query_acc_fini(&acc);
 
