@@ -170,6 +170,7 @@ struct alr_dispatch {
     group_t **groups;
     size_t ngroups, capgroups;
     u64map_t by_fp;      /* alert fp -> group_t* */
+    u64map_t by_key;     /* hash of a group key -> the group last added with that key */
     u64map_t last_msg;   /* alert fp -> last message id */
     alr_msg_t **msgs;    /* by id */
     size_t nmsgs, capmsgs;
@@ -270,6 +271,7 @@ void alr_dispatch_destroy(alr_dispatch_t **self_p)
     }
     free(self->restored);
     free(self->by_fp.s);
+    free(self->by_key.s);
     free(self->last_msg.s);
     for (size_t i = 0; i < self->nremoved_groups; i++) {
         free(self->removed_groups[i]);
@@ -618,8 +620,30 @@ static void group_key_text(const char *policy, const json_t *gl, char *out, size
     }
 }
 
+/* FNV-1a: the index of groups by key (a storm creates thousands of groups, each looked
+ * up by key when created and when a digest names it). */
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        h = (h ^ *p) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* The live group with `key`, or NULL. by_key holds every group added and not yet freed,
+ * under the last one added with that key: a miss means no live group has it; a hit on a
+ * dead group or on another key (a hash collision) falls back to the full scan. */
 static group_t *group_find(alr_dispatch_t *self, const char *key)
 {
+    uint64_t v;
+    if (!map_get(&self->by_key, key_hash(key), &v)) {
+        return NULL;
+    }
+    group_t *hit = (group_t *)(uintptr_t)v;
+    if (!hit->dead && strcmp(hit->key, key) == 0) {
+        return hit;
+    }
     for (size_t i = 0; i < self->ngroups; i++) {
         if (!self->groups[i]->dead && strcmp(self->groups[i]->key, key) == 0) {
             return self->groups[i];
@@ -638,6 +662,9 @@ static int groups_add(alr_dispatch_t *self, group_t *g)
         }
         self->groups = p;
         self->capgroups = next;
+    }
+    if (map_put(&self->by_key, key_hash(g->key), (uint64_t)(uintptr_t)g) != 0) {
+        return TC_ENOMEM;
     }
     self->groups[self->ngroups++] = g;
     return 0;
@@ -1367,6 +1394,16 @@ static int recheck_silences(alr_dispatch_t *self, alr_evaluator_t *ev, const alr
     return 0;
 }
 
+/* Takes `g` out of by_key (when it is the group indexed under its key). */
+static void group_unindex(alr_dispatch_t *self, group_t *g)
+{
+    uint64_t v;
+    uint64_t h = key_hash(g->key);
+    if (map_get(&self->by_key, h, &v) && (group_t *)(uintptr_t)v == g) {
+        map_del(&self->by_key, h);
+    }
+}
+
 static int remove_dead_groups(alr_dispatch_t *self)
 {
     size_t k = 0;
@@ -1392,6 +1429,7 @@ static int remove_dead_groups(alr_dispatch_t *self)
             for (size_t j = 0; j < g->n; j++) {
                 map_del(&self->by_fp, g->m[j].fp);
             }
+            group_unindex(self, g);
             group_free(g);
         } else {
             self->groups[k++] = g;
@@ -2563,6 +2601,7 @@ static int note_removed_msg(alr_dispatch_t *self, uint64_t id)
 /* Takes group `g` out of the dispatcher and frees it. */
 static void group_drop(alr_dispatch_t *self, group_t *g)
 {
+    group_unindex(self, g);
     for (size_t j = 0; j < g->n; j++) {
         uint64_t v;
         if (map_get(&self->by_fp, g->m[j].fp, &v) && (group_t *)(uintptr_t)v == g) {
