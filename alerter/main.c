@@ -200,6 +200,7 @@ typedef struct {
     bool ha;                   /* cfg.ha_enabled */
     bool leader;               /* notifies (always, without HA) */
     bool lead_pending;         /* assigned the lead; taking over */
+    bool ha_joined;            /* the elector's group has assigned this instance once */
     bool fenced;               /* saw a later leader's term: waits for a new assignment */
     int64_t takeover_target;   /* ha.topic offset to read up to before leading (-1: unknown) */
     int64_t ha_position;       /* next ha.topic offset the data consumer gives */
@@ -850,6 +851,9 @@ static void elector_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_assign(rk, parts);
         /* The elector only holds the assignment; the data consumer reads the records. */
         rd_kafka_pause_partitions(rk, parts);
+        pthread_mutex_lock(&app->lock);
+        app->ha_joined = true;
+        pthread_mutex_unlock(&app->lock);
         if (!leads) {
             tc_log(TC_LOG_INFO, "ha.follower", "following: another instance leads");
             return;
@@ -1556,10 +1560,13 @@ static void health(void *ctx, tc_health_t *h)
     ms = (double)(tc_mono_us() - t0) / 1000.0;
     tc_health_add(h, "lmdb", rc == 0 ? TC_HEALTH_HEALTHY : TC_HEALTH_UNHEALTHY, ms, detail);
     if (app->ha) {
-        /* Following is healthy: the pair needs one leader, and each can be it. */
+        /* Following is healthy: the pair needs one leader, and each can be it. "joining":
+         * the elector's group has not assigned this instance yet (it cannot lead yet). */
         pthread_mutex_lock(&app->lock);
         snprintf(detail, sizeof(detail), "%s (group %s on %s, term %" PRId64 ")",
-                 app->leader ? "leader" : (app->lead_pending ? "taking over" : "follower"),
+                 app->leader ? "leader"
+                             : (app->lead_pending ? "taking over"
+                                                  : (app->ha_joined ? "follower" : "joining")),
                  app->cfg.group_id, app->cfg.ha_topic, app->leader ? app->term : app->max_term);
         pthread_mutex_unlock(&app->lock);
         tc_health_add(h, "ha", TC_HEALTH_HEALTHY, 0, detail);

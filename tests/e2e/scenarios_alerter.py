@@ -298,8 +298,95 @@ def scenario_api(c):
     check(status == 200 and len(body["rules"]) == 3, f"rules kept: {body}")
 
 
+def ha_role(alerter):
+    """"leader", "follower", "taking over", "joining" or None (not ready), from
+    /health/ready."""
+    status, body = http("GET", f"http://127.0.0.1:{alerter.http_port}/health/ready")
+    if status != 200:
+        return None
+    deps = body.get("dependencies", {})
+    if deps.get("kafka", {}).get("status") != "healthy":
+        return None
+    detail = deps.get("ha", {}).get("detail", "")
+    for role in ("leader", "follower", "taking over", "joining"):
+        if detail.startswith(role):
+            return role
+    return None
+
+
+HA_ESCALATION = """
+settings: {{group_wait: 0s, group_interval: 1s, repeat_interval: 0s}}
+receivers:
+  - {{name: chat, type: slack, url: "{chat}"}}
+  - {{name: pager, type: pagerduty, url: "{pager}", routing_key: first}}
+  - {{name: pager2, type: pagerduty, url: "{pager2}", routing_key: second}}
+policies:
+  - name: critical
+    tiers:
+      - {{receivers: [chat], timeout: 2s}}
+      - {{receivers: [pager], timeout: 2s}}
+      - {{receivers: [pager2], timeout: 2s}}
+routes:
+  - {{match: {{severity: critical}}, policy: critical}}
+rules:
+  - {{alert: PaymentsDown, type: error_rate, service: payments, window: 1m, above: 0.5,
+      clear: 0.2, severity: critical}}
+"""
+
+
+def scenario_ha_failover(c):
+    """An HA pair on one Kafka: only the leader pages. The leader is killed with kill -9
+    between the second and the third tier of an escalation: the follower takes over, pages
+    the third tier (owed), pages nobody twice, and sends every receiver the resolve."""
+    c.start_bus(brokers=1, partitions=2)
+    chat = start_sink(c, "chat", "--mode", "slack")
+    pager = start_sink(c, "pager", "--mode", "pagerduty")
+    pager2 = start_sink(c, "pager2", "--mode", "pagerduty")
+    rules = HA_ESCALATION.format(chat=chat.url, pager=pager.url, pager2=pager2.url)
+    # A dead leader's group session ends after 6 s (the broker's minimum): the follower
+    # takes over then.
+    extra = alerter_extra()
+    a = c.start_alerter(rules, name="alerter-a", extra=extra)
+    wait_until("alerter-a leads", lambda: ha_role(a) == "leader", 30)
+    b = c.start_alerter(rules, name="alerter-b", extra=extra)
+    wait_until("alerter-b follows and alerter-a leads",
+               lambda: ha_role(b) == "follower" and ha_role(a) == "leader", 30)
+    start = now_bucket()
+    push(c, [bucket("payments", start, 100, 90)])
+    wait_until("the first tier", lambda: lines(chat), 15)
+    wait_until("the second tier", lambda: lines(pager), 10)
+    # The follower mirrors the leader's notifications (delivered, not its own).
+    def mirrored():
+        s, body = api(b, "GET", "/api/v1/notifications?receiver=pager")
+        return s == 200 and any(n["status"] == "delivered" for n in body["notifications"])
+    wait_until("the follower mirrors the second tier's page", mirrored, 5, 0.05)
+    check(not lines(pager2), "third tier not paged yet")
+    a.kill9()
+    c.procs.remove(a)  # killed on purpose: its exit code is not a clean stop
+    wait_until("alerter-b takes over", lambda: ha_role(b) == "leader", 20)
+    wait_until("the third tier, paged by alerter-b", lambda: lines(pager2), 15)
+    status, body = api(b, "GET", "/api/v1/alerts?state=firing")
+    check(status == 200 and len(body["alerts"]) == 1 and body["alerts"][0]["tier"] == 2,
+          f"the alert at the third tier on alerter-b: {body}")
+    # The condition clears: the new leader owes every receiver that was paged the resolve.
+    push(c, [bucket("payments", start, 1000, 10, revision=2)])
+    wait_until("the resolve on every receiver",
+               lambda: len(lines(chat)) >= 2 and len(lines(pager)) >= 2
+               and len(lines(pager2)) >= 2, 15)
+    time.sleep(1)
+    counts = [len(lines(s)) for s in (chat, pager, pager2)]
+    check(counts == [2, 2, 2], f"each receiver paged once and resolved once: {counts}")
+    for s in (pager, pager2):
+        acts = [x["body"]["event_action"] for x in lines(s)]
+        keys = {x["body"]["dedup_key"] for x in lines(s)}
+        check(acts == ["trigger", "resolve"] and len(keys) == 1, f"{s.name}: {acts} {keys}")
+    check("RESOLVED" in lines(chat)[1]["body"]["text"], "slack resolve")
+    check(metric(b, "tocsin_alerter_consumer_lag") == 0, "alerter-b's consumer lag is 0")
+
+
 SCENARIOS = {
     "alerter_receivers": scenario_receivers,
     "alerter_escalation_restart": scenario_escalation_restart,
     "alerter_api": scenario_api,
+    "alerter_ha_failover": scenario_ha_failover,
 }
