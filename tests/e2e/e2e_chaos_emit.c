@@ -8,7 +8,9 @@
  * Sends requests (routes /pay and /cart, 2 to 40 ms) at RATE_PER_S until SIGTERM or
  * SIGINT arrives or MAX_COUNT were sent, so the test ends the traffic when its faults are
  * over rather than after a fixed time; every ERROR_EVERY-th request has status 500 and is
- * followed by an error event (type ChaosError). A full queue is waited out, not dropped:
+ * followed by an error event (type ChaosError), until SIGUSR1 arrives: from then on every
+ * request succeeds (the test's error-rate alert can resolve while the clients still send).
+ * A full queue is waited out, not dropped:
  * the test needs the exact set. Then flushes and prints what it recorded,
  *   {"service":S,"requests":N,"request_errors":E,"errors":E,"acked":A,"retried":R,"flush":rc}
  * and exits 0 when every event was acknowledged by a collector within the final flush.
@@ -23,11 +25,15 @@
 #include "tocsin.h"
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t errors_off;
 
-static void on_stop(int sig)
+static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGUSR1) {
+        errors_off = 1;
+    } else {
+        stop_requested = 1;
+    }
 }
 
 static void sleep_ms(long ms)
@@ -61,9 +67,10 @@ int main(int argc, char **argv)
      * request always reaches this thread. No SA_RESTART: it cuts the pacing sleep short. */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop;
+    sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+        sigaction(SIGUSR1, &sa, NULL) != 0) {
         perror("e2e_chaos_emit: sigaction");
         return 1;
     }
@@ -87,7 +94,7 @@ int main(int argc, char **argv)
         /* Paced by the clock, so a stall (a full queue) is caught up on, not lost. */
         long due = (long)((mono_ms() - start) * rate / 1000) + 1;
         while (sent < count && sent < due && !stop_requested) {
-            bool fail = sent % error_every == error_every - 1;
+            bool fail = !errors_off && sent % error_every == error_every - 1;
             const char *route = sent % 2 ? "/pay" : "/cart";
             while (tocsin_request(t, route, "POST", fail ? 500 : 200,
                                   2000 + (uint64_t)(sent % 39) * 1000) == TOCSIN_EFULL) {
