@@ -5,7 +5,8 @@
  * nothing more. Covers `for` and hysteresis, grouping, repeat interval, escalation
  * through three tiers, acknowledgement stopping it and expiring, flapping, silences
  * ending, a receiver answering 500 then 200, 429 with Retry-After, a receiver down until
- * give-up, a storm of 10,000 alerts, and a restart in the middle of an escalation.
+ * give-up, a storm of 10,000 alerts, a restart in the middle of an escalation, and an HA
+ * follower (mirroring the leader's records) taking over in the middle of one.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -716,6 +717,116 @@ static void test_restart_mid_escalation(void **state)
     sim_fini(&s);
 }
 
+/* ---- HA: a follower mirrors the leader and takes over --------------------------------- */
+
+typedef struct {
+    sim_t *leader;
+    sim_t *follower;
+} pair_t;
+
+/* The leader's durable records, and its dispatcher's records mirrored by the follower (as
+ * main.c publishes them on ha.topic and the follower applies them). */
+static int publish_record(void *ctx, const char *kind, const char *key, const json_t *doc)
+{
+    pair_t *p = ctx;
+    save_record(p->leader, kind, key, doc);
+    if (strcmp(kind, "group") == 0 || strcmp(kind, "msg") == 0 || strcmp(kind, "rcv") == 0 ||
+        strcmp(kind, "meta") == 0) {
+        assert_int_equal(alr_core_mirror(p->follower->core, kind, key, doc, p->leader->now), 0);
+    }
+    return 0;
+}
+
+static void pair_step(pair_t *p, bool leader_alive)
+{
+    sim_t *l = p->leader, *f = p->follower;
+    bool full = (f->now - T0) % S == 0;
+    if (leader_alive) {
+        assert_true(alr_core_evaluate(l->core, l->now, full) >= 0);
+        assert_int_equal(alr_core_each_dirty(l->core, publish_record, p), 0);
+        alr_core_persisted(l->core);
+        sim_deliver(l);
+        assert_int_equal(alr_core_each_dirty(l->core, publish_record, p), 0);
+        alr_core_persisted(l->core);
+    }
+    sim_step(f); /* passive: evaluates, sends nothing */
+}
+
+static void test_ha_takeover_mid_escalation(void **state)
+{
+    (void)state;
+    const char *yaml = "settings: {group_wait: 0s, repeat_interval: 0s}\n" RECEIVERS
+                       ESCALATION_POLICY "rules:\n" RULE("ShopErrors", "shop", "");
+    sim_t l, f;
+    sim_init(&l, yaml);
+    sim_init(&f, yaml);
+    assert_int_equal(alr_core_set_active(f.core, false, f.now), 0);
+    assert_false(alr_core_active(f.core));
+    pair_t p = {&l, &f};
+    /* Both read the same rollups; the leader dies at 14 s (after two tiers), the follower
+     * is elected at 16 s. */
+    while (f.now <= T0 + 35 * S) {
+        int64_t t_ms = (f.now - T0) / 1000;
+        bool alive = t_ms < 14000;
+        if (t_ms == 16000) {
+            assert_int_equal(alr_core_set_active(f.core, true, f.now), 0);
+        }
+        if (alive) {
+            push_always(&l, t_ms);
+        }
+        push_always(&f, t_ms);
+        pair_step(&p, alive);
+        l.now += STEP;
+        f.now += STEP;
+    }
+    /* Each tier paged once over the pair: the leader the first two, the new leader the
+     * third (due at 20 s) and the policy's repeat; nothing the leader sent is sent again. */
+    expect_log(&l, "0.0 chat firing ShopErrors\n"
+                   "10.0 pager escalation ShopErrors\n");
+    expect_log(&f, "20.0 pager2 escalation ShopErrors\n"
+                   "30.0 chat escalation ShopErrors\n");
+    /* The follower's notification log holds the leader's deliveries. */
+    json_t *log = alr_core_notifications_json(f.core, 100, NULL, "pager", "delivered", 0);
+    assert_non_null(log);
+    assert_int_equal(json_array_size(json_object_get(log, "notifications")), 1);
+    json_decref(log);
+    sim_fini(&l);
+    sim_fini(&f);
+}
+
+static void test_ha_takeover_after_due(void **state)
+{
+    (void)state;
+    const char *yaml = "settings: {group_wait: 0s, repeat_interval: 0s}\n" RECEIVERS
+                       ESCALATION_POLICY "rules:\n" RULE("ShopErrors", "shop", "");
+    sim_t l, f;
+    sim_init(&l, yaml);
+    sim_init(&f, yaml);
+    assert_int_equal(alr_core_set_active(f.core, false, f.now), 0);
+    pair_t p = {&l, &f};
+    /* The leader dies at 14 s; the follower is elected only at 23.5 s: the third tier, due
+     * at 20 s, is paged at once. */
+    while (f.now <= T0 + 26 * S) {
+        int64_t t_ms = (f.now - T0) / 1000;
+        bool alive = t_ms < 14000;
+        if (t_ms == 23500) {
+            assert_int_equal(alr_core_set_active(f.core, true, f.now), 0);
+        }
+        if (alive) {
+            push_always(&l, t_ms);
+        }
+        push_always(&f, t_ms);
+        pair_step(&p, alive);
+        l.now += STEP;
+        f.now += STEP;
+    }
+    expect_log(&l, "0.0 chat firing ShopErrors\n"
+                   "10.0 pager escalation ShopErrors\n");
+    expect_log(&f, "23.5 pager2 escalation ShopErrors\n");
+    sim_fini(&l);
+    sim_fini(&f);
+}
+
 static void push_then_stop(sim_t *s, int64_t t_ms)
 {
     push_rate(s, "shop", t_ms, t_ms < 20000 ? 10 : 0);
@@ -829,6 +940,8 @@ int main(void)
         cmocka_unit_test(test_400_not_retried),
         cmocka_unit_test(test_storm_10000),
         cmocka_unit_test(test_restart_mid_escalation),
+        cmocka_unit_test(test_ha_takeover_mid_escalation),
+        cmocka_unit_test(test_ha_takeover_after_due),
         cmocka_unit_test(test_restart_owes_resolve),
         cmocka_unit_test(test_rule_removed_resolves),
         cmocka_unit_test(test_manual_resolve),
