@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark of tocsin-aggregator (issue 5).
 
-usage: python3 bench/bench_aggregator.py BUILD_DIR [--events N] [--runs R] [--skip-inprocess]
+usage: python3 bench/bench_aggregator.py BUILD_DIR [--events N] [--runs R] [--pack N]
+                                         [--skip-inprocess]
 
 Prints:
   - events per second consumed and committed by one aggregator process (events already in
@@ -63,13 +64,16 @@ def percentile(values, q):
     return v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))]
 
 
-def produce(build, bootstrap_file, topic, kind, n, seed, spread):
+def produce(build, bootstrap_file, topic, kind, n, seed, spread, pack):
     """Writes n events; with `spread`, their event times cover the last hour (a backlog),
-    else each is timestamped when written (a live stream)."""
+    else each is timestamped when written (a live stream). With `pack`, as collectors write
+    them: `pack` events of a service per record (tocsin.v1.EventPack); else one per record."""
     now_us = int(time.time() * 1e6)
     argv = [os.path.join(build, "tests/e2e/agg_produce"), "--bootstrap-file", bootstrap_file,
             "--topic", topic, "--count", str(n), "--services", "64", "--kind", kind,
             "--users", "5000", "--error-every", "50", "--seed", str(seed)]
+    if pack:
+        argv += ["--pack", str(pack)]
     if spread:
         argv += ["--time-us", str(now_us - 3600 * 1000000), "--spread-s", "3590",
                  "--received-delay-ms", "200"]
@@ -138,12 +142,15 @@ def main():
     ap.add_argument("--events", type=int, default=1000000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--skip-inprocess", action="store_true")
+    ap.add_argument("--pack", type=int, default=50,
+                    help="events per record (0: one event per record, as before packing)")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     workdir = tempfile.mkdtemp(prefix="bench-agg-")
     bootstrap_file = os.path.join(workdir, "bus.bootstrap")
-    topics = ["tocsin.events", "tocsin.logs", "tocsin.rollups", "bench.mix", "bench.hour"]
-    topics += [f"bench.rollups.{i}" for i in range(3 * args.runs)]
+    topics = ["tocsin.events", "tocsin.logs", "tocsin.rollups", "bench.mix", "bench.hour",
+              "bench.single"]
+    topics += [f"bench.rollups.{i}" for i in range(4 * args.runs)]
     argv = [os.path.join(build, "tools/tocsin-bus"), "--brokers", "1", "--partitions",
             str(PARTITIONS), "--bootstrap-file", bootstrap_file, "--log-level", "warn"]
     for t in topics:
@@ -157,16 +164,25 @@ def main():
               f"broker ({PARTITIONS} partitions), 64 services x 3 routes, 5,000 users; one "
               f"aggregator reads them through the consumer group and commits them to LMDB "
               f"with their offsets; {args.runs} runs each (fresh LMDB, fresh group)")
+        print(f"Records as collectors write them: the events of one batch and key packed into "
+              f"one record (tocsin.v1.EventPack), here {args.pack} events of a service per "
+              f"record; the last set is one event per record (the format before packing)")
         sets = []
         t0 = time.monotonic()
-        _, n = produce(build, bootstrap_file, "tocsin.events", "request", args.events, 1, False)
+        _, n = produce(build, bootstrap_file, "tocsin.events", "request", args.events, 1, False,
+                       args.pack)
         sets.append(("requests, live (timestamped as written)", "tocsin.events", n))
-        _, n = produce(build, bootstrap_file, "bench.mix", "mix", args.events, 2, False)
+        _, n = produce(build, bootstrap_file, "bench.mix", "mix", args.events, 2, False,
+                       args.pack)
         sets.append(("live mix: 78 % requests, 22 % errors (issues)", "bench.mix", n))
-        _, n = produce(build, bootstrap_file, "bench.hour", "request", args.events, 3, True)
+        _, n = produce(build, bootstrap_file, "bench.hour", "request", args.events, 3, True,
+                       args.pack)
         sets.append(("requests, a backlog spread over the last hour (69,000 buckets of ~14 "
                      "events)", "bench.hour", n))
-        print(f"(produced both sets in {time.monotonic() - t0:.1f} s)")
+        _, n = produce(build, bootstrap_file, "bench.single", "request", args.events, 4, False, 0)
+        sets.append(("requests, live, one event per record (before packing)", "bench.single",
+                     n))
+        print(f"(produced the sets in {time.monotonic() - t0:.1f} s)")
         run_id = 0
         for name, topic, events in sets:
             rates, cpus, sizes, lat5, lat60 = [], [], [], [], []

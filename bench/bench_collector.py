@@ -20,7 +20,13 @@ measured and printed. The collector's CPU seconds are read from /proc for its wh
 collector's own cost whatever else ran; "events/s" is wall-clock throughput of the whole
 pipeline on this machine. rsyslog is measured the same way: its CPU from /proc, the feeder's
 CPU printed, the rate taken from when the first line is written until the broker's high
-watermarks hold every line.
+watermarks hold every line. Collector and rsyslog runs alternate (the machine's load drifts:
+alternating puts both under the same drift), and the ratio of each collector run to the
+rsyslog run after it is printed with the ratio of the medians.
+
+Since the collector packs the events of one batch and key into one Kafka record
+(tocsin.v1.EventPack, docs/collector.md), a batch of 500 events of a dozen series is a dozen
+records; rsyslog writes one record per line.
 """
 
 import argparse
@@ -241,23 +247,35 @@ def main():
     args = ap.parse_args()
     b = Bench(args)
     rows = []
+    ratios = []
+    if not args.no_rsyslog and not shutil.which("rsyslogd"):
+        raise SystemExit("rsyslogd missing: scripts/deps.sh --bench")
     try:
         b.start_bus()
-        for curve in (False, True):
-            for size, n in ((200, args.small), (1500, args.large)):
-                name = f"tocsin-collector {'small' if size == 200 else 'large'} " \
-                       f"({size} B){' CURVE' if curve else ''}"
-                runs = [b.run_collector(n, size, curve) for _ in range(args.runs)]
-                rows.append(summarize(name, runs))
-                print(json.dumps(rows[-1]), flush=True)
-        if not args.no_rsyslog:
-            if not shutil.which("rsyslogd"):
-                raise SystemExit("rsyslogd missing: scripts/deps.sh --bench")
-            for size, n in ((200, args.small), (1500, args.large)):
-                runs = [b.run_rsyslog(n, size, f"bench.rsyslog.{size}") for _ in range(args.runs)]
-                rows.append(summarize(f"rsyslog+omkafka {'small' if size == 200 else 'large'} "
-                                      f"({size} B)", runs))
-                print(json.dumps(rows[-1]), flush=True)
+        # Without CURVE, the collector's and rsyslog's runs alternate (collector, rsyslog,
+        # collector, ...): the machine is shared and its load drifts, and alternating puts
+        # both under the same drift. Each pair's ratio is kept too.
+        peer_rows = []
+        for size, n in ((200, args.small), (1500, args.large)):
+            label = "small" if size == 200 else "large"
+            runs, peer = [], []
+            for _ in range(args.runs):
+                runs.append(b.run_collector(n, size, False))
+                if not args.no_rsyslog:
+                    peer.append(b.run_rsyslog(n, size, f"bench.rsyslog.{size}"))
+                    if size == 200:
+                        ratios.append(runs[-1]["events_per_s"] / peer[-1]["events_per_s"])
+            rows.append(summarize(f"tocsin-collector {label} ({size} B)", runs))
+            print(json.dumps(rows[-1]), flush=True)
+            if peer:
+                peer_rows.append(summarize(f"rsyslog+omkafka {label} ({size} B)", peer))
+                print(json.dumps(peer_rows[-1]), flush=True)
+        for size, n in ((200, args.small), (1500, args.large)):
+            name = f"tocsin-collector {'small' if size == 200 else 'large'} ({size} B) CURVE"
+            runs = [b.run_collector(n, size, True) for _ in range(args.runs)]
+            rows.append(summarize(name, runs))
+            print(json.dumps(rows[-1]), flush=True)
+        rows += peer_rows
     finally:
         b.close()
     print()
@@ -274,6 +292,10 @@ def main():
         print(f"\nsmall events: collector / rsyslog = "
               f"{col['events_per_s_median'] / rs['events_per_s_median']:.2f}x (goal >= 2x); "
               f"collector {col['events_per_s_median']:,}/s (goal >= 500,000/s)")
+    if ratios:
+        print(f"small events, run by run (collector run / the rsyslog run right after it): "
+              f"median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, "
+              f"max {max(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -76,8 +76,13 @@ static int reject(col_reject_t *rej, col_reason_t reason, int event_index, const
  * Reads a base-128 varint. Returns the number of bytes used, or 0 when the input ends
  * inside it or it runs past 10 bytes.
  */
-static size_t wire_varint(const uint8_t *p, size_t len, uint64_t *out)
+static inline size_t wire_varint(const uint8_t *p, size_t len, uint64_t *out)
 {
+    /* Most tags and lengths are one byte. */
+    if (len > 0 && p[0] < 0x80) {
+        *out = p[0];
+        return 1;
+    }
     uint64_t v = 0;
     for (size_t i = 0; i < len && i < 10; i++) {
         v |= (uint64_t)(p[i] & 0x7f) << (7 * i);

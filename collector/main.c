@@ -276,6 +276,7 @@ typedef struct {
     tc_counter_t *delivery_failures_retriable;
     tc_counter_t *delivery_failures_permanent;
     tc_counter_t *produce_errors;
+    tc_counter_t *records_produced;
     tc_counter_t *purges[PURGE_N];
     tc_counter_t *spooled_batches;
     tc_counter_t *spooled_events;
@@ -366,6 +367,9 @@ static int metrics_register(tc_metrics_t *reg, col_metrics_t *m)
             "Failed Kafka delivery reports (retriable ones include purges)");
     COUNTER(produce_errors, "produce_errors_total", NULL,
             "Records the producer refused at once (queue full, ...)");
+    COUNTER(records_produced, "records_produced_total", NULL,
+            "Kafka records handed to the producer (a pack of one key's events of a batch, or "
+            "one event of a spool entry written before packing; replays included)");
     for (int p = 0; p < PURGE_N; p++) {
         COUNTER(purges[p], "kafka_purges_total", purge_labels[p],
                 "Times the producer's queue was taken back to spool it, by what showed Kafka "
@@ -1001,6 +1005,7 @@ static void produce_records(col_daemon_t *d, col_track_t *t)
             break;
         }
         col_track_produced(t);
+        tc_counter_inc(d->m.records_produced);
         d->produced_since_purge = true;
     }
     if (perr == RD_KAFKA_RESP_ERR_NO_ERROR) {
