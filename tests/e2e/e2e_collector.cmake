@@ -17,3 +17,8 @@ tocsin_e2e_test(collector_spool_restart TIMEOUT 180)
 tocsin_e2e_test(collector_failover_kill9 TIMEOUT 240)
 tocsin_e2e_test(collector_curve TIMEOUT 120)
 tocsin_e2e_test(collector_keys_quota_scrub TIMEOUT 120)
+
+# Writes a spool entry as collectors wrote them before packing (one Event per record).
+add_executable(e2e_col_spool_seed ${CMAKE_CURRENT_SOURCE_DIR}/e2e_col_spool_seed.c)
+tocsin_warnings(e2e_col_spool_seed)
+target_link_libraries(e2e_col_spool_seed PRIVATE tocsin_collector_core tocsin_common)

@@ -343,8 +343,25 @@ def scenario_spool_restart(c):
     summary, _ = consume(c, expect=2000 + stored_full + 20)
     check_delivered(summary, ["BEFORE", "AFTER"], 10)
     check("big" not in summary["services"], "the dead entry reached Kafka")
+    check(col.stop() == 0, "col-f did not stop cleanly")
+    c.procs.remove(col)
+
+    # A spool entry written before packing (one Event per record, no format header) is
+    # replayed as it is, in order, and arrives complete.
+    rc, out = c.run("spool-seed", [c.bin("tests/e2e/e2e_col_spool_seed"), spool, "OLD", "300"],
+                    timeout=30)
+    check(rc == 0, f"e2e_col_spool_seed failed: {out}")
+    col = c.start_collector(name="col-g", extra=extra, wait_live=True)
+    wait_until("the entry written before packing to be replayed",
+               lambda: metric(col, "tocsin_collector_spool_entries") == 0
+               and metric(col, "tocsin_collector_spooling") == 0, 30)
+    check(metric(col, "tocsin_collector_records_produced_total") == 300,
+          "an entry written before packing must be produced one record per event")
+    summary, _ = consume(c, expect=2000 + stored_full + 20 + 300)
+    check_delivered(summary, ["OLD"], 300)
     print(f"K9 and TERM complete after kill -9 and SIGTERM; the full spool acked "
-          f"{stored_full} FULL events and exactly those arrived")
+          f"{stored_full} FULL events and exactly those arrived; an entry written before "
+          f"packing replayed complete")
 
 
 def scenario_failover_kill9(c):
