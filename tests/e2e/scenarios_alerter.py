@@ -369,7 +369,7 @@ def scenario_ha_failover(c):
     check(not lines(pager2), "third tier not paged yet")
     a.kill9()
     c.procs.remove(a)  # killed on purpose: its exit code is not a clean stop
-    wait_until("alerter-b takes over", lambda: ha_role(b) == "leader", 20)
+    wait_until("alerter-b takes over", lambda: ha_role(b) == "leader", 30)
     wait_until("the third tier, paged by alerter-b", lambda: lines(pager2), 15)
     status, body = api(b, "GET", "/api/v1/alerts?state=firing")
     check(status == 200 and len(body["alerts"]) == 1 and body["alerts"][0]["tier"] == 2,
