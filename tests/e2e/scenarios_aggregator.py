@@ -150,7 +150,7 @@ def scenario_agg_exactly_once(c):
 
 def scenario_agg_takeover(c):
     """Two aggregators in one group share the partitions; both answer for every service (the
-    view); one is killed mid-stream, the survivor takes its partitions over from the
+    view); records are packed (20 events of a service each); one is killed mid-stream, the survivor takes its partitions over from the
     checkpoints, and the totals stay exact; a new member joins and answers alike. Then the
     query API on that pair (api_checks)."""
     c.start_bus(brokers=1, partitions=4)
@@ -159,7 +159,7 @@ def scenario_agg_takeover(c):
     wait_until("both aggregators to own partitions", lambda: split(a, b), 30)
     prod, out = start_producer(c, "produce", "--count", 20000, "--services", 8, "--kind", "mix",
                                "--dup-rate", 0.05, "--rate", 4000, "--error-every", 20,
-                               "--seed", 11)
+                               "--seed", 11, "--pack", 20)
     time.sleep(2.5)
     check(metric(a, "tocsin_aggregator_events_applied_total") > 0, "agg-a applied nothing")
     check(metric(a, "tocsin_aggregator_checkpoints_published_total") > 0,
