@@ -20,8 +20,9 @@ error events), and the alerter must have sent exactly:
     window of one bucket has too few requests for min_count just after a bucket starts, and
     before any bucket closed since the alerter started there is no closed data to hold the
     alert either, so it would resolve there and fire again;
-  - ChaosSpooled (a collector's spool.entries gauge, sent through the pipeline, above 0):
-    fired once — the collectors' own gauges crossed the outage inside their spools;
+  - ChaosSpooled (a collector's spool.entries gauge, sent through the pipeline, above 0 in
+    2 min, so it cannot resolve before the test ends): fired once — the collectors' own
+    gauges crossed the outage inside their spools;
   - PipelineStageSilent for each stage (collector, aggregator, alerter; 20 s windows): never
     — each stage kept an instance alive, and the design watches stages, not instances
     (one dead instance is Prometheus' TocsinDaemonDown);
@@ -74,7 +75,7 @@ rules:
     name: spool.entries
     kind: gauge
     aggregate: max
-    window: 1m
+    window: 2m
     above: 0
     severity: warning
     receiver: sink
