@@ -17,12 +17,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-            abort();                                                                         \
-        }                                                                                    \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define NOW (1800000000LL * 1000000LL)
@@ -46,13 +46,13 @@ static const char rules_yaml[] =
 
 static alr_core_t *core_new(void)
 {
-    alr_core_opts_t o = {.max_delay_us = 30000000LL, .seed = 1, .external_url = "http://a",
-                         .started_us = NOW};
+    alr_core_opts_t o = {
+        .max_delay_us = 30000000LL, .seed = 1, .external_url = "http://a", .started_us = NOW};
     alr_core_t *core = alr_core_new(&o);
     CHECK(core);
     char err[512];
-    alr_ruleset_t *rules = alr_ruleset_load_data(rules_yaml, sizeof(rules_yaml) - 1, "f.yaml",
-                                                 err, sizeof(err));
+    alr_ruleset_t *rules =
+        alr_ruleset_load_data(rules_yaml, sizeof(rules_yaml) - 1, "f.yaml", err, sizeof(err));
     CHECK(rules);
     CHECK(alr_core_set_rules(core, rules, NOW) == 0);
     return core;
@@ -119,8 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     alr_core_t *core = core_new();
     CHECK(alr_core_set_active(core, false, NOW) == 0);
     int rc = alr_core_mirror(core, kind, key, doc, NOW);
-    CHECK(rc == 0 || rc == TC_EPARSE || rc == TC_ENOTFOUND || rc == TC_ESTATE ||
-          rc == TC_ENOMEM);
+    CHECK(rc == 0 || rc == TC_EPARSE || rc == TC_ENOTFOUND || rc == TC_ESTATE || rc == TC_ENOMEM);
     CHECK(alr_core_set_active(core, true, NOW) == 0);
     exercise(core);
     alr_core_destroy(&core);

@@ -35,19 +35,19 @@ static void test_match_table(void **state)
         {"service!=checkout", false},
         {"service!=payments", true},
         {"service=~check.*", true},
-        {"service=~check", false},        /* anchored at both ends */
+        {"service=~check", false}, /* anchored at both ends */
         {"service=~.*out", true},
         {"service=~heck", false},
         {"severity=~error|critical", true}, /* alternation anchored as a whole */
         {"severity=~err|crit", false},
         {"service!~check.*", false},
         {"service!~pay.*", true},
-        {"team=\"\"", true},              /* absent = empty string */
+        {"team=\"\"", true}, /* absent = empty string */
         {"team=", true},
         {"team!~.+", true},
         {"team=~.+", false},
         {"team!=", false},
-        {"service=\"checkout\"", true},   /* quoted value */
+        {"service=\"checkout\"", true}, /* quoted value */
         {"alertname=ShopErrors", true},
     };
     json_t *l = labels();
@@ -77,9 +77,8 @@ static void test_all_must_match(void **state)
     char err[256];
     assert_true(alr_matchers_match(&m, l)); /* empty: everything */
     assert_int_equal(alr_matchers_add_string(&m, "service=checkout", err, sizeof(err)), 0);
-    assert_int_equal(alr_matchers_add(&m, "severity", ALR_MATCH_RE, "warning|critical", err,
-                                      sizeof(err)),
-                     0);
+    assert_int_equal(
+        alr_matchers_add(&m, "severity", ALR_MATCH_RE, "warning|critical", err, sizeof(err)), 0);
     assert_true(alr_matchers_match(&m, l));
     assert_int_equal(alr_matchers_add(&m, "team", ALR_MATCH_EQ, "pay", err, sizeof(err)), 0);
     assert_false(alr_matchers_match(&m, l));
@@ -93,12 +92,12 @@ static void test_refusals(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "1service=x",     /* label name must not start with a digit */
-        "ser-vice=x",     /* nor hold '-' */
-        "=x",             /* no name */
-        "service",        /* no operator */
-        "service=~(",     /* bad regex */
-        "service!~[a-",   /* bad regex */
+        "1service=x",   /* label name must not start with a digit */
+        "ser-vice=x",   /* nor hold '-' */
+        "=x",           /* no name */
+        "service",      /* no operator */
+        "service=~(",   /* bad regex */
+        "service!~[a-", /* bad regex */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         alr_matchers_t m = {0};
@@ -135,8 +134,8 @@ static void test_selective(void **state)
         const char *matcher;
         bool selective;
     } cases[] = {
-        {"service=checkout", true},  {"service=~.*", false}, {"service!=x", false},
-        {"service=~.+", true},       {"team=", false},       {"service!~.*", true},
+        {"service=checkout", true}, {"service=~.*", false}, {"service!=x", false},
+        {"service=~.+", true},      {"team=", false},       {"service!~.*", true},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         alr_matchers_t m = {0};
@@ -162,9 +161,8 @@ static void test_json_round_trip(void **state)
     assert_int_equal(m.items[1].op, ALR_MATCH_NE);
     json_t *out = alr_matchers_json(&m);
     assert_non_null(out);
-    json_t *want = json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}]", "name", "service", "op",
-                             "=~", "value", "check.*", "name", "severity", "op", "!=", "value",
-                             "info");
+    json_t *want = json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}]", "name", "service", "op", "=~",
+                             "value", "check.*", "name", "severity", "op", "!=", "value", "info");
     assert_true(json_equal(out, want));
     alr_matchers_t back = {0};
     assert_int_equal(alr_matchers_from_json(&back, out, err, sizeof(err)), 0);
@@ -215,8 +213,8 @@ static void test_op_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_match_table),   cmocka_unit_test(test_all_must_match),
-        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_selective),
+        cmocka_unit_test(test_match_table),     cmocka_unit_test(test_all_must_match),
+        cmocka_unit_test(test_refusals),        cmocka_unit_test(test_selective),
         cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_op_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

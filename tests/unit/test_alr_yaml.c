@@ -100,20 +100,19 @@ static void test_refusals(void **state)
 {
     (void)state;
     static const bad_case_t cases[] = {
-        {"a: &x 1\nb: *x\n", 1},           /* anchors */
-        {"a: 1\nb: *x\n", 2},              /* an alias */
-        {"a: 1\nb: [1, 2\n", 3},           /* unclosed flow sequence */
-        {"a: 1\n  b: 2\n", 2},             /* bad indentation */
-        {"a: 'unterminated\n", 2},
-        {"- a\nb: 1\n", 2},                /* a mapping after a sequence */
+        {"a: &x 1\nb: *x\n", 1},                       /* anchors */
+        {"a: 1\nb: *x\n", 2},                          /* an alias */
+        {"a: 1\nb: [1, 2\n", 3},                       /* unclosed flow sequence */
+        {"a: 1\n  b: 2\n", 2},                         /* bad indentation */
+        {"a: 'unterminated\n", 2}, {"- a\nb: 1\n", 2}, /* a mapping after a sequence */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int line;
         char err[256];
         alr_yaml_t *root = parse(cases[i].doc, &line, err, sizeof(err));
         if (root || err[0] == '\0' || line != cases[i].line) {
-            print_error("case %zu: root %p, line %d (want %d), err '%s'\n", i, (void *)root,
-                        line, cases[i].line, err);
+            print_error("case %zu: root %p, line %d (want %d), err '%s'\n", i, (void *)root, line,
+                        cases[i].line, err);
             alr_yaml_free(root);
             fail();
         }
