@@ -5,14 +5,15 @@
  * printed.
  *
  * usage: e2e_chaos_emit COLLECTORS SERVICE MAX_COUNT RATE_PER_S ERROR_EVERY
- * Sends requests (routes /pay and /cart, 2 to 40 ms) at RATE_PER_S until SIGTERM or
- * SIGINT arrives or MAX_COUNT were sent, so the test ends the traffic when its faults are
- * over rather than after a fixed time; every ERROR_EVERY-th request has status 500 and is
- * followed by an error event (type ChaosError), until SIGUSR1 arrives: from then on every
- * request succeeds (the test's error-rate alert can resolve while the clients still send).
- * A full queue is waited out, not dropped:
- * the test needs the exact set. Then flushes and prints what it recorded,
- *   {"service":S,"requests":N,"request_errors":E,"errors":E,"acked":A,"retried":R,"flush":rc}
+ * Sends requests (a third to route /cart, the rest to /pay; 2 to 40 ms) at RATE_PER_S until
+ * SIGTERM or SIGINT arrives or MAX_COUNT were sent, so the test ends the traffic when its
+ * faults are over rather than after a fixed time; every ERROR_EVERY-th request has status
+ * 500 and is followed by an error event (type ChaosError), until SIGUSR1 arrives: from then
+ * on every request succeeds (the test's error-rate alert can resolve while the clients still
+ * send). A full queue is waited out, not dropped: the test needs the exact set. Then
+ * flushes and prints what it recorded,
+ *   {"service":S,"requests":N,"request_errors":E,"errors":E,
+ *    "routes":{"/cart":[N,E],"/pay":[N,E]},"acked":A,"retried":R,"flush":rc}
  * and exits 0 when every event was acknowledged by a collector within the final flush.
  */
 #include <signal.h>
@@ -89,13 +90,15 @@ int main(int argc, char **argv)
         return 1;
     }
     long sent = 0, errors = 0;
+    long per_route[2] = {0, 0}, per_route_errors[2] = {0, 0}; /* /cart, /pay */
     int64_t start = mono_ms();
     while (sent < count && !stop_requested) {
         /* Paced by the clock, so a stall (a full queue) is caught up on, not lost. */
         long due = (long)((mono_ms() - start) * rate / 1000) + 1;
         while (sent < count && sent < due && !stop_requested) {
             bool fail = !errors_off && sent % error_every == error_every - 1;
-            const char *route = sent % 2 ? "/pay" : "/cart";
+            int r = sent % 3 == 0 ? 0 : 1; /* failures fall on both routes */
+            const char *route = r ? "/pay" : "/cart";
             while (tocsin_request(t, route, "POST", fail ? 500 : 200,
                                   2000 + (uint64_t)(sent % 39) * 1000) == TOCSIN_EFULL) {
                 sleep_ms(1);
@@ -106,7 +109,9 @@ int main(int argc, char **argv)
                     sleep_ms(1);
                 }
                 errors++;
+                per_route_errors[r]++;
             }
+            per_route[r]++;
             sent++;
         }
         sleep_ms(5);
@@ -116,8 +121,10 @@ int main(int argc, char **argv)
     tocsin_stats(t, &st);
     tocsin_destroy(&t);
     printf("{\"service\":\"%s\",\"requests\":%ld,\"request_errors\":%ld,\"errors\":%ld,"
+           "\"routes\":{\"/cart\":[%ld,%ld],\"/pay\":[%ld,%ld]},"
            "\"acked\":%llu,\"retried\":%llu,\"flush\":%d}\n",
-           argv[2], sent, errors, errors, (unsigned long long)st.events_acked,
+           argv[2], sent, errors, errors, per_route[0], per_route_errors[0], per_route[1],
+           per_route_errors[1], (unsigned long long)st.events_acked,
            (unsigned long long)st.batches_retried, frc);
     return frc == 0 && st.events_acked == (uint64_t)(sent + errors) ? 0 : 1;
 }

@@ -36,6 +36,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 
 from harness import check, http, wait_until
 
@@ -103,7 +104,8 @@ def metric(proc, name):
 
 
 def query(agg, service, name="*", window="1h", env=None):
-    url = (f"http://127.0.0.1:{agg.http_port}/api/v1/query?service={service}&name={name}"
+    url = (f"http://127.0.0.1:{agg.http_port}/api/v1/query?service={service}"
+           f"&name={urllib.parse.quote(name, safe='')}"
            f"&window={window}" + (f"&environment={env}" if env else ""))
     status, body = http("GET", url)
     check(status == 200, f"query {service}/{name} on {agg.name}: {status} {body}")
@@ -236,24 +238,36 @@ def scenario_chaos_pipeline(c):
                 p.wait()
     print(f"[{time.monotonic() - t0:5.1f}s] clients stopped: {truths}")
     sent = {k: sum(t[k] for t in truths) for k in ("requests", "request_errors", "errors")}
+    routes = {r: [sum(t["routes"][r][i] for t in truths) for i in (0, 1)]
+              for r in ("/cart", "/pay")}
 
-    # Exact counts, on both aggregators (each answers for every service).
+    # Exact counts, per series, on both aggregators (each answers for every service): every
+    # route's requests and failed requests, all requests (name "*"), the error events.
+    want_counts = ([("*", sent["requests"], sent["request_errors"]),
+                    ("$errors", sent["errors"], None)]
+                   + [(r, n, e) for r, (n, e) in routes.items()])
+
     def exact(agg):
-        r, e = query(agg, svc), query(agg, svc, "$errors")
-        exact.last = (agg.name, r["count"], r["errors"], e["count"])
-        return (r["count"], r["errors"], e["count"]) == (sent["requests"],
-                                                        sent["request_errors"], sent["errors"])
+        got = []
+        for name, _, errs in want_counts:
+            q = query(agg, svc, name)
+            got.append((name, q["count"], q["errors"] if errs is not None else None))
+        exact.last = (agg.name, got)
+        return got == want_counts
+    exact.last = None
     for agg in (agg2, agg1):
         try:
             wait_until(f"{agg.name} to count exactly what was sent", lambda a=agg: exact(a), 45)
         except Exception:
-            print(f"sent {sent}; last answer (name, requests, failed, errors) {exact.last}")
+            print(f"sent (series, count, errors) {want_counts}; last answer {exact.last}")
             raise
     time.sleep(1)  # nothing more arrives later
     for agg in (agg2, agg1):
-        check(exact(agg), f"{agg.name}: counts changed after settling: {exact.last}, sent {sent}")
+        check(exact(agg),
+              f"{agg.name}: counts changed after settling: {exact.last}, sent {want_counts}")
     print(f"both aggregators count {sent['requests']} requests, {sent['request_errors']} "
-          f"failed, {sent['errors']} error events: exactly what the clients sent")
+          f"failed, {sent['errors']} error events, per route {routes}: exactly what the "
+          f"clients sent")
     dups = sum(metric(a, "tocsin_aggregator_duplicates_total") or 0 for a in (agg1, agg2))
     print(f"duplicates dropped by event_id (this run of each): {dups:.0f}")
 
