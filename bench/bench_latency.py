@@ -16,9 +16,9 @@ options) when told to and prints the wall-clock time just before each tocsin_err
 (b) page: one rule per sample, `event_count` of $errors of its own service above 2 (window
     1m). Two errors are recorded and seen in the aggregator; 300..550 ms later (at random)
     the third, which crosses the threshold, is recorded; latency = the sink's receive time
-    of the firing notification ("ts" of its line) minus that call. Printed with the stages: the crossing
-    event visible in the aggregator's query (polled), the alert's fired_at in the alerter
-    (GET /api/v1/alerts), the page at the sink.
+    of the firing notification ("ts" of its line) minus that call. Printed with the
+    stages: the crossing event visible in the aggregator's query (polled), the alert's
+    fired_at in the alerter (GET /api/v1/alerts), the page at the sink.
 
 Every latency-relevant key is left at its default (printed); --set changes one for an
 experiment, e.g. --set alerter:eval.interval=250ms. Figures: per run and over all runs,
