@@ -318,7 +318,9 @@ static void handle_issues(void *ctx, const tc_http_req_t *req, tc_http_resp_t *r
     }
     json_t *list = rc == 0 ? json_array() : NULL;
     if (list) {
-        qsort(c.rows, c.n, sizeof(*c.rows), by_key_desc);
+        if (c.n > 1) { /* c.rows is NULL when no issue matched: qsort wants a pointer */
+            qsort(c.rows, c.n, sizeof(*c.rows), by_key_desc);
+        }
         for (size_t i = 0; i < c.n && i < limit; i++) {
             json_array_append(list, c.rows[i].doc);
         }
