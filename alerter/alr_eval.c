@@ -531,50 +531,89 @@ static int go_resolved(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *
     return emit_change(self, a, ALR_EV_RESOLVED, now_us, out);
 }
 
-/* What a threshold rule's alert does, from the fresh sample `f` and, when a decision
- * needs it, the closed one (`c` NULL: not read, or no closed bucket in its window: it
- * agrees with the fresh one). See the header: `above` rules fire on fresh data; `below`
- * rules fire when both agree; returning from pending or firing needs both. */
+/* What a threshold rule's sample can say. A window judges when it has a value (at least
+ * `min_count` events where the rule has one) and, when it read no bucket at all, the
+ * alerter watched the whole of it (an empty window from before the alerter started is
+ * not "zero events", it is not knowing). A judging fresh window is `young` while its end
+ * lies ahead of now (an open bucket): it covers less than the rule's window of real time.
+ * Young data may fire an alert (the newest data counts at once) but cannot alone stop or
+ * resolve one; a window that does not judge has no say at all. */
 typedef struct {
-    bool fire;  /* may enter or stay in pending, and fire when `for` has passed */
-    bool stop;  /* a pending alert returns to inactive */
-    bool clear; /* a firing alert resolves (a held one is released) */
+    const alr_sample_t *s; /* NULL: not read */
+    bool judges;
+    bool young;
+} view_t;
+
+static bool judges(const alr_rule_t *r, const alr_sample_t *s, int64_t wm_us, int64_t floor_us)
+{
+    if (!s->has_value) {
+        return false;
+    }
+    return r->type == ALR_RULE_ABSENCE || s->buckets > 0 || wm_us - r->window_ms * 1000 >= floor_us;
+}
+
+/* What a threshold rule's alert does, from the fresh view `f` and the closed view `c`
+ * (closed buckets only: complete data). See the header. In short: `above` rules fire on
+ * the fresh window, or on the closed one while the fresh one does not judge; `below`
+ * rules fire when the fresh window says so and the closed one, if it judges, agrees;
+ * stopping a pending alert and resolving a firing one need a window that judges and is
+ * not young (the closed one, or a fresh one whose buckets all ended) to say so, and no
+ * judging window to say otherwise. When no window judges, nothing changes here (the
+ * no-data bound in step() ends it). */
+typedef struct {
+    bool fire;   /* may enter or stay in pending, and fire when `for` has passed */
+    bool stop;   /* a pending alert returns to inactive */
+    bool clear;  /* a firing alert resolves (a held one is released) */
+    bool judged; /* some window judged: the no-data clock restarts */
 } verdict_t;
 
-static verdict_t verdict(const alr_rule_t *r, const alr_sample_t *f, const alr_sample_t *c)
+static verdict_t verdict(const alr_rule_t *r, const view_t *f, const view_t *c)
 {
-    if (!c) {
-        c = f;
-    }
     verdict_t v;
+    bool fj = f->judges, cj = c->judges;
+    /* A window that decides alone: judges and covers the rule's whole window. */
+    bool full = (fj && !f->young) || cj;
+    v.judged = fj || cj;
     if (r->below) {
-        v.fire = f->fire && c->fire;
-        v.stop = !v.fire;
+        v.fire = fj && f->s->fire && (!cj || c->s->fire);
+        v.stop = (fj && !f->s->fire) || (cj && !c->s->fire);
     } else {
-        v.fire = f->fire;
-        v.stop = !f->fire && !c->fire;
+        v.fire = fj ? f->s->fire : (cj && c->s->fire);
+        v.stop = full && (!fj || !f->s->fire) && (!cj || !c->s->fire);
     }
-    v.clear = f->clear && c->clear;
+    v.clear = full && (!fj || f->s->clear) && (!cj || c->s->clear);
     return v;
 }
 
-/* True when the closed sample could change the verdict of fresh sample `f` for alert `a`. */
-static bool needs_closed(const alr_rule_t *r, const alr_alert_t *a, const alr_sample_t *f)
+/* True when the closed sample could change the verdict for alert `a`, given the fresh
+ * view `f` (its `judges` and `young` set). */
+static bool needs_closed(const alr_rule_t *r, const alr_alert_t *a, const view_t *f)
 {
     if (r->type == ALR_RULE_ABSENCE) {
         return false;
     }
+    bool fj = f->judges;
     switch (a->state) {
     case ALR_STATE_INACTIVE:
     case ALR_STATE_RESOLVED:
-        return a->hold ? f->clear : (r->below && f->fire);
+        if (a->hold) {
+            return !(fj && !f->s->clear);
+        }
+        return r->below ? (fj && f->s->fire) : !fj;
     case ALR_STATE_PENDING:
-        return r->below ? f->fire : !f->fire;
+        return r->below ? !(fj && !f->s->fire) : !(fj && f->s->fire);
     case ALR_STATE_FIRING:
     case ALR_STATE_ACKNOWLEDGED:
-        return f->clear;
+        return !(fj && !f->s->clear);
     }
     return false;
+}
+
+/* How long a pending or firing threshold alert keeps its state while no window judges:
+ * the rule's window plus its `for`. */
+static int64_t nodata_hold_us(const alr_rule_t *r)
+{
+    return (r->window_ms + r->for_ms) * 1000;
 }
 
 static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
@@ -587,11 +626,16 @@ static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
         a->count = s->count;
         a->errors = s->errors;
     }
+    if (v->judged || a->judged_at_us == 0) {
+        /* 0: restored from a version that did not keep it; the clock starts now. */
+        a->judged_at_us = now_us;
+    }
+    bool nodata_over = !v->judged && now_us - a->judged_at_us >= nodata_hold_us(r);
     switch (a->state) {
     case ALR_STATE_INACTIVE:
     case ALR_STATE_RESOLVED:
         if (a->hold) {
-            if (v->clear) {
+            if (v->clear || nodata_over) {
                 a->hold = false;
                 a->dirty = true;
             }
@@ -605,7 +649,7 @@ static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
         /* `for` may be 0: fall through */
         /* FALLTHROUGH */
     case ALR_STATE_PENDING:
-        if (v->stop) {
+        if (v->stop || nodata_over) {
             enter(a, ALR_STATE_INACTIVE, now_us);
             a->active_at_us = 0;
             return 0;
@@ -616,7 +660,7 @@ static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
         return 0;
     case ALR_STATE_FIRING:
     case ALR_STATE_ACKNOWLEDGED:
-        if (v->clear) {
+        if (v->clear || nodata_over) {
             return go_resolved(self, a, r, now_us, out);
         }
         return 0;
@@ -745,12 +789,14 @@ static int eval_rule(alr_evaluator_t *self, size_t ri, const alr_window_t *windo
     }
     alr_sample_t s, c;
     alr_rule_sample(r, window, wm, now_us, floor_us, 0, &s);
-    const alr_sample_t *closed = NULL;
-    if (needs_closed(r, a, &s)) {
+    view_t fv = {&s, judges(r, &s, wm, floor_us), wm > now_us && r->type != ALR_RULE_ABSENCE};
+    view_t cv = {NULL, false, false};
+    if (needs_closed(r, a, &fv)) {
         alr_rule_sample(r, window, wm_closed, now_us, floor_us, ALR_AGG_CLOSED_ONLY, &c);
-        closed = c.buckets > 0 ? &c : NULL;
+        cv.s = &c;
+        cv.judges = judges(r, &c, wm_closed, floor_us);
     }
-    verdict_t v = verdict(r, &s, closed);
+    verdict_t v = verdict(r, &fv, &cv);
     return step(self, a, r, &s, &v, now_us, out);
 }
 
@@ -926,6 +972,12 @@ int64_t alr_evaluator_next_wake(const alr_evaluator_t *self, int64_t now_us)
         const alr_rule_t *r = rule_of(self, a);
         if (a->state == ALR_STATE_PENDING && r) {
             CONSIDER(a->active_at_us + r->for_ms * 1000);
+        }
+        if (r && !is_issue_rule(r) && a->judged_at_us > 0 && a->judged_at_us < a->evaluated_us &&
+            (a->state == ALR_STATE_PENDING || a->state == ALR_STATE_FIRING ||
+             a->state == ALR_STATE_ACKNOWLEDGED || a->hold)) {
+            /* No window judged at the last evaluation: the no-data bound ends it. */
+            CONSIDER(a->judged_at_us + nodata_hold_us(r));
         }
         if (a->state == ALR_STATE_ACKNOWLEDGED && a->ack_expires_us) {
             CONSIDER(a->ack_expires_us);
@@ -1115,7 +1167,7 @@ json_t *alr_alert_state_json(const alr_alert_t *a)
         json_array_append_new(flips, json_integer((json_int_t)a->flips[i]));
     }
     return json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:f, s:I, "
-                     "s:I, s:s, s:s, s:I, s:I, s:b, s:s, s:o*, s:b, s:I, s:I, s:I, s:I}",
+                     "s:I, s:s, s:s, s:I, s:I, s:b, s:s, s:o*, s:b, s:I, s:I, s:I, s:I, s:I}",
                      "v", 2, "fingerprint", a->fp_hex, "rule", rfp, "labels", a->labels,
                      "annotations", a->annotations, "state", alr_state_name(a->state),
                      "since_us", (json_int_t)a->since_us, "active_at_us",
@@ -1129,7 +1181,8 @@ json_t *alr_alert_state_json(const alr_alert_t *a)
                      a->resolved_by, "flips", flips, "flapping", a->flapping, "flap_since_us",
                      (json_int_t)a->flap_since_us, "last_change_us",
                      (json_int_t)a->last_change_us, "issue_count", (json_int_t)a->issue_count,
-                     "issue_time_us", (json_int_t)a->issue_time_us);
+                     "issue_time_us", (json_int_t)a->issue_time_us, "judged_at_us",
+                     (json_int_t)a->judged_at_us);
 }
 
 static int64_t get_i64(const json_t *obj, const char *key)
@@ -1190,6 +1243,7 @@ int alr_evaluator_restore(alr_evaluator_t *self, const json_t *st, int64_t now_u
     a->fired_at_us = get_i64(st, "fired_at_us");
     a->resolved_at_us = get_i64(st, "resolved_at_us");
     a->evaluated_us = get_i64(st, "evaluated_us");
+    a->judged_at_us = get_i64(st, "judged_at_us"); /* 0 when absent: step() starts it */
     a->has_value = json_is_true(json_object_get(st, "has_value"));
     a->value = json_number_value(json_object_get(st, "value"));
     a->count = (uint64_t)get_i64(st, "count");

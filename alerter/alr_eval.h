@@ -13,18 +13,36 @@
  *   open buckets:    a threshold rule reads the fresh window (open buckets included: the
  *                    newest data counts at once) and, for the decisions a bucket still
  *                    filling could fake, the closed window too (closed buckets only, ending
- *                    at the closed watermark): an `above` rule fires on fresh data alone;
- *                    a `below` rule fires only when both windows say so; a pending alert
- *                    returns to inactive, and a firing one resolves, only when both say so
- *                    (a closed window without buckets agrees with the fresh one). So the
- *                    dip when a new, nearly empty bucket replaces a full one in a window
- *                    neither resets `for` nor resolves an alert, and a partial count never
- *                    fires a `below` rule. Absence rules read alr_window_last_seen.
+ *                    at the closed watermark: complete data).
+ *   thin and young:  a window JUDGES when it has a value (at least `min_count` events
+ *                    where the rule has one) and, if it holds no bucket at all, lies
+ *                    wholly after the alerter started watching (`seen_floor_us`: an empty
+ *                    window it did not watch is not "zero events"). A fresh window is
+ *                    YOUNG while its end lies ahead of now (an open bucket): it covers less
+ *                    real time than the rule's window. A window that does not judge has no
+ *                    say; young data may start `for` and fire but cannot alone stop or
+ *                    resolve. So: an `above` rule fires on the fresh window, or on the
+ *                    closed one while the fresh one does not judge; a `below` rule fires
+ *                    when the fresh window says so and the closed one, if it judges, agrees;
+ *                    a pending alert returns to inactive, and a firing one resolves (past
+ *                    the clear threshold), only when a judging window that is not young
+ *                    (the closed one, or a fresh one whose buckets all ended) says so and
+ *                    no judging window says otherwise. The nearly empty bucket that begins
+ *                    a window, before or after any bucket closed, thus never resets `for`
+ *                    nor resolves an alert, and a partial count never fires a `below` rule
+ *                    against complete data. Absence rules read alr_window_last_seen and
+ *                    always judge.
+ *   no data:         while no window judges, a pending or firing (or acknowledged) alert
+ *                    keeps its state for the rule's window + `for` after the last
+ *                    evaluation at which one judged (alr_alert_t.judged_at_us); then a
+ *                    pending alert returns to inactive and a firing one resolves (event
+ *                    RESOLVED) — traffic that really stops ends the incident, once.
  *   acknowledge:     firing -> acknowledged (event ACKED), with an optional expiry; when it
  *                    expires or is withdrawn the alert is firing again (event UNACKED).
  *   resolve by hand: firing/acknowledged -> resolved (event RESOLVED); the alert can fire
- *                    again only after its condition was seen false once (issue alerts: at
- *                    the next change of the issue).
+ *                    again only after its condition was seen false once, or no window
+ *                    judged for window + `for` (issue alerts: at the next change of the
+ *                    issue).
  *   flapping:        when a firing/resolved change makes flap_threshold changes within
  *                    flap_window, the alert is flapping: one FLAP_START event instead of
  *                    the change, then no FIRING/RESOLVED events until it has been stable
@@ -97,6 +115,7 @@ typedef struct {
     int64_t fired_at_us;    /* start of the current or last firing; 0 when never */
     int64_t resolved_at_us; /* end of the last firing; 0 when not resolved */
     int64_t evaluated_us;
+    int64_t judged_at_us;   /* the last evaluation at which some window judged (below) */
     bool has_value;
     double value;
     uint64_t count, errors;
@@ -163,7 +182,8 @@ int alr_evaluator_issue_status(alr_evaluator_t *self, const alr_issue_status_t *
                                int64_t now_us, alr_events_t *out);
 
 /* The earliest time after which alr_evaluator_run or alr_evaluator_timers would change
- * something without new data: a pending alert's `for` ending, an acknowledgement expiring,
+ * something without new data: a pending alert's `for` ending, the no-data bound of an alert
+ * no window judged at its last evaluation, an acknowledgement expiring,
  * flapping ending, an issue alert's automatic resolve, a resolved alert turning inactive.
  * 0 when nothing is scheduled. */
 int64_t alr_evaluator_next_wake(const alr_evaluator_t *self, int64_t now_us);

@@ -270,8 +270,8 @@ static void sim_run(sim_t *s, int64_t until_s, push_fn push)
     }
 }
 
-static void put_bucket(sim_t *s, const char *service, int64_t start_s, uint64_t count,
-                       uint64_t errors, uint64_t revision)
+static void put_bucket_rev(sim_t *s, const char *service, int64_t start_s, uint64_t count,
+                           uint64_t errors, uint64_t revision, bool open)
 {
     alr_record_t rec;
     memset(&rec, 0, sizeof(rec));
@@ -285,7 +285,14 @@ static void put_bucket(sim_t *s, const char *service, int64_t start_s, uint64_t 
     rec.bucket.count = count;
     rec.bucket.errors = errors;
     rec.bucket.revision = revision;
+    rec.bucket.open = open;
     assert_true(alr_core_put_record(s->core, &rec, s->now) >= 0);
+}
+
+static void put_bucket(sim_t *s, const char *service, int64_t start_s, uint64_t count,
+                       uint64_t errors, uint64_t revision)
+{
+    put_bucket_rev(s, service, start_s, count, errors, revision, false);
 }
 
 /* Every 10 s of virtual time the bucket that just ended arrives for `service` with an
@@ -850,6 +857,104 @@ static void test_restart_owes_resolve(void **state)
     sim_fini(&s);
 }
 
+/* Traffic as the aggregators publish it, for the bucket-edge scenarios: every second the
+ * open bucket of "shop" is republished with what it holds so far (`rps` requests a
+ * second, `pct` % of them failed, counted down), and each bucket is closed (its last
+ * revision) 2 s after its end, as the aggregators' grace does. So just after a bucket
+ * begins, a 10 s window holds a young bucket with few requests, and until 12 s the
+ * alerter (started at 0 s) has no closed bucket at all. */
+typedef struct {
+    const char *name;
+    const char *rule;       /* extra fields of the 10 s, above 5 % error-rate rule */
+    unsigned rps;
+    int64_t errors_until_s; /* `pct` errors before, none from then on */
+    int64_t traffic_until_s; /* no requests from then on */
+    int64_t run_s;
+    const char *want;
+} edge_case_t;
+
+static const edge_case_t *edge_now;
+
+static void edge_counts(const edge_case_t *c, int64_t from_s, int64_t to_s, uint64_t *count,
+                        uint64_t *errors)
+{
+    uint64_t n = 0, failing = 0;
+    for (int64_t t = from_s; t < to_s && t < c->traffic_until_s; t++) {
+        n += c->rps;
+        failing += t < c->errors_until_s ? c->rps : 0;
+    }
+    *count = n;
+    *errors = failing / 10; /* 10 % */
+}
+
+static void push_edge(sim_t *s, int64_t t_ms)
+{
+    const edge_case_t *c = edge_now;
+    if (t_ms % 1000 != 0) {
+        return;
+    }
+    int64_t now_s = t_ms / 1000;
+    int64_t b = now_s / 10 * 10;
+    uint64_t n, e;
+    if (now_s >= 10) {
+        /* The previous bucket: complete at its end, closed after the grace. */
+        edge_counts(c, b - 10, b, &n, &e);
+        if (n > 0 && now_s == b) {
+            put_bucket_rev(s, "shop", T0 / S + b - 10, n, e, 10, true);
+        } else if (n > 0 && now_s == b + 2) {
+            put_bucket_rev(s, "shop", T0 / S + b - 10, n, e, 100, false);
+        }
+    }
+    edge_counts(c, b, now_s, &n, &e);
+    if (n > 0) {
+        put_bucket_rev(s, "shop", T0 / S + b, n, e, (uint64_t)(now_s - b), true);
+    }
+}
+
+static void test_bucket_edge_holds(void **state)
+{
+    (void)state;
+    static const edge_case_t cases[] = {
+        /* Pending at 5 s (50 requests), firing at 7 s. At 10 s the new bucket holds fewer
+         * than min_count requests and no bucket has closed yet: the alert holds. The
+         * errors stop at 40 s; the first bucket without errors closes at 52 s: resolved. */
+        {"thin window", ", min_count: 50, for: 2s, receiver: hook", 10, 40, 1000, 70,
+         "7.0 hook firing ShopErrors\n"
+         "52.0 hook resolved -ShopErrors\n"},
+        /* min_count 1: at 11 s the young bucket's 5 requests went well (0 %), which says
+         * nothing yet about the last 10 s: the alert holds. */
+        {"young window", ", for: 2s, receiver: hook", 5, 40, 1000, 70,
+         "4.0 hook firing ShopErrors\n"
+         "52.0 hook resolved -ShopErrors\n"},
+        /* Pending from 5 s with for: 6s. The thin young bucket at 10 s does not reset it;
+         * the first closed bucket (12 s) still says 10 %: firing at once. */
+        {"pending held", ", min_count: 50, for: 6s, receiver: hook", 10, 1000, 1000, 30,
+         "12.0 hook firing ShopErrors\n"},
+        /* All traffic stops at 30 s while firing. The last bucket (20-30 s) stays in the
+         * windows until the watermark (now - max_delay 30 s) passes 40 s, i.e. until 70 s;
+         * then no window can judge: the alert holds for window + for (12 s) after the last
+         * evaluation with data (69 s) and resolves at 81 s, once. */
+        {"traffic stops", ", min_count: 50, for: 2s, receiver: hook", 10, 1000, 30, 100,
+         "7.0 hook firing ShopErrors\n"
+         "81.0 hook resolved -ShopErrors\n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("case: %s\n", cases[i].name);
+        char yaml[2048];
+        snprintf(yaml, sizeof(yaml),
+                 "settings: {group_wait: 0s, group_interval: 1s, repeat_interval: 0s}\n"
+                 RECEIVERS "rules:\n" RULE("ShopErrors", "shop", "%s"),
+                 cases[i].rule);
+        sim_t s;
+        sim_init(&s, yaml);
+        edge_now = &cases[i];
+        sim_run(&s, cases[i].run_s, push_edge);
+        expect_log(&s, cases[i].want);
+        sim_fini(&s);
+    }
+    edge_now = NULL;
+}
+
 static void test_rule_removed_resolves(void **state)
 {
     (void)state;
@@ -943,6 +1048,7 @@ int main(void)
         cmocka_unit_test(test_ha_takeover_mid_escalation),
         cmocka_unit_test(test_ha_takeover_after_due),
         cmocka_unit_test(test_restart_owes_resolve),
+        cmocka_unit_test(test_bucket_edge_holds),
         cmocka_unit_test(test_rule_removed_resolves),
         cmocka_unit_test(test_manual_resolve),
         cmocka_unit_test(test_issue_alerts),
