@@ -118,16 +118,18 @@ def scenario_agg_exactly_once(c):
     wait_until("the partitions", lambda: metric(agg, "tocsin_aggregator_assigned_partitions") == 4,
                30)
     prod, out = start_producer(c, "produce", "--count", 12000, "--services", 4, "--kind", "mix",
-                               "--dup-rate", 0.05, "--rate", 1000, "--users", 200,
+                               "--dup-rate", 0.05, "--rate", 800, "--users", 200,
                                "--error-every", 25, "--seed", 7)
     pprod, pout = start_producer(c, "produce-packed", "--count", 12000, "--services", 4,
                                  "--prefix", "pk", "--kind", "mix", "--dup-rate", 0.05, "--rate",
-                                 1000, "--users", 200, "--error-every", 25, "--seed", 8,
+                                 800, "--users", 200, "--error-every", 25, "--seed", 8,
                                  "--pack", 25)
     for i in range(3):
-        # Kill it once it has applied part of the stream since it started.
+        # Kill it once it has applied part of the stream since it started (a restart of the
+        # sanitizer build on a loaded machine takes seconds: the stream lasts 15 s so that the
+        # third kill still falls inside it).
         wait_until(f"agg-{i} to apply events",
-                   lambda: metric(agg, "tocsin_aggregator_events_applied_total") >= 1500, 30,
+                   lambda: metric(agg, "tocsin_aggregator_events_applied_total") >= 500, 30,
                    interval=0.05)
         applied = metric(agg, "tocsin_aggregator_events_applied_total")
         kill_and_forget(c, agg)
