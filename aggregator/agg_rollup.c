@@ -46,7 +46,13 @@ static int decode_bucket(const Tocsin__V1__Bucket *pb, agg_rollup_t *r, const ch
         !copy_str(r->name, sizeof(r->name), pb->name, true)) {
         FAIL(TC_EUTF8, "string");
     }
-    if ((int)pb->kind < AGG_KIND_REQUESTS || (int)pb->kind > AGG_KIND_TIMING) {
+    /* The service-wide series travels with a kind of its own (so that consumers summing
+     * route series do not count it twice) and is stored as a request series. */
+    bool service_wide = strcmp(r->name, AGG_SERVICE_NAME) == 0;
+    int kind = (int)pb->kind;
+    if (kind == AGG_KIND_WIRE_SERVICE_REQUESTS && service_wide) {
+        kind = AGG_KIND_REQUESTS;
+    } else if (service_wide || kind < AGG_KIND_REQUESTS || kind > AGG_KIND_TIMING) {
         FAIL(TC_EINVAL, "kind");
     }
     if (pb->width_s != AGG_BUCKET_WIDTH_S) {
@@ -64,7 +70,7 @@ static int decode_bucket(const Tocsin__V1__Bucket *pb, agg_rollup_t *r, const ch
     }
     agg_bucket_t *b = &r->bucket;
     agg_bucket_reset(b);
-    b->kind = (agg_kind_t)pb->kind;
+    b->kind = (agg_kind_t)kind;
     b->width_s = pb->width_s;
     b->count = pb->count;
     b->errors = pb->errors;
@@ -100,6 +106,10 @@ static int decode_bucket(const Tocsin__V1__Bucket *pb, agg_rollup_t *r, const ch
         FAIL(TC_EINVAL, "counts");
     }
     r->start_s = pb->start_s;
+    if (pb->source_partition > INT32_MAX) {
+        agg_bucket_reset(b);
+        FAIL(TC_EINVAL, "partition"); /* Kafka's partitions are int32: the rest is ours */
+    }
     r->partition = pb->source_partition;
     r->open = pb->open;
     return 0;

@@ -66,7 +66,7 @@ void agg_rollup_fini(agg_rollup_t *r);
  * Decodes a record value. Returns 0 with r->body set (AGG_ROLLUP_NONE for a body this
  * version does not know, which is not an error), TC_ETOOBIG, TC_EPARSE, TC_EINVAL, TC_EUTF8
  * or TC_ENOMEM; on error *why names the reason ("too_big", "protobuf", "string", "kind",
- * "width", "alignment", "counts", "sketch", "users", "slo", "issue", "status",
+ * "width", "alignment", "partition", "counts", "sketch", "users", "slo", "issue", "status",
  * "checkpoint").
  */
 int agg_rollup_decode(const uint8_t *data, size_t len, agg_rollup_t *r, const char **why);

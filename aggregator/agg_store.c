@@ -1,6 +1,7 @@
 #include "agg_store.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,167 @@ static int meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out)
     return 0;
 }
 
+/* Adds a request series' first and last start to its service-wide series row (created the
+ * first time). */
+static int migrate_series(agg_store_t *self, MDB_txn *txn, const agg_series_rec_t *route,
+                          const uint8_t *bk, agg_series_rec_t *tmp)
+{
+    uint8_t sk[SERIES_KEY_LEN];
+    agg_series_key(sk, tc_be64_get(bk), hs(AGG_SERVICE_NAME), tc_be64_get(bk + 24));
+    int64_t first = route->first_s, last = route->last_s;
+    MDB_val k = {sizeof(sk), sk}, v;
+    int mrc = mdb_get(txn, self->series, &k, &v);
+    if (mrc == 0 && agg_series_decode(v.mv_data, v.mv_size, tmp) == 0) {
+        first = tmp->first_s < first ? tmp->first_s : first;
+        last = tmp->last_s > last ? tmp->last_s : last;
+    } else if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        return mrc;
+    }
+    uint8_t *buf = malloc(SERIES_VALUE_MAX);
+    if (!buf) {
+        return ENOMEM;
+    }
+    agg_str_t svc = {route->service, (uint32_t)strlen(route->service)};
+    agg_str_t env = {route->environment, (uint32_t)strlen(route->environment)};
+    agg_str_t name = {AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1};
+    v.mv_size = agg_series_encode(buf, AGG_KIND_REQUESTS, first, last, svc, env, name);
+    v.mv_data = buf;
+    mrc = mdb_put(txn, self->series, &k, &v, 0);
+    free(buf);
+    return mrc;
+}
+
+/* Merges one stored request bucket (key `bk`) into the service-wide bucket of the same
+ * start and environment, of source partition `part`. A corrupt stored bucket is left out
+ * and counted. */
+static int migrate_bucket(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, uint32_t part,
+                          const MDB_val *val, agg_bucket_t *acc, uint64_t *corrupt)
+{
+    uint8_t key[BUCKET_KEY_LEN];
+    memcpy(key, bk, BUCKET_KEY_LEN);
+    tc_be64_put(key + 8, hs(AGG_SERVICE_NAME));
+    tc_be32_put(key + 32, part);
+    MDB_val k = {sizeof(key), key}, v;
+    int mrc = mdb_get(txn, self->buckets, &k, &v);
+    int rc;
+    if (mrc == MDB_NOTFOUND) {
+        rc = agg_bucket_store_decode(val->mv_data, val->mv_size, acc);
+    } else if (mrc != 0) {
+        return mrc;
+    } else {
+        rc = agg_bucket_store_decode(v.mv_data, v.mv_size, acc);
+        if (rc == 0) {
+            rc = agg_bucket_store_merge(acc, val->mv_data, val->mv_size);
+        }
+    }
+    if (rc == TC_ENOMEM) {
+        return ENOMEM;
+    }
+    if (rc != 0) {
+        (*corrupt)++;
+        return 0;
+    }
+    size_t need = agg_bucket_store_size(acc);
+    uint8_t *buf = malloc(need);
+    if (!buf) {
+        return ENOMEM;
+    }
+    v.mv_size = agg_bucket_store_encode(acc, buf);
+    v.mv_data = buf;
+    mrc = mdb_put(txn, self->buckets, &k, &v, 0);
+    free(buf);
+    return mrc;
+}
+
+/*
+ * Format 2 to 3: builds every service's service-wide series from its request series, bucket
+ * by bucket (start, environment, source partition; merged 60 s buckets alike): the merge of
+ * the routes' buckets, with the largest source_offset — the state an owner would have built
+ * from the same records. Returns 0 or an LMDB code (ENOMEM).
+ */
+static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint64_t *corrupt)
+{
+    const uint64_t hsn = hs(AGG_SERVICE_NAME);
+    agg_series_rec_t *rec = malloc(sizeof(*rec));
+    agg_series_rec_t *tmp = malloc(sizeof(*tmp));
+    MDB_cursor *cur = NULL;
+    agg_bucket_t acc;
+    agg_bucket_init(&acc);
+    int mrc = !rec || !tmp ? ENOMEM : mdb_cursor_open(txn, self->buckets, &cur);
+    uint8_t last[SERIES_KEY_LEN];
+    bool have = false, wanted = false;
+    MDB_val k, v;
+    if (mrc == 0) {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *kd = k.mv_data;
+        if (k.mv_size != BUCKET_KEY_LEN || tc_be64_get(kd + 8) == hsn) {
+            continue; /* the service-wide buckets written here are passed over */
+        }
+        uint8_t sk[SERIES_KEY_LEN];
+        memcpy(sk, kd, 16);
+        memcpy(sk + 16, kd + 24, 8);
+        if (!have || memcmp(sk, last, sizeof(sk)) != 0) {
+            memcpy(last, sk, sizeof(sk));
+            have = true;
+            MDB_val skv = {sizeof(sk), sk}, svv;
+            int grc = mdb_get(txn, self->series, &skv, &svv);
+            if (grc != 0 && grc != MDB_NOTFOUND) {
+                mrc = grc;
+                break;
+            }
+            wanted = grc == 0 && agg_series_decode(svv.mv_data, svv.mv_size, rec) == 0 &&
+                     rec->kind == AGG_KIND_REQUESTS && strcmp(rec->name, AGG_SERVICE_NAME) != 0;
+            uint8_t key[BUCKET_KEY_LEN];
+            memcpy(key, kd, sizeof(key));
+            if (wanted && (mrc = migrate_series(self, txn, rec, key, tmp)) != 0) {
+                break;
+            }
+            MDB_val back = {sizeof(key), key};
+            if (wanted && (mrc = mdb_cursor_get(cur, &back, &v, MDB_SET_KEY)) != 0) {
+                break;
+            }
+            kd = back.mv_data;
+        }
+        if (!wanted) {
+            continue;
+        }
+        /* Its partition's service-wide bucket, and the cross-partition one (a merged 60 s
+         * bucket is one already). The value is copied: the puts may move its page. */
+        uint32_t part = tc_be32_get(kd + 32);
+        uint8_t key[BUCKET_KEY_LEN];
+        memcpy(key, kd, sizeof(key));
+        MDB_val copy = {v.mv_size, malloc(v.mv_size ? v.mv_size : 1)};
+        if (!copy.mv_data) {
+            mrc = ENOMEM;
+            break;
+        }
+        memcpy(copy.mv_data, v.mv_data, v.mv_size);
+        mrc = migrate_bucket(self, txn, key, part, &copy, &acc, corrupt);
+        if (mrc == 0 && part != AGG_PART_MERGED && part != AGG_PART_ALL) {
+            mrc = migrate_bucket(self, txn, key, AGG_PART_ALL, &copy, &acc, corrupt);
+        }
+        free(copy.mv_data);
+        if (mrc != 0) {
+            break;
+        }
+        /* Back to this entry: the puts may have moved the cursor's page. */
+        MDB_val back = {sizeof(key), key};
+        if ((mrc = mdb_cursor_get(cur, &back, &v, MDB_SET)) != 0) {
+            break;
+        }
+        (*nbuckets)++;
+    }
+    if (cur) {
+        mdb_cursor_close(cur);
+    }
+    agg_bucket_fini(&acc);
+    free(rec);
+    free(tmp);
+    return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
 static int open_dbis(MDB_txn *txn, void *ctx)
 {
     agg_store_t *self = ctx;
@@ -219,6 +381,22 @@ static int open_dbis(MDB_txn *txn, void *ctx)
         }
     } else if (mrc != 0) {
         return agg_lmdb_result(mrc);
+    } else if (v.mv_size == 4 && tc_be32_get(v.mv_data) == FORMAT_VERSION_V2) {
+        uint64_t n = 0, corrupt = 0;
+        mrc = migrate_v3(self, txn, &n, &corrupt);
+        if (mrc == 0) {
+            uint8_t buf[4];
+            tc_be32_put(buf, FORMAT_VERSION);
+            MDB_val fv = {sizeof(buf), buf};
+            mrc = mdb_put(txn, self->meta, &k, &fv, 0);
+        }
+        if (mrc != 0) {
+            return agg_lmdb_result(mrc);
+        }
+        tc_log(TC_LOG_INFO, "store.migrate",
+               "format 2 to 3: %llu request buckets merged into service-wide series (%llu "
+               "corrupt ones left out)",
+               (unsigned long long)n, (unsigned long long)corrupt);
     } else if (v.mv_size != 4 || tc_be32_get(v.mv_data) != FORMAT_VERSION) {
         tc_log(TC_LOG_ERROR, "store.format",
                "the data directory holds another format (%u); move it away to start afresh",
@@ -932,9 +1110,10 @@ static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
     return ok;
 }
 
-/* Merges the buckets of one name hash in [from, to) into the accumulators. */
+/* Merges the buckets of one name hash in [from, to) into the accumulators; with `totals`,
+ * only the cross-partition ones (AGG_PART_ALL, AGG_PART_MERGED). */
 static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p, uint64_t hname,
-                       bool check_name, agg_query_acc_t *accs, uint64_t *corrupt,
+                       bool check_name, bool totals, agg_query_acc_t *accs, uint64_t *corrupt,
                        agg_series_rec_t *rec)
 {
     uint8_t lo[BUCKET_KEY_LEN];
@@ -959,7 +1138,9 @@ static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t
         if (start >= p->to_s) {
             break;
         }
-        if ((p->environment && tc_be64_get(kd + 24) != henv) ||
+        uint32_t part = tc_be32_get(kd + 32);
+        if ((totals && part != AGG_PART_ALL && part != AGG_PART_MERGED) ||
+            (p->environment && tc_be64_get(kd + 24) != henv) ||
             !series_matches(self, txn, kd, p, check_name, cache, &ncache, rec)) {
             continue;
         }
@@ -990,47 +1171,14 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     if (!rec) {
         return TC_ENOMEM;
     }
-    int rc = 0;
-    if (strcmp(p->name, AGG_QUERY_ALL) != 0) {
-        rc = scan_series(self, txn, p, hs(p->name), true, accs, corrupt, rec);
-        free(rec);
-        return rc;
+    /* "*": every request event of the service, read from its service-wide series (all
+     * routes merged as events are applied; stores of format 2 are migrated when opened). */
+    agg_query_params_t one = *p;
+    bool all = strcmp(p->name, AGG_QUERY_ALL) == 0;
+    if (all) {
+        one.name = AGG_SERVICE_NAME;
     }
-    /* "*": every request series of the service; each name hash is scanned once. */
-    uint8_t prefix[8];
-    tc_be64_put(prefix, hs(p->service));
-    uint64_t *names = NULL;
-    size_t nnames = 0, cap = 0;
-    MDB_cursor *cur = NULL;
-    if (mdb_cursor_open(txn, self->series, &cur) != 0) {
-        free(rec);
-        return TC_ELMDB;
-    }
-    MDB_val k = {sizeof(prefix), prefix}, v;
-    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (mrc == 0 && k.mv_size == SERIES_KEY_LEN && memcmp(k.mv_data, prefix, 8) == 0) {
-        uint64_t hname = tc_be64_get((const uint8_t *)k.mv_data + 8);
-        if (agg_series_decode(v.mv_data, v.mv_size, rec) == 0 && rec->kind == AGG_KIND_REQUESTS &&
-            strcmp(rec->service, p->service) == 0 && (nnames == 0 || names[nnames - 1] != hname)) {
-            if (nnames == cap) {
-                size_t ncap = cap ? cap * 2 : 16;
-                uint64_t *nn = realloc(names, ncap * sizeof(*nn));
-                if (!nn) {
-                    rc = TC_ENOMEM;
-                    break;
-                }
-                names = nn;
-                cap = ncap;
-            }
-            names[nnames++] = hname; /* keys are ordered: equal hashes are adjacent */
-        }
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    }
-    mdb_cursor_close(cur);
-    for (size_t i = 0; rc == 0 && i < nnames; i++) {
-        rc = scan_series(self, txn, p, names[i], false, accs, corrupt, rec);
-    }
-    free(names);
+    int rc = scan_series(self, txn, &one, hs(one.name), true, all, accs, corrupt, rec);
     free(rec);
     return rc;
 }
@@ -1098,8 +1246,10 @@ int agg_store_series(agg_store_t *self, const char *service, agg_series_fn fn, v
         if (service && (k.mv_size != SERIES_KEY_LEN || memcmp(k.mv_data, prefix, 8) != 0)) {
             break;
         }
+        /* The service-wide series is not listed: name=* reads it. */
         if (agg_series_decode(v.mv_data, v.mv_size, rec) == 0 &&
-            (!service || strcmp(rec->service, service) == 0)) {
+            (!service || strcmp(rec->service, service) == 0) &&
+            strcmp(rec->name, AGG_SERVICE_NAME) != 0) {
             agg_series_info_t info = {rec->service, rec->environment, rec->name,
                                       rec->kind,    rec->first_s,     rec->last_s};
             if (fn(ctx, &info) != 0) {

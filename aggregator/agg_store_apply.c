@@ -14,6 +14,7 @@
  * not mistaken for one the state already holds (source_offset is already past the record).
  */
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -874,6 +875,89 @@ static int apply_issue(ctx_t *x, const agg_msg_t *m, const ent_t *e, const agg_e
 }
 
 /* Applies one event of an owned record; *out says what became of it (*why for refusals). */
+/* Applies one event's sample to its bucket of series `si` (name hash `hname`) starting at
+ * `start`, unless the bucket holds its record already (*covered). *conflict when the stored
+ * bucket holds another kind. */
+static int apply_bucket(ctx_t *x, const agg_msg_t *m, uint32_t si, const agg_sample_t *s,
+                        uint64_t hname, int64_t start, bool late, bool too_old, bool *covered,
+                        bool *conflict)
+{
+    agg_store_t *self = x->self;
+    struct batch *b = x->b;
+    uint8_t key[BUCKET_KEY_LEN];
+    agg_bucket_key(key, agg_h64(s->service.p, s->service.n), hname, start,
+                   agg_h64(s->environment.p, s->environment.n), (uint32_t)m->partition);
+    uint32_t bi = 0;
+    int rc = bucket_get(x, key, si, &bi);
+    if (rc != 0) {
+        return rc;
+    }
+    bslot_t *bs = &b->b[bi];
+    /* The bucket holds this record already — unless this batch is applying it right now
+     * (an earlier event of the same pack moved source_offset past it). */
+    *covered = m->offset < bs->b.source_offset && bs->batch_offset != m->offset;
+    *conflict = false;
+    if (*covered) {
+        return 0;
+    }
+    if (too_old) {
+        rc = agg_bucket_begin(&bs->b, s->kind, &self->slo);
+    } else {
+        rc = agg_bucket_apply(&bs->b, s, &self->slo);
+    }
+    if (rc == 0 && late) {
+        bs->b.late += s->weight;
+    }
+    if (rc == TC_EINVAL) {
+        *conflict = true;
+        return 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    bs->b.source_offset = m->offset + 1;
+    bs->batch_offset = m->offset;
+    if (!bs->owned) {
+        bs->first_change = m->offset + 1;
+    }
+    bs->dirty = bs->owned = true;
+    series_touch(x, si, start);
+    return 0;
+}
+
+/* The service-wide series AGG_SERVICE_NAME of a request event. A conflict there (a hash
+ * collision or a corrupt value; the route's bucket is applied) is logged and counted. */
+static int apply_service(ctx_t *x, const agg_msg_t *m, const agg_sample_t *s, int64_t start,
+                         bool late, bool too_old, bool *covered)
+{
+    static const agg_str_t name = {AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1};
+    static tc_log_limit_t limit = TC_LOG_LIMIT_INIT(1, 60 * 1000000LL); /* commit thread */
+    struct batch *b = x->b;
+    uint32_t si = 0;
+    int rc = series_get(x, s->service, s->environment, name, AGG_KIND_REQUESTS, &si);
+    if (rc != 0) {
+        return rc;
+    }
+    bool conflict = b->s[si].conflict != NULL;
+    if (!conflict) {
+        rc = apply_bucket(x, m, si, s, agg_h64(name.p, name.n), start, late, too_old, covered,
+                          &conflict);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (conflict) {
+        if (tc_log_limit_allow(&limit, x->c->now_us, NULL)) {
+            tc_log(TC_LOG_ERROR, "store.conflict",
+                   "the service-wide series of a service cannot be stored (hash collision or "
+                   "corrupt value); its * answers miss events");
+        }
+        b->st_.conflicts++;
+        *covered = true;
+    }
+    return 0;
+}
+
 static int apply_one(ctx_t *x, const agg_msg_t *m, pslot_t *p, const ent_t *e,
                      agg_msg_result_t *out, const char **why)
 {
@@ -928,44 +1012,28 @@ static int apply_one(ctx_t *x, const agg_msg_t *m, pslot_t *p, const ent_t *e,
                    (self->max_retention_us > 0 &&
                     s.start_s < (x->c->now_us - self->max_retention_us) / 1000000);
     int64_t start = too_old ? agg_bucket_align(arrival, AGG_BUCKET_WIDTH_S) : s.start_s;
-    uint8_t key[BUCKET_KEY_LEN];
-    agg_bucket_key(key, agg_h64(s.service.p, s.service.n), agg_h64(s.name.p, s.name.n), start,
-                   agg_h64(s.environment.p, s.environment.n), (uint32_t)m->partition);
-    uint32_t bi = 0;
-    rc = bucket_get(x, key, si, &bi);
+    bool covered = true, conflict = false;
+    rc = apply_bucket(x, m, si, &s, agg_h64(s.name.p, s.name.n), start, late, too_old, &covered,
+                      &conflict);
     if (rc != 0) {
         return rc;
     }
-    bslot_t *bs = &b->b[bi];
-    /* The bucket holds this record already — unless this batch is applying it right now
-     * (an earlier event of the same pack moved source_offset past it). */
-    bool covered = m->offset < bs->b.source_offset && bs->batch_offset != m->offset;
-    if (!covered) {
-        if (too_old) {
-            rc = agg_bucket_begin(&bs->b, s.kind, &self->slo);
-        } else {
-            rc = agg_bucket_apply(&bs->b, &s, &self->slo);
-        }
-        if (rc == 0 && late) {
-            bs->b.late += s.weight;
-        }
-        if (rc == TC_EINVAL) {
-            /* The stored bucket holds another kind (a corrupt or colliding value). */
-            *out = AGG_MSG_CONFLICT;
-            *why = "kind";
-            b->st_.conflicts++;
-            return 0;
-        }
+    if (conflict) {
+        /* The stored bucket holds another kind (a corrupt or colliding value). */
+        *out = AGG_MSG_CONFLICT;
+        *why = "kind";
+        b->st_.conflicts++;
+        return 0;
+    }
+    if (s.kind == AGG_KIND_REQUESTS) {
+        /* The service-wide request series: every request event of the service, in the same
+         * transaction and with the same exactly-once check as its route's bucket. */
+        bool service_covered = true;
+        rc = apply_service(x, m, &s, start, late, too_old, &service_covered);
         if (rc != 0) {
             return rc;
         }
-        bs->b.source_offset = m->offset + 1;
-        bs->batch_offset = m->offset;
-        if (!bs->owned) {
-            bs->first_change = m->offset + 1;
-        }
-        bs->dirty = bs->owned = true;
-        series_touch(x, si, start);
+        covered = covered && service_covered;
     }
     bool issue_covered = true;
     if (ev.body == AGG_BODY_ERROR) {
@@ -1566,6 +1634,103 @@ static int mark_owed(ctx_t *x, uint8_t type, const uint8_t *key, size_t klen, in
     return mdb_put(x->txn, x->self->owed, &mk, &mv, 0);
 }
 
+static int cmp_prefix(const void *a, const void *b)
+{
+    return memcmp(a, b, BUCKET_KEY_LEN - 4);
+}
+
+/*
+ * Recomputes the cross-partition entries (AGG_PART_ALL) of the service-wide buckets this
+ * batch changed, after they were written: each is the merge of that bucket's states of
+ * every source partition, so that name=* reads one value per 10 s whatever the number of
+ * routes and partitions. A corrupt stored state is left out and counted.
+ */
+static int write_service_totals(ctx_t *x)
+{
+    agg_store_t *self = x->self;
+    struct batch *b = x->b;
+    const size_t plen = BUCKET_KEY_LEN - 4; /* service, name, start, environment */
+    const uint64_t hsn = agg_h64(AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1);
+    size_t n = 0;
+    for (size_t i = 0; i < b->nb; i++) {
+        const uint8_t *k = b->b[i].key;
+        n += b->b[i].dirty && tc_be64_get(k + 8) == hsn && tc_be32_get(k + plen) < AGG_PART_ALL;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    uint8_t *pre = malloc(n * plen);
+    if (!pre) {
+        return TC_ENOMEM;
+    }
+    n = 0;
+    for (size_t i = 0; i < b->nb; i++) {
+        const uint8_t *k = b->b[i].key;
+        if (b->b[i].dirty && tc_be64_get(k + 8) == hsn && tc_be32_get(k + plen) < AGG_PART_ALL) {
+            memcpy(pre + n++ * plen, k, plen);
+        }
+    }
+    qsort(pre, n, plen, cmp_prefix);
+    agg_bucket_t acc;
+    agg_bucket_init(&acc);
+    MDB_cursor *cur = NULL;
+    int mrc = mdb_cursor_open(x->txn, self->buckets, &cur);
+    for (size_t i = 0; mrc == 0 && i < n; i++) {
+        const uint8_t *p = pre + i * plen;
+        if (i > 0 && memcmp(p, p - plen, plen) == 0) {
+            continue;
+        }
+        uint8_t key[BUCKET_KEY_LEN];
+        memcpy(key, p, plen);
+        tc_be32_put(key + plen, 0);
+        agg_bucket_reset(&acc);
+        bool any = false;
+        MDB_val k = {BUCKET_KEY_LEN, key}, v;
+        int grc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        for (; grc == 0; grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            const uint8_t *kd = k.mv_data;
+            if (k.mv_size != BUCKET_KEY_LEN || memcmp(kd, p, plen) != 0 ||
+                tc_be32_get(kd + plen) >= AGG_PART_ALL) {
+                break;
+            }
+            int rc = any ? agg_bucket_store_merge(&acc, v.mv_data, v.mv_size)
+                         : agg_bucket_store_decode(v.mv_data, v.mv_size, &acc);
+            if (rc == TC_ENOMEM) {
+                grc = ENOMEM;
+                break;
+            }
+            if (rc != 0) {
+                b->st_.corrupt++;
+                continue;
+            }
+            any = true;
+        }
+        if (grc != 0 && grc != MDB_NOTFOUND) {
+            mrc = grc;
+            break;
+        }
+        tc_be32_put(key + plen, AGG_PART_ALL);
+        MDB_val ak = {BUCKET_KEY_LEN, key};
+        if (!any) {
+            mrc = mdb_del(x->txn, self->buckets, &ak, NULL);
+            mrc = mrc == MDB_NOTFOUND ? 0 : mrc;
+            continue;
+        }
+        size_t sz = agg_bucket_store_size(&acc);
+        MDB_val av = {sz, NULL};
+        mrc = mdb_put(x->txn, self->buckets, &ak, &av, MDB_RESERVE);
+        if (mrc == 0) {
+            agg_bucket_store_encode(&acc, av.mv_data);
+        }
+    }
+    if (cur) {
+        mdb_cursor_close(cur);
+    }
+    agg_bucket_fini(&acc);
+    free(pre);
+    return mrc == ENOMEM ? TC_ENOMEM : mrc;
+}
+
 static int write_results(ctx_t *x)
 {
     agg_store_t *self = x->self;
@@ -1595,6 +1760,10 @@ static int write_results(ctx_t *x)
             return mrc;
         }
         b->st_.states_written++;
+    }
+    int trc = write_service_totals(x);
+    if (trc != 0) {
+        return trc;
     }
     for (size_t i = 0; i < b->ns; i++) {
         sslot_t *sl = &b->s[i];

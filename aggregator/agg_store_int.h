@@ -29,7 +29,10 @@
 #define OWED_BUCKET 'b'
 #define OWED_ISSUE 'i'
 #define SIGN_BIT 0x8000000000000000ull
-#define FORMAT_VERSION 2
+/* 3: the service-wide request series (AGG_SERVICE_NAME); a store of format 2 is migrated
+ * when opened. */
+#define FORMAT_VERSION 3
+#define FORMAT_VERSION_V2 2
 #define SERIES_VALUE_VERSION 1
 #define SERIES_HEADER_LEN 18
 #define SERIES_VALUE_MAX                                                                           \

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "agg_store.h"
 #include "tc_error.h"
@@ -108,6 +109,7 @@ typedef struct {
     int level;
     const char *user;
     float sample_rate; /* 0: not sampled */
+    const char *route; /* requests; NULL: "/pay" */
 } ev_t;
 
 typedef struct {
@@ -138,7 +140,7 @@ static rec_t encode(const ev_t *e)
     ev.sample_rate = e->sample_rate;
     switch (e->body) {
     case REQ:
-        req.route = "/pay";
+        req.route = (char *)(e->route ? e->route : "/pay");
         req.status = e->error ? 500 : 200;
         req.duration_us = (uint64_t)(e->value > 0 ? e->value : 1000);
         ev.body_case = TOCSIN__V1__EVENT__BODY_REQUEST;
@@ -352,6 +354,253 @@ static ev_t req(uint32_t id, int64_t t, double us, bool error)
     return e;
 }
 
+/* ---- the service-wide series ------------------------------------------------------------ */
+
+static const char *const ROUTES[] = {"/pay", "/cart", "/search", "/login"};
+
+/* Asserts that name=* answers what merging the answers of every route gives, over
+ * [from_s, to_s): counts, late and slow exact, the same sketch (so the same quantiles) and
+ * the same users estimate. Returns the count. */
+static uint64_t assert_star_is_merge(agg_store_t *s, int64_t from_s, int64_t to_s)
+{
+    agg_bucket_t star, one;
+    agg_bucket_init(&star);
+    agg_bucket_init(&one);
+    query_count(s, "checkout", "*", from_s, to_s, &star);
+    agg_query_acc_t merged;
+    agg_query_acc_init(&merged);
+    for (size_t i = 0; i < N_ELEMS(ROUTES); i++) {
+        agg_bucket_reset(&one);
+        if (query_count(s, "checkout", ROUTES[i], from_s, to_s, &one) > 0 || one.late > 0) {
+            assert_int_equal(agg_query_add(&merged, &one), 0);
+        }
+    }
+    const agg_bucket_t *m = &merged.total;
+    assert_int_equal(star.count, m->count);
+    assert_int_equal(star.errors, m->errors);
+    assert_int_equal(star.late, m->late);
+    assert_int_equal(star.sampled_events, m->sampled_events);
+    assert_int_equal(star.sampled_count, m->sampled_count);
+    assert_int_equal(star.nslo, m->nslo);
+    for (uint32_t i = 0; i < star.nslo; i++) {
+        assert_int_equal(star.slow[i], m->slow[i]);
+    }
+    assert_int_equal(star.sketch.count, m->sketch.count);
+    const double qs[] = {0.0, 0.5, 0.9, 0.99, 0.999, 1.0};
+    for (size_t i = 0; i < N_ELEMS(qs); i++) {
+        double a = tc_sketch_quantile(&star.sketch, qs[i]);
+        double b = tc_sketch_quantile(&m->sketch, qs[i]);
+        assert_true(a == b || (isnan(a) && isnan(b)));
+    }
+    assert_true(tc_hll_count(&star.users) == tc_hll_count(&m->users));
+    uint64_t n = star.count;
+    agg_query_acc_fini(&merged);
+    agg_bucket_fini(&star);
+    agg_bucket_fini(&one);
+    return n;
+}
+
+#define WIDE_FROM (T0_S - 40 * 86400)
+#define WIDE_TO (T0_S + 86400)
+
+/* Request events of several routes over two minutes: errors, users, sampled ones, and some
+ * duplicated ids. */
+static void service_events(ev_t *evs, size_t n, uint32_t first_id)
+{
+    static const char *const users[] = {"u1", "u2", "u3", "u4", "u5"};
+    for (size_t i = 0; i < n; i++) {
+        uint32_t id = first_id + (uint32_t)i;
+        if (i % 17 == 16) {
+            id -= 5; /* a resend */
+        }
+        evs[i] = req(id, T0 + (int64_t)(i % 120) * SEC, 500.0 * (double)(1 + (i * 37) % 400),
+                     i % 9 == 0);
+        evs[i].route = ROUTES[i % N_ELEMS(ROUTES)];
+        evs[i].user = users[i % N_ELEMS(users)];
+        if (i % 23 == 0) {
+            evs[i].sample_rate = 0.25f;
+        }
+    }
+}
+
+/* The service-wide series: name=* equals the merge of the routes with events in several
+ * partitions, late ones (in their bucket and counted late), one too old for any bucket,
+ * duplicates, records given twice, another service's events, and after retention merged the
+ * 10 s buckets into 1 min ones; it is published with its own kind and read back by a view. */
+static void test_service_wide(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 32u << 20);
+    enum { N = 600 };
+    static ev_t evs[N];
+    service_events(evs, N, 1);
+    commit_events(d.store, 0, 0, evs, N / 2, NULL);
+    commit_events(d.store, 1, 0, evs + N / 2, N / 2, NULL);
+    commit_events(d.store, 1, 0, evs + N / 2, N / 2, NULL); /* given again: stale */
+    /* Late: received a minute after their bucket closed; too old: before retention.max. */
+    ev_t late[4];
+    for (int i = 0; i < 3; i++) {
+        late[i] = req(5000 + (uint32_t)i, T0 + i * SEC, 2500, i == 1);
+        late[i].route = ROUTES[i];
+        late[i].received_us = T0 + 70 * SEC;
+    }
+    late[3] = req(5003, T0 - 31 * 86400 * SEC, 900, false);
+    late[3].received_us = T0 + 70 * SEC;
+    late[3].route = "/cart";
+    agg_batch_stats_t st = commit_events(d.store, 2, 0, late, 4, NULL);
+    assert_int_equal(st.late, 4);
+    ev_t other = req(6000, T0, 1000, false);
+    other.service = "search";
+    commit_events(d.store, 2, 4, &other, 1, NULL);
+
+    uint64_t n = assert_star_is_merge(d.store, WIDE_FROM, WIDE_TO);
+    assert_true(n > N); /* sampled events count with their weight */
+    agg_bucket_t b;
+    agg_bucket_init(&b);
+    query_count(d.store, "checkout", "*", WIDE_FROM, WIDE_TO, &b);
+    assert_int_equal(b.late, 4);
+    /* Each 10 s bucket alone, too. */
+    for (int64_t t = T0_S; t < T0_S + 130; t += 10) {
+        assert_star_is_merge(d.store, t, t + 10);
+    }
+    /* Published: the routes' states and the service-wide ones, which a view reads back. */
+    static published_t p;
+    int32_t owned[3] = {0, 1, 2};
+    agg_checkpoint_t cps[3];
+    assert_int_equal(agg_store_owed(d.store, T0, "test", NULL, collect, &p, owned, 3, cps), 0);
+    size_t wide = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        Tocsin__V1__Rollup *r = tocsin__v1__rollup__unpack(NULL, p.recs[i].len, p.recs[i].bytes);
+        assert_non_null(r);
+        if (r->bucket && strcmp(r->bucket->name, "$requests") == 0) {
+            assert_int_equal((int)r->bucket->kind, 6); /* SERIES_KIND_SERVICE_REQUESTS */
+            wide++;
+        } else if (r->bucket) {
+            assert_true((int)r->bucket->kind != 6);
+        }
+        tocsin__v1__rollup__free_unpacked(r, NULL);
+    }
+    assert_true(wide > 0);
+    db_t v;
+    db_open(&v, 32u << 20);
+    view_apply(v.store, 0, p.recs, p.n);
+    assert_int_equal(assert_star_is_merge(v.store, WIDE_FROM, WIDE_TO), n);
+    query_count(v.store, "checkout", "*", WIDE_FROM, WIDE_TO, &b);
+    assert_int_equal(b.late, 4);
+    published_free(&p);
+    db_close(&v);
+
+    /* Retention: 10 s buckets become 1 min ones; the answers stay. */
+    int64_t later = T0 + 3 * 86400 * SEC;
+    for (int i = 0; i < 100 && agg_store_maintain(d.store, later, later, 1000) > 0; i++) {
+    }
+    assert_int_equal(assert_star_is_merge(d.store, WIDE_FROM, WIDE_TO), n);
+    assert_int_equal(query_count(d.store, "search", "*", WIDE_FROM, WIDE_TO, NULL), 1);
+    agg_bucket_fini(&b);
+    db_close(&d);
+}
+
+static int count_series(void *ctx, const agg_series_info_t *si)
+{
+    assert_string_not_equal(si->name, "$requests");
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* A store of format 2 (before the service-wide series) is migrated when opened: name=*
+ * answers as before, from the routes' buckets, 10 s and 1 min ones. */
+static void test_service_wide_migration(void **state)
+{
+    (void)state;
+    db_t d;
+    db_open(&d, 32u << 20);
+    enum { N = 400 };
+    static ev_t evs[N];
+    service_events(evs, N, 1);
+    commit_events(d.store, 0, 0, evs, N / 2, NULL);
+    commit_events(d.store, 3, 0, evs + N / 2, N / 2, NULL);
+    /* An older minute, rolled up to 1 min buckets. */
+    static ev_t old[40];
+    service_events(old, 40, 10000);
+    for (size_t i = 0; i < 40; i++) {
+        old[i].time_us -= 2 * 86400 * SEC;
+        old[i].received_us = old[i].time_us;
+    }
+    commit_events(d.store, 0, N / 2, old, 40, NULL);
+    for (int i = 0; i < 100 && agg_store_maintain(d.store, T0, T0, 1000) > 0; i++) {
+    }
+    agg_bucket_t before;
+    agg_bucket_init(&before);
+    uint64_t n = assert_star_is_merge(d.store, WIDE_FROM, WIDE_TO);
+    query_count(d.store, "checkout", "*", WIDE_FROM, WIDE_TO, &before);
+    int nseries = 0;
+    assert_int_equal(agg_store_series(d.store, "checkout", count_series, &nseries), 0);
+    assert_int_equal(nseries, (int)N_ELEMS(ROUTES));
+    agg_store_destroy(&d.store);
+
+    /* Make it a store of format 2, behind the store's back: no service-wide series. */
+    uint64_t hname = XXH3_64bits("$requests", 9);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbs[3];
+    const char *names[3] = {"buckets", "series", "meta"};
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, 32u << 20);
+    assert_int_equal(mdb_env_open(env, d.dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    int deleted = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mdb_dbi_open(txn, names[i], 0, &dbs[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        MDB_cursor *cur;
+        mdb_cursor_open(txn, dbs[i], &cur);
+        MDB_val k, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        while (rc == 0) {
+            if (tc_be64_get((const uint8_t *)k.mv_data + 8) == hname) {
+                assert_int_equal(mdb_cursor_del(cur, 0), 0);
+                deleted++;
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* the one after it */
+            } else {
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            }
+        }
+        mdb_cursor_close(cur);
+    }
+    uint8_t two[4];
+    tc_be32_put(two, 2);
+    MDB_val fk = {6, "format"}, fv = {4, two};
+    assert_int_equal(mdb_put(txn, dbs[2], &fk, &fv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_true(deleted > 3);
+
+    d.store = agg_store_open(&d.opts);
+    assert_non_null(d.store);
+    agg_bucket_t after;
+    agg_bucket_init(&after);
+    assert_int_equal(assert_star_is_merge(d.store, WIDE_FROM, WIDE_TO), n);
+    query_count(d.store, "checkout", "*", WIDE_FROM, WIDE_TO, &after);
+    assert_int_equal(after.errors, before.errors);
+    assert_true(tc_sketch_quantile(&after.sketch, 0.99) ==
+                tc_sketch_quantile(&before.sketch, 0.99));
+    assert_true(tc_hll_count(&after.users) == tc_hll_count(&before.users));
+    /* New events go on from the migrated state. */
+    ev_t more = req(90000, T0 + 5 * SEC, 700, true);
+    more.route = "/login";
+    commit_events(d.store, 3, N / 2, &more, 1, NULL);
+    assert_int_equal(assert_star_is_merge(d.store, WIDE_FROM, WIDE_TO), n + 1);
+    /* Opened again: already format 3, nothing to do. */
+    db_reopen(&d);
+    assert_int_equal(assert_star_is_merge(d.store, WIDE_FROM, WIDE_TO), n + 1);
+    agg_bucket_fini(&before);
+    agg_bucket_fini(&after);
+    db_close(&d);
+}
+
 static void test_apply_and_reapply(void **state)
 {
     (void)state;
@@ -506,7 +755,7 @@ static void test_owed_and_checkpoint(void **state)
     commit_events(d.store, 0, 0, evs, 20, NULL);
     static published_t p;
     agg_checkpoint_t cp = publish(d.store, T0 + 5 * SEC, &p);
-    assert_int_equal(p.n, 2);
+    assert_int_equal(p.n, 4); /* two buckets of /pay and of the service-wide series */
     assert_int_equal(cp.offset, 0); /* nothing delivered yet */
     assert_false(p.refs[0].closed || p.refs[1].closed);
     deliver(d.store, &p);
@@ -516,8 +765,8 @@ static void test_owed_and_checkpoint(void **state)
     assert_int_equal(cp.offset, 20);
     /* The first bucket closes at T0 + 12 s: published once more, closed. */
     cp = publish(d.store, T0 + 13 * SEC, &p);
-    assert_int_equal(p.n, 1);
-    assert_true(p.refs[0].closed);
+    assert_int_equal(p.n, 2);
+    assert_true(p.refs[0].closed && p.refs[1].closed);
     deliver(d.store, &p);
     published_free(&p);
     cp = publish(d.store, T0 + 13 * SEC, &p);
@@ -526,13 +775,13 @@ static void test_owed_and_checkpoint(void **state)
     ev_t one = req(100, T0 + 15 * SEC, 1000, false);
     commit_events(d.store, 0, 20, &one, 1, NULL);
     cp = publish(d.store, T0 + 16 * SEC, &p);
-    assert_int_equal(p.n, 1);
+    assert_int_equal(p.n, 2);
     assert_int_equal(cp.offset, 20);
     deliver(d.store, &p);
     published_free(&p);
     cp = publish(d.store, T0 + 16 * SEC, &p);
     assert_int_equal(cp.offset, 21);
-    assert_int_equal(agg_store_owed_count(d.store), 1); /* the open second bucket */
+    assert_int_equal(agg_store_owed_count(d.store), 2); /* the open second buckets */
     /* A revoked partition's marks go. */
     assert_int_equal(agg_store_partition_revoked(d.store, 0), 0);
     assert_int_equal(agg_store_owed_count(d.store), 0);
@@ -589,6 +838,10 @@ static void test_takeover(void **state)
     assert_int_equal(st.duplicates, 10);
     assert_int_equal(total(b.store, "/pay"), total(ref.store, "/pay"));
     assert_int_equal(total(b.store, "$errors"), total(ref.store, "$errors"));
+    /* name=* too: B's service-wide series (A's published states, then its own) equals the
+     * reference's and the merge of B's routes. */
+    assert_int_equal(total(b.store, "*"), total(ref.store, "*"));
+    assert_int_equal(assert_star_is_merge(b.store, WIDE_FROM, WIDE_TO), total(ref.store, "*"));
     agg_bucket_t x, y;
     agg_bucket_init(&x);
     agg_bucket_init(&y);
@@ -614,6 +867,8 @@ static void test_takeover(void **state)
     st = view_apply(a.store, 0, pb.recs, pb.n);
     assert_true(st.view_applied > 0);
     assert_int_equal(total(a.store, "/pay"), total(ref.store, "/pay"));
+    assert_int_equal(total(a.store, "*"), total(ref.store, "*"));
+    assert_int_equal(assert_star_is_merge(a.store, WIDE_FROM, WIDE_TO), total(ref.store, "*"));
 
     /* The issues too: B's merged issues equal the reference's. */
     uint64_t counts[3] = {0};
@@ -929,9 +1184,9 @@ static void test_retention(void **state)
     ev_t one = req(999, T0 + 5 * SEC, 1000, false);
     commit_events(o.store, 0, 0, &one, 1, NULL);
     publish(o.store, T0, &p);
-    assert_int_equal(p.n, 1);
+    assert_int_equal(p.n, 2); /* /pay and the service-wide series */
     agg_batch_stats_t st = view_apply(d.store, 0, p.recs, p.n);
-    assert_int_equal(st.old, 1);
+    assert_int_equal(st.old, 2);
     assert_int_equal(total(d.store, "/pay"), 120);
     published_free(&p);
     db_close(&o);
@@ -1018,7 +1273,7 @@ static void test_corrupt_values(void **state)
     mdb_cursor_close(cur);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 3); /* /pay, the service-wide bucket of partition 0, their total */
     d.store = agg_store_open(&d.opts);
     assert_non_null(d.store);
     /* A query skips and counts it; a new event starts the bucket afresh. */
@@ -1036,8 +1291,9 @@ static void test_corrupt_values(void **state)
     agg_query_acc_fini(&acc);
     ev_t e2 = req(2, T0, 1000, false);
     agg_batch_stats_t st = commit_events(d.store, 0, 1, &e2, 1, NULL);
-    assert_int_equal(st.corrupt, 1);
+    assert_true(st.corrupt >= 1);
     assert_int_equal(total(d.store, "/pay"), 1);
+    assert_int_equal(total(d.store, "*"), 1);
     db_close(&d);
 }
 
@@ -1346,6 +1602,8 @@ int main(void)
         cmocka_unit_test(test_packs),
         cmocka_unit_test(test_pack_logs),
         cmocka_unit_test(test_sampled),
+        cmocka_unit_test(test_service_wide),
+        cmocka_unit_test(test_service_wide_migration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
