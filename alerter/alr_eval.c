@@ -555,7 +555,8 @@ static bool judges(const alr_rule_t *r, const alr_sample_t *s, int64_t wm_us, in
 /* What a threshold rule's alert does, from the fresh view `f` and the closed view `c`
  * (closed buckets only: complete data). See the header. In short: `above` rules fire on
  * the fresh window, or on the closed one while the fresh one does not judge; `below`
- * rules fire when the fresh window says so and the closed one, if it judges, agrees;
+ * rules fire when the fresh window says so and the closed one agrees (when the closed
+ * one does not judge: when the fresh one is not young, so a partial count never fires);
  * stopping a pending alert and resolving a firing one need a window that judges and is
  * not young (the closed one, or a fresh one whose buckets all ended) to say so, and no
  * judging window to say otherwise. When no window judges, nothing changes here (the
@@ -575,7 +576,7 @@ static verdict_t verdict(const alr_rule_t *r, const view_t *f, const view_t *c)
     bool full = (fj && !f->young) || cj;
     v.judged = fj || cj;
     if (r->below) {
-        v.fire = fj && f->s->fire && (!cj || c->s->fire);
+        v.fire = fj && f->s->fire && (cj ? c->s->fire : !f->young);
         v.stop = (fj && !f->s->fire) || (cj && !c->s->fire);
     } else {
         v.fire = fj ? f->s->fire : (cj && c->s->fire);
@@ -619,6 +620,7 @@ static int64_t nodata_hold_us(const alr_rule_t *r)
 static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
                 const alr_sample_t *s, const verdict_t *v, int64_t now_us, alr_events_t *out)
 {
+    int64_t prev_us = a->evaluated_us;
     a->evaluated_us = now_us;
     if (a->has_value != s->has_value || a->value != s->value || a->count != s->count) {
         a->has_value = s->has_value;
@@ -626,8 +628,17 @@ static int step(alr_evaluator_t *self, alr_alert_t *a, const alr_rule_t *r,
         a->count = s->count;
         a->errors = s->errors;
     }
-    if (v->judged || a->judged_at_us == 0) {
-        /* 0: restored from a version that did not keep it; the clock starts now. */
+    if (a->judged_at_us == 0) {
+        /* New, or restored when it was judged at its last write: the clock starts now. */
+        a->judged_at_us = now_us;
+    } else if (v->judged != (a->judged_at_us == prev_us) &&
+               (a->state == ALR_STATE_PENDING || a->state == ALR_STATE_FIRING ||
+                a->state == ALR_STATE_ACKNOWLEDGED || a->hold)) {
+        /* A no-data hold begins or ends: written, so that a restart keeps its start
+         * (judged_at_us < evaluated_us in the record) rather than putting it off. */
+        a->dirty = true;
+    }
+    if (v->judged) {
         a->judged_at_us = now_us;
     }
     bool nodata_over = !v->judged && now_us - a->judged_at_us >= nodata_hold_us(r);
@@ -1243,7 +1254,13 @@ int alr_evaluator_restore(alr_evaluator_t *self, const json_t *st, int64_t now_u
     a->fired_at_us = get_i64(st, "fired_at_us");
     a->resolved_at_us = get_i64(st, "resolved_at_us");
     a->evaluated_us = get_i64(st, "evaluated_us");
-    a->judged_at_us = get_i64(st, "judged_at_us"); /* 0 when absent: step() starts it */
+    /* Kept only when the record was written in a no-data hold (the evaluation then judged
+     * nothing); otherwise, or when absent, 0: step() starts the clock at the next
+     * evaluation. */
+    a->judged_at_us = get_i64(st, "judged_at_us");
+    if (a->judged_at_us >= a->evaluated_us) {
+        a->judged_at_us = 0;
+    }
     a->has_value = json_is_true(json_object_get(st, "has_value"));
     a->value = json_number_value(json_object_get(st, "value"));
     a->count = (uint64_t)get_i64(st, "count");

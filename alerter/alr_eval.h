@@ -23,14 +23,15 @@
  *                    say; young data may start `for` and fire but cannot alone stop or
  *                    resolve. So: an `above` rule fires on the fresh window, or on the
  *                    closed one while the fresh one does not judge; a `below` rule fires
- *                    when the fresh window says so and the closed one, if it judges, agrees;
+ *                    when the fresh window says so and the closed one agrees (when the
+ *                    closed one does not judge: when the fresh one is not young);
  *                    a pending alert returns to inactive, and a firing one resolves (past
  *                    the clear threshold), only when a judging window that is not young
  *                    (the closed one, or a fresh one whose buckets all ended) says so and
  *                    no judging window says otherwise. The nearly empty bucket that begins
  *                    a window, before or after any bucket closed, thus never resets `for`
- *                    nor resolves an alert, and a partial count never fires a `below` rule
- *                    against complete data. Absence rules read alr_window_last_seen and
+ *                    nor resolves an alert, and a partial count never fires a `below`
+ *                    rule. Absence rules read alr_window_last_seen and
  *                    always judge.
  *   no data:         while no window judges, a pending or firing (or acknowledged) alert
  *                    keeps its state for the rule's window + `for` after the last

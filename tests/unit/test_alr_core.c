@@ -870,6 +870,7 @@ typedef struct {
     int64_t errors_until_s; /* `pct` errors before, none from then on */
     int64_t traffic_until_s; /* no requests from then on */
     int64_t run_s;
+    int64_t restart_s; /* 0: none; else the alerter restarts (from its records) then */
     const char *want;
 } edge_case_t;
 
@@ -918,23 +919,29 @@ static void test_bucket_edge_holds(void **state)
         /* Pending at 5 s (50 requests), firing at 7 s. At 10 s the new bucket holds fewer
          * than min_count requests and no bucket has closed yet: the alert holds. The
          * errors stop at 40 s; the first bucket without errors closes at 52 s: resolved. */
-        {"thin window", ", min_count: 50, for: 2s, receiver: hook", 10, 40, 1000, 70,
+        {"thin window", ", min_count: 50, for: 2s, receiver: hook", 10, 40, 1000, 70, 0,
          "7.0 hook firing ShopErrors\n"
          "52.0 hook resolved -ShopErrors\n"},
         /* min_count 1: at 11 s the young bucket's 5 requests went well (0 %), which says
          * nothing yet about the last 10 s: the alert holds. */
-        {"young window", ", for: 2s, receiver: hook", 5, 40, 1000, 70,
+        {"young window", ", for: 2s, receiver: hook", 5, 40, 1000, 70, 0,
          "4.0 hook firing ShopErrors\n"
          "52.0 hook resolved -ShopErrors\n"},
         /* Pending from 5 s with for: 6s. The thin young bucket at 10 s does not reset it;
          * the first closed bucket (12 s) still says 10 %: firing at once. */
-        {"pending held", ", min_count: 50, for: 6s, receiver: hook", 10, 1000, 1000, 30,
+        {"pending held", ", min_count: 50, for: 6s, receiver: hook", 10, 1000, 1000, 30, 0,
          "12.0 hook firing ShopErrors\n"},
         /* All traffic stops at 30 s while firing. The last bucket (20-30 s) stays in the
          * windows until the watermark (now - max_delay 30 s) passes 40 s, i.e. until 70 s;
          * then no window can judge: the alert holds for window + for (12 s) after the last
          * evaluation with data (69 s) and resolves at 81 s, once. */
-        {"traffic stops", ", min_count: 50, for: 2s, receiver: hook", 10, 1000, 30, 100,
+        {"traffic stops", ", min_count: 50, for: 2s, receiver: hook", 10, 1000, 30, 100, 0,
+         "7.0 hook firing ShopErrors\n"
+         "81.0 hook resolved -ShopErrors\n"},
+        /* The same with a restart in the middle of the hold: the time of the last judged
+         * evaluation is kept, so the resolve is not put off. */
+        {"traffic stops, restart", ", min_count: 50, for: 2s, receiver: hook", 10, 1000, 30,
+         100, 75,
          "7.0 hook firing ShopErrors\n"
          "81.0 hook resolved -ShopErrors\n"},
     };
@@ -948,6 +955,10 @@ static void test_bucket_edge_holds(void **state)
         sim_t s;
         sim_init(&s, yaml);
         edge_now = &cases[i];
+        if (cases[i].restart_s) {
+            sim_run(&s, cases[i].restart_s, push_edge);
+            restart(&s, yaml);
+        }
         sim_run(&s, cases[i].run_s, push_edge);
         expect_log(&s, cases[i].want);
         sim_fini(&s);
