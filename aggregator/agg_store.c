@@ -220,12 +220,12 @@ static int migrate_series(agg_store_t *self, MDB_txn *txn, const agg_series_rec_
 /* Merges one stored request bucket (key `bk`) into the service-wide bucket of the same
  * start and environment, of source partition `part`. A corrupt stored bucket is left out
  * and counted. */
-static int migrate_bucket(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, uint32_t part,
-                          const MDB_val *val, agg_bucket_t *acc, uint64_t *corrupt)
+static int migrate_bucket(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, const char *name,
+                          uint32_t part, const MDB_val *val, agg_bucket_t *acc, uint64_t *corrupt)
 {
     uint8_t key[BUCKET_KEY_LEN];
     memcpy(key, bk, BUCKET_KEY_LEN);
-    tc_be64_put(key + 8, hs(AGG_SERVICE_NAME));
+    tc_be64_put(key + 8, hs(name));
     tc_be32_put(key + 32, part);
     MDB_val k = {sizeof(key), key}, v;
     int mrc = mdb_get(txn, self->buckets, &k, &v);
@@ -267,7 +267,7 @@ static int migrate_bucket(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, ui
  */
 static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint64_t *corrupt)
 {
-    const uint64_t hsn = hs(AGG_SERVICE_NAME);
+    const uint64_t hsn = hs(AGG_SERVICE_NAME), htn = hs(TOTAL_NAME);
     agg_series_rec_t *rec = malloc(sizeof(*rec));
     agg_series_rec_t *tmp = malloc(sizeof(*tmp));
     MDB_cursor *cur = NULL;
@@ -282,7 +282,8 @@ static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint6
     }
     for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const uint8_t *kd = k.mv_data;
-        if (k.mv_size != BUCKET_KEY_LEN || tc_be64_get(kd + 8) == hsn) {
+        if (k.mv_size != BUCKET_KEY_LEN || tc_be64_get(kd + 8) == hsn ||
+            tc_be64_get(kd + 8) == htn) {
             continue; /* the service-wide buckets written here are passed over */
         }
         uint8_t sk[SERIES_KEY_LEN];
@@ -313,8 +314,9 @@ static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint6
         if (!wanted) {
             continue;
         }
-        /* Its partition's service-wide bucket, and the cross-partition one (a merged 60 s
-         * bucket is one already). The value is copied: the puts may move its page. */
+        /* Its partition's service-wide bucket, and the cross-partition total (a merged 60 s
+         * bucket into the totals' 60 s one). The value is copied: the puts may move its
+         * page. */
         uint32_t part = tc_be32_get(kd + 32);
         uint8_t key[BUCKET_KEY_LEN];
         memcpy(key, kd, sizeof(key));
@@ -324,9 +326,11 @@ static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint6
             break;
         }
         memcpy(copy.mv_data, v.mv_data, v.mv_size);
-        mrc = migrate_bucket(self, txn, key, part, &copy, &acc, corrupt);
-        if (mrc == 0 && part != AGG_PART_MERGED && part != AGG_PART_ALL) {
-            mrc = migrate_bucket(self, txn, key, AGG_PART_ALL, &copy, &acc, corrupt);
+        mrc = migrate_bucket(self, txn, key, AGG_SERVICE_NAME, part, &copy, &acc, corrupt);
+        if (mrc == 0) {
+            mrc = migrate_bucket(self, txn, key, TOTAL_NAME,
+                                 part == AGG_PART_MERGED ? AGG_PART_MERGED : AGG_PART_ALL, &copy,
+                                 &acc, corrupt);
         }
         free(copy.mv_data);
         if (mrc != 0) {
@@ -1082,7 +1086,7 @@ typedef struct {
     bool ok;
 } env_check_t;
 
-static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
+static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, uint64_t hseries,
                            const agg_query_params_t *p, bool check_name, env_check_t *cache,
                            size_t *ncache, agg_series_rec_t *rec)
 {
@@ -1093,8 +1097,7 @@ static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
         }
     }
     uint8_t sk[SERIES_KEY_LEN];
-    memcpy(sk, bk, 16);
-    memcpy(sk + 16, bk + 24, 8);
+    agg_series_key(sk, tc_be64_get(bk), hseries, henv);
     MDB_val k = {SERIES_KEY_LEN, sk}, v;
     bool ok = mdb_get(txn, self->series, &k, &v) == 0 &&
               agg_series_decode(v.mv_data, v.mv_size, rec) == 0 &&
@@ -1110,11 +1113,57 @@ static bool series_matches(agg_store_t *self, MDB_txn *txn, const uint8_t *bk,
     return ok;
 }
 
-/* Merges the buckets of one name hash in [from, to) into the accumulators; with `totals`,
- * only the cross-partition ones (AGG_PART_ALL, AGG_PART_MERGED). */
+/* The minute whose total (AGG_PART_ALL_MINUTE) a scan used, per environment. */
+typedef struct {
+    uint64_t henv;
+    int64_t minute;
+} minute_use_t;
+
+/*
+ * Whether a scan for "*" merges the entry of partition `part` starting at `start`: 60 s
+ * buckets (AGG_PART_MERGED), the minute totals whose minute lies whole in the window and in
+ * one step, and the 10 s totals (AGG_PART_ALL) of the other minutes. A minute's total sorts
+ * before its 10 s totals (same start, smaller partition), so it is known when they come.
+ */
+static bool use_total(const agg_query_params_t *p, int64_t start, uint32_t part, uint64_t henv,
+                      minute_use_t *used, size_t *nused)
+{
+    if (part == AGG_PART_MERGED) {
+        return true;
+    }
+    if (part != AGG_PART_ALL && part != AGG_PART_ALL_MINUTE) {
+        return false;
+    }
+    int64_t minute = start - start % AGG_ROLLUP_WIDTH_S;
+    size_t i = 0;
+    while (i < *nused && used[i].henv != henv) {
+        i++;
+    }
+    if (part == AGG_PART_ALL) {
+        return i == *nused || used[i].minute != minute;
+    }
+    int64_t last = start + AGG_ROLLUP_WIDTH_S - AGG_BUCKET_WIDTH_S;
+    if (start < p->from_s || start + AGG_ROLLUP_WIDTH_S > p->to_s ||
+        (p->npoints > 1 && (start - p->from_s) / p->step_s != (last - p->from_s) / p->step_s)) {
+        return false;
+    }
+    if (i == *nused) {
+        if (*nused == 64) {
+            return false; /* more environments than tracked: their 10 s totals serve */
+        }
+        (*nused)++;
+        used[i].henv = henv;
+    }
+    used[i].minute = minute;
+    return true;
+}
+
+/* Merges the buckets of one name hash in [from, to) into the accumulators, checking their
+ * strings against the series row of name hash `hseries`; with `totals`, only the
+ * cross-partition ones (see use_total). */
 static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *p, uint64_t hname,
-                       bool check_name, bool totals, agg_query_acc_t *accs, uint64_t *corrupt,
-                       agg_series_rec_t *rec)
+                       uint64_t hseries, bool check_name, bool totals, agg_query_acc_t *accs,
+                       uint64_t *corrupt, agg_series_rec_t *rec)
 {
     uint8_t lo[BUCKET_KEY_LEN];
     uint64_t henv = p->environment ? hs(p->environment) : 0;
@@ -1126,6 +1175,8 @@ static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t
     }
     env_check_t cache[64];
     size_t ncache = 0;
+    minute_use_t minutes[64];
+    size_t nminutes = 0;
     int rc = 0;
     MDB_val k = {sizeof(lo), lo}, v;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -1139,9 +1190,12 @@ static int scan_series(agg_store_t *self, MDB_txn *txn, const agg_query_params_t
             break;
         }
         uint32_t part = tc_be32_get(kd + 32);
-        if ((totals && part != AGG_PART_ALL && part != AGG_PART_MERGED) ||
+        if (totals && !use_total(p, start, part, tc_be64_get(kd + 24), minutes, &nminutes)) {
+            continue;
+        }
+        if ((!totals && part >= AGG_PART_ALL_MINUTE && part != AGG_PART_MERGED) ||
             (p->environment && tc_be64_get(kd + 24) != henv) ||
-            !series_matches(self, txn, kd, p, check_name, cache, &ncache, rec)) {
+            !series_matches(self, txn, kd, hseries, p, check_name, cache, &ncache, rec)) {
             continue;
         }
         size_t i = p->npoints > 1 ? (size_t)((start - p->from_s) / p->step_s) : 0;
@@ -1178,7 +1232,8 @@ static int query_txn(agg_store_t *self, MDB_txn *txn, const agg_query_params_t *
     if (all) {
         one.name = AGG_SERVICE_NAME;
     }
-    int rc = scan_series(self, txn, &one, hs(one.name), true, all, accs, corrupt, rec);
+    int rc = scan_series(self, txn, &one, all ? hs(TOTAL_NAME) : hs(one.name), hs(one.name), true,
+                         all, accs, corrupt, rec);
     free(rec);
     return rc;
 }

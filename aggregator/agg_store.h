@@ -26,7 +26,8 @@
  * Databases (keys big-endian and fixed width, so ranges follow time; h() is XXH3-64):
  *   buckets     h(service) h(name) start h(environment) partition -> stored bucket
  *               (partition 0xffffffff: 60 s buckets merged after retention.raw;
- *               0xfffffffe: the service-wide series' buckets of every partition merged)
+ *               0xfffffffe: the service-wide series' buckets of every partition merged;
+ *               0xfffffffd: those of one minute merged; both under h("$requests:total"))
  *   series      h(service) h(name) h(environment)   -> kind, first/last start, strings
  *   issues      h(service) h(issue id) partition    -> tocsin.v1.IssueState
  *   issue_index h(issue id) h(service)              -> (empty)
@@ -63,8 +64,12 @@ typedef struct agg_store agg_store_t;
 
 #define AGG_PART_MERGED 0xffffffffu
 /* The service-wide series' 10 s buckets merged over every source partition (recomputed in
- * the transaction that changes one of them; never published): what name=* reads. */
+ * the transaction that changes one of them; never published; under the name hash of
+ * "$requests:total"): what name=* reads. */
 #define AGG_PART_ALL 0xfffffffeu
+/* The same per minute (start aligned to 60 s): the merge of that minute's AGG_PART_ALL
+ * entries, recomputed with them; a query uses it for whole minutes of its window. */
+#define AGG_PART_ALL_MINUTE 0xfffffffdu
 #define AGG_OWED_KEY_MAX 37 /* type byte + a bucket key */
 
 typedef struct {

@@ -1639,11 +1639,61 @@ static int cmp_prefix(const void *a, const void *b)
     return memcmp(a, b, BUCKET_KEY_LEN - 4);
 }
 
+/* Recomputes the AGG_PART_ALL_MINUTE entry of the minute `p` (service, name, minute start,
+ * environment) from that minute's AGG_PART_ALL entries. Returns 0 or an LMDB code (ENOMEM). */
+static int write_minute_total(ctx_t *x, const uint8_t *p, agg_bucket_t *acc)
+{
+    const size_t plen = BUCKET_KEY_LEN - 4;
+    int64_t minute = agg_unbiased(tc_be64_get(p + 16));
+    uint8_t key[BUCKET_KEY_LEN];
+    memcpy(key, p, plen);
+    tc_be64_put(key + 8, agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1));
+    agg_bucket_reset(acc);
+    bool any = false;
+    for (int64_t t = minute; t < minute + AGG_ROLLUP_WIDTH_S; t += AGG_BUCKET_WIDTH_S) {
+        tc_be64_put(key + 16, agg_biased(t));
+        tc_be32_put(key + plen, AGG_PART_ALL);
+        MDB_val k = {BUCKET_KEY_LEN, key}, v;
+        int mrc = mdb_get(x->txn, x->self->buckets, &k, &v);
+        if (mrc == MDB_NOTFOUND) {
+            continue;
+        }
+        if (mrc != 0) {
+            return mrc;
+        }
+        int rc = any ? agg_bucket_store_merge(acc, v.mv_data, v.mv_size)
+                     : agg_bucket_store_decode(v.mv_data, v.mv_size, acc);
+        if (rc == TC_ENOMEM) {
+            return ENOMEM;
+        }
+        if (rc != 0) {
+            x->b->st_.corrupt++;
+            continue;
+        }
+        any = true;
+    }
+    tc_be64_put(key + 16, agg_biased(minute));
+    tc_be32_put(key + plen, AGG_PART_ALL_MINUTE);
+    MDB_val mk = {BUCKET_KEY_LEN, key};
+    if (!any) {
+        int mrc = mdb_del(x->txn, x->self->buckets, &mk, NULL);
+        return mrc == MDB_NOTFOUND ? 0 : mrc;
+    }
+    acc->width_s = AGG_ROLLUP_WIDTH_S;
+    MDB_val mv = {agg_bucket_store_size(acc), NULL};
+    int mrc = mdb_put(x->txn, x->self->buckets, &mk, &mv, MDB_RESERVE);
+    if (mrc == 0) {
+        agg_bucket_store_encode(acc, mv.mv_data);
+    }
+    return mrc;
+}
+
 /*
  * Recomputes the cross-partition entries (AGG_PART_ALL) of the service-wide buckets this
  * batch changed, after they were written: each is the merge of that bucket's states of
  * every source partition, so that name=* reads one value per 10 s whatever the number of
- * routes and partitions. A corrupt stored state is left out and counted.
+ * routes and partitions; then the minute totals of those buckets. A corrupt stored state is
+ * left out and counted.
  */
 static int write_service_totals(ctx_t *x)
 {
@@ -1654,7 +1704,8 @@ static int write_service_totals(ctx_t *x)
     size_t n = 0;
     for (size_t i = 0; i < b->nb; i++) {
         const uint8_t *k = b->b[i].key;
-        n += b->b[i].dirty && tc_be64_get(k + 8) == hsn && tc_be32_get(k + plen) < AGG_PART_ALL;
+        n += b->b[i].dirty && tc_be64_get(k + 8) == hsn &&
+             tc_be32_get(k + plen) < AGG_PART_ALL_MINUTE;
     }
     if (n == 0) {
         return 0;
@@ -1666,7 +1717,8 @@ static int write_service_totals(ctx_t *x)
     n = 0;
     for (size_t i = 0; i < b->nb; i++) {
         const uint8_t *k = b->b[i].key;
-        if (b->b[i].dirty && tc_be64_get(k + 8) == hsn && tc_be32_get(k + plen) < AGG_PART_ALL) {
+        if (b->b[i].dirty && tc_be64_get(k + 8) == hsn &&
+            tc_be32_get(k + plen) < AGG_PART_ALL_MINUTE) {
             memcpy(pre + n++ * plen, k, plen);
         }
     }
@@ -1690,7 +1742,7 @@ static int write_service_totals(ctx_t *x)
         for (; grc == 0; grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
             const uint8_t *kd = k.mv_data;
             if (k.mv_size != BUCKET_KEY_LEN || memcmp(kd, p, plen) != 0 ||
-                tc_be32_get(kd + plen) >= AGG_PART_ALL) {
+                tc_be32_get(kd + plen) >= AGG_PART_ALL_MINUTE) {
                 break;
             }
             int rc = any ? agg_bucket_store_merge(&acc, v.mv_data, v.mv_size)
@@ -1710,6 +1762,7 @@ static int write_service_totals(ctx_t *x)
             break;
         }
         tc_be32_put(key + plen, AGG_PART_ALL);
+        tc_be64_put(key + 8, agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1));
         MDB_val ak = {BUCKET_KEY_LEN, key};
         if (!any) {
             mrc = mdb_del(x->txn, self->buckets, &ak, NULL);
@@ -1725,6 +1778,20 @@ static int write_service_totals(ctx_t *x)
     }
     if (cur) {
         mdb_cursor_close(cur);
+    }
+    /* Then the minutes they belong to (AGG_PART_ALL_MINUTE). */
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *p = pre + i * plen;
+        int64_t start = agg_unbiased(tc_be64_get(p + 16));
+        tc_be64_put(p + 16, agg_biased(agg_bucket_align(start * 1000000, AGG_ROLLUP_WIDTH_S)));
+    }
+    qsort(pre, n, plen, cmp_prefix);
+    for (size_t i = 0; mrc == 0 && i < n; i++) {
+        const uint8_t *p = pre + i * plen;
+        if (i > 0 && memcmp(p, p - plen, plen) == 0) {
+            continue;
+        }
+        mrc = write_minute_total(x, p, &acc);
     }
     agg_bucket_fini(&acc);
     free(pre);

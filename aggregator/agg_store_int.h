@@ -33,6 +33,10 @@
  * when opened. */
 #define FORMAT_VERSION 3
 #define FORMAT_VERSION_V2 2
+/* The key name of the service-wide series' cross-partition totals (AGG_PART_ALL, _MINUTE,
+ * and AGG_PART_MERGED once rolled up): a key prefix of their own, so that name=* walks only
+ * them; they have no series row (the service-wide series' row stands for them). */
+#define TOTAL_NAME "$requests:total"
 #define SERIES_VALUE_VERSION 1
 #define SERIES_HEADER_LEN 18
 #define SERIES_VALUE_MAX                                                                           \

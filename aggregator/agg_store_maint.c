@@ -1,10 +1,10 @@
 /*
  * agg_store_maint.c — retention in bounded slices, so that it never stalls ingestion:
  * 10 s buckets older than retention.raw are merged into one 60 s bucket per series and
- * minute (of every source partition together; the service-wide series' cross-partition
- * totals are dropped then, the 60 s bucket being one already), buckets older than retention.max are
- * deleted, and log records go after logs.retention or when logs.max_bytes is exceeded,
- * oldest first.
+ * minute (of every source partition together; the service-wide series' minute totals are
+ * dropped then, the 60 s bucket of its 10 s totals being one already), buckets older than
+ * retention.max are deleted, and log records go after logs.retention or when logs.max_bytes is
+ * exceeded, oldest first.
  *
  * The bucket walk visits only what needs work: for each (service, name) it seeks to the
  * oldest entry, handles what lies before the horizons, and jumps to the next name. Its
@@ -93,9 +93,9 @@ static int merge_minute(MDB_txn *txn, agg_store_t *self, const uint8_t *key, env
                 slot = i;
             }
         }
-        /* A cross-partition total of the service-wide series (AGG_PART_ALL) repeats the
-         * partitions' states merged here: it goes without being merged. */
-        bool total = tc_be32_get(kd + 32) == AGG_PART_ALL;
+        /* A minute total of the service-wide series (AGG_PART_ALL_MINUTE) repeats the 10 s
+         * totals merged here: it goes without being merged. */
+        bool total = tc_be32_get(kd + 32) == AGG_PART_ALL_MINUTE;
         if (!total && slot >= 0 && agg_bucket_store_decode(v.mv_data, v.mv_size, tmp) == 0) {
             int rc = agg_bucket_merge(&accs[slot].b, tmp);
             if (rc == TC_ENOMEM) {

@@ -2,14 +2,17 @@
  * bench_aggregator — the aggregator's in-process figures:
  *
  *   query   latency (median, p99) of window queries of 5 m, 1 h and 30 d over a store that
- *           holds 31 days of one service's request series: the last day in 10 s buckets,
- *           the rest rolled up to 1 min by retention (as the daemon keeps it), for one named
- *           series and for "*" over all of them; the store read, the merge and the JSON.
+ *           holds 31 days (--days) of one service's request series, each route in a source
+ *           partition of its own: the last day in 10 s buckets, the rest rolled up to 1 min
+ *           by retention (as the daemon keeps it), for one named series and for "*" over all
+ *           of them (read from the service-wide series); the store read, the merge and the
+ *           JSON. "* by routes" answers "*" as before the service-wide series: every route
+ *           queried and merged.
  *   quantile relative error of Tocsin's sketch next to Prometheus' histogram_quantile over
  *           its default buckets (.005 .. 10 s, linear interpolation inside a bucket), on the
  *           same lognormal, Pareto and bimodal sets of 10^6 latencies.
  *
- * usage: bench_aggregator [query|quantiles|all] [--dir DIR] [--routes N]
+ * usage: bench_aggregator [query|quantiles|all] [--dir DIR] [--routes N] [--days D]
  * The throughput figures (events per second through the real daemon, LMDB bytes per
  * million events) come from bench/bench_aggregator.py, which also runs this program.
  */
@@ -147,7 +150,8 @@ static void quantile_table(void)
 
 /* ---- query latency ------------------------------------------------------------------------- */
 
-static char *routes[16];
+#define MAX_ROUTES 64
+static char *routes[MAX_ROUTES];
 
 /* A request bucket of `n` lognormal durations and up to 100 users. */
 static void fill_bucket(agg_bucket_t *b, int n, const agg_slo_t *slo)
@@ -167,9 +171,11 @@ static void fill_bucket(agg_bucket_t *b, int n, const agg_slo_t *slo)
     }
 }
 
-/* Writes 31 days of 10 s buckets of `nroutes` series through the view, as rollups, then lets
- * retention roll everything older than a day up to 1 min. */
-static int build_store(agg_store_t *st, int nroutes, int64_t now_s)
+/* Writes `days` days of 10 s buckets of `nroutes` series (route r in source partition r)
+ * through the view, as rollups, with the service-wide states an owner publishes beside them
+ * (each partition's: here its one route's bucket), then lets retention roll everything older
+ * than a day up to 1 min. */
+static int build_store(agg_store_t *st, int nroutes, int days, int64_t now_s)
 {
     agg_slo_t slo;
     agg_slo_parse("100ms,500ms,2s", &slo);
@@ -184,29 +190,32 @@ static int build_store(agg_store_t *st, int nroutes, int64_t now_s)
     if (!vals || !msgs) {
         return TC_ENOMEM;
     }
-    int64_t first = agg_bucket_align((now_s - 31 * DAY_S) * 1000000, AGG_BUCKET_WIDTH_S);
+    int64_t first = agg_bucket_align((now_s - days * DAY_S) * 1000000, AGG_BUCKET_WIDTH_S);
     int64_t last = agg_bucket_align(now_s * 1000000, AGG_BUCKET_WIDTH_S);
     int64_t offset = 0;
     size_t n = 0;
     long total = 0;
-    for (int r = 0; r < nroutes; r++) {
-        agg_series_id_t id = {"checkout", "production", routes[r]};
-        for (int64_t t = first; t <= last; t += AGG_BUCKET_WIDTH_S) {
+    for (int64_t t = first; t <= last; t += AGG_BUCKET_WIDTH_S) {
+        for (int r = 0; r < nroutes; r++) {
             agg_bucket_t *b = &tmpl[(t / 10 + r) % TEMPLATES];
             b->source_offset = ++offset;
-            size_t len = 0;
-            if (agg_bucket_rollup_encode(&id, t, b, (uint32_t)r, false, "bench", &vals[n], &len) !=
-                0) {
-                return TC_ENOMEM;
+            for (int wide = 0; wide < 2; wide++) {
+                agg_series_id_t id = {"checkout", "production",
+                                      wide ? AGG_SERVICE_NAME : routes[r]};
+                size_t len = 0;
+                if (agg_bucket_rollup_encode(&id, t, b, (uint32_t)r, false, "bench", &vals[n],
+                                             &len) != 0) {
+                    return TC_ENOMEM;
+                }
+                memset(&msgs[n], 0, sizeof(msgs[n]));
+                msgs[n].partition = 0;
+                msgs[n].offset = 2 * (offset - 1) + wide;
+                msgs[n].value = vals[n];
+                msgs[n].len = len;
+                msgs[n].format = AGG_FORMAT_EVENT;
+                n++;
             }
-            memset(&msgs[n], 0, sizeof(msgs[n]));
-            msgs[n].partition = 0;
-            msgs[n].offset = offset - 1;
-            msgs[n].value = vals[n];
-            msgs[n].len = len;
-            msgs[n].format = AGG_FORMAT_EVENT;
-            n++;
-            if (n == CHUNK || (r == nroutes - 1 && t + AGG_BUCKET_WIDTH_S > last)) {
+            if (n + 2 > CHUNK || (r == nroutes - 1 && t + AGG_BUCKET_WIDTH_S > last)) {
                 agg_commit_t c = {.events_topic = "tocsin.events",
                                   .rollups_topic = "tocsin.rollups",
                                   .rollups = msgs,
@@ -241,8 +250,8 @@ static int build_store(agg_store_t *st, int nroutes, int64_t now_s)
         }
         work += w;
     }
-    printf("store: %ld rollups of 10 s buckets written through the view (%d series), %ld "
-           "entries rolled up or deleted; %.1f MiB used\n",
+    printf("store: %ld rollups of 10 s buckets written through the view (%d routes and the "
+           "service-wide series), %ld entries rolled up or deleted; %.1f MiB used\n",
            total, nroutes, work, (double)agg_store_used_bytes(st) / (1024.0 * 1024.0));
     return 0;
 }
@@ -253,8 +262,10 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void time_queries(agg_store_t *st, const char *name, const char *window, int runs,
-                         int64_t now_us)
+/* `name` NULL: "*" answered the way it was before the service-wide series, by querying
+ * every route and merging. */
+static void time_queries(agg_store_t *st, const char *name, int nroutes, const char *window,
+                         int runs, int64_t now_us)
 {
     int64_t *t = malloc((size_t)runs * sizeof(*t));
     uint64_t count = 0;
@@ -264,11 +275,19 @@ static void time_queries(agg_store_t *st, const char *name, const char *window, 
         agg_query_params_t p;
         const char *param = NULL;
         char err[128];
-        agg_query_params_parse(&p, "checkout", name, window, NULL, NULL, now_us, &param, err,
-                               sizeof(err));
+        agg_query_params_parse(&p, "checkout", name ? name : "*", window, NULL, NULL, now_us,
+                               &param, err, sizeof(err));
         agg_query_acc_t acc;
         agg_query_acc_init(&acc);
-        agg_store_query(st, &p, &acc, NULL);
+        if (name) {
+            agg_store_query(st, &p, &acc, NULL);
+        } else {
+            for (int r = 0; r < nroutes; r++) {
+                agg_query_params_t one = p;
+                one.name = routes[r];
+                agg_store_query(st, &one, &acc, NULL);
+            }
+        }
         json_t *doc = agg_query_json(&p, &acc);
         char *text = json_dumps(doc, JSON_COMPACT);
         free(text);
@@ -281,15 +300,16 @@ static void time_queries(agg_store_t *st, const char *name, const char *window, 
     qsort(t, (size_t)runs, sizeof(*t), cmp_i64);
     double median = (double)t[runs / 2] / 1000.0;
     double p99 = (double)t[(size_t)ceil(0.99 * runs) - 1] / 1000.0;
-    printf("  %-4s name=%-8s %7zu buckets, %10llu requests: median %8.3f ms, p99 %8.3f ms "
+    printf("  %-4s name=%-12s %7zu buckets, %10llu requests: median %8.3f ms, p99 %8.3f ms "
            "(%d runs)\n",
-           window, name, buckets, (unsigned long long)count, median, p99, runs);
+           window, name ? name : "* by routes", buckets, (unsigned long long)count, median, p99,
+           runs);
     free(t);
 }
 
-static int query_bench(const char *dir, int nroutes)
+static int query_bench(const char *dir, int nroutes, int days)
 {
-    for (int i = 0; i < nroutes && i < 16; i++) {
+    for (int i = 0; i < nroutes && i < MAX_ROUTES; i++) {
         char buf[32];
         snprintf(buf, sizeof(buf), "/route/%d", i);
         routes[i] = strdup(buf);
@@ -314,22 +334,27 @@ static int query_bench(const char *dir, int nroutes)
     }
     int64_t now_s = time(NULL);
     int64_t t0 = tc_mono_us();
-    if (build_store(st, nroutes, now_s) != 0) {
+    if (build_store(st, nroutes, days, now_s) != 0) {
         fprintf(stderr, "bench_aggregator: building the store failed\n");
         agg_store_destroy(&st);
         return 1;
     }
     printf("store built in %.1f s\n", (double)(tc_mono_us() - t0) / 1e6);
     printf("\nquery latency, in process (LMDB read, merge, JSON), %d request series of one service "
-           "with 31 days of data:\n",
-           nroutes);
+           "with %d days of data:\n",
+           nroutes, days);
     int64_t now_us = now_s * 1000000;
-    time_queries(st, routes[0], "5m", 2000, now_us);
-    time_queries(st, routes[0], "1h", 2000, now_us);
-    time_queries(st, routes[0], "30d", 30, now_us);
-    time_queries(st, "*", "5m", 2000, now_us);
-    time_queries(st, "*", "1h", 1000, now_us);
-    time_queries(st, "*", "30d", 20, now_us);
+    time_queries(st, routes[0], nroutes, "5m", 2000, now_us);
+    time_queries(st, routes[0], nroutes, "1h", 2000, now_us);
+    if (days >= 30) {
+        time_queries(st, routes[0], nroutes, "30d", 30, now_us);
+    }
+    time_queries(st, "*", nroutes, "5m", 2000, now_us);
+    time_queries(st, "*", nroutes, "1h", 2000, now_us);
+    if (days >= 30) {
+        time_queries(st, "*", nroutes, "30d", 30, now_us);
+    }
+    time_queries(st, NULL, nroutes, "1h", nroutes > 10 ? 100 : 1000, now_us);
     agg_store_destroy(&st);
     return 0;
 }
@@ -339,15 +364,19 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "all";
     char dir[256] = "";
     int nroutes = 3;
+    int days = 31;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--dir") == 0) {
             snprintf(dir, sizeof(dir), "%s", argv[i + 1]);
         } else if (strcmp(argv[i], "--routes") == 0) {
             nroutes = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--days") == 0) {
+            days = atoi(argv[i + 1]);
         }
     }
-    if (nroutes < 1 || nroutes > 16) {
-        fprintf(stderr, "usage: bench_aggregator [query|quantiles|all] [--dir DIR] [--routes N]\n");
+    if (nroutes < 1 || nroutes > MAX_ROUTES || days < 1 || days > 31) {
+        fprintf(stderr, "usage: bench_aggregator [query|quantiles|all] [--dir DIR] [--routes N "
+                        "(1..64)] [--days D (1..31)]\n");
         return 2;
     }
     tc_log_init("bench", TC_LOG_WARN);
@@ -364,7 +393,7 @@ int main(int argc, char **argv)
         quantile_table();
     }
     if (strcmp(what, "query") == 0 || strcmp(what, "all") == 0) {
-        rc = query_bench(dir, nroutes);
+        rc = query_bench(dir, nroutes, days);
     }
     if (tmp) {
         char path[300];

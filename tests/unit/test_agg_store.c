@@ -460,9 +460,52 @@ static void test_service_wide(void **state)
     agg_bucket_init(&b);
     query_count(d.store, "checkout", "*", WIDE_FROM, WIDE_TO, &b);
     assert_int_equal(b.late, 4);
-    /* Each 10 s bucket alone, too. */
+    /* Each 10 s bucket alone, windows that cut minutes, and range queries whose steps cut
+     * minutes (their minute totals cannot serve) or hold them whole. */
     for (int64_t t = T0_S; t < T0_S + 130; t += 10) {
         assert_star_is_merge(d.store, t, t + 10);
+        assert_star_is_merge(d.store, t, t + 70);
+    }
+    const int64_t steps[] = {10, 30, 60, 120};
+    for (size_t si = 0; si < N_ELEMS(steps); si++) {
+        agg_query_params_t rp;
+        const char *param = NULL;
+        char err[128];
+        enum { PTS = 32 };
+        agg_query_acc_t star[PTS], routes[PTS];
+        assert_int_equal(agg_range_params_parse(&rp, "checkout", "*", "1795000000", "1795000240",
+                                                steps[si] == 10    ? "10s"
+                                                : steps[si] == 30  ? "30s"
+                                                : steps[si] == 60  ? "1m"
+                                                                   : "2m",
+                                                NULL, NULL, T0 + 3600 * SEC, &param, err,
+                                                sizeof(err)),
+                         0);
+        assert_true(rp.npoints <= PTS);
+        for (size_t i = 0; i < PTS; i++) {
+            agg_query_acc_init(&star[i]);
+            agg_query_acc_init(&routes[i]);
+        }
+        assert_int_equal(agg_store_range(d.store, &rp, star, NULL), 0);
+        for (size_t r = 0; r < N_ELEMS(ROUTES); r++) {
+            agg_query_params_t one = rp;
+            one.name = ROUTES[r];
+            assert_int_equal(agg_store_range(d.store, &one, routes, NULL), 0);
+        }
+        uint64_t sum = 0;
+        for (size_t i = 0; i < rp.npoints; i++) {
+            assert_int_equal(star[i].total.count, routes[i].total.count);
+            assert_int_equal(star[i].total.errors, routes[i].total.errors);
+            assert_true(tc_sketch_quantile(&star[i].total.sketch, 0.9) ==
+                            tc_sketch_quantile(&routes[i].total.sketch, 0.9) ||
+                        star[i].total.count == 0);
+            sum += star[i].total.count;
+        }
+        assert_true(sum > N);
+        for (size_t i = 0; i < PTS; i++) {
+            agg_query_acc_fini(&star[i]);
+            agg_query_acc_fini(&routes[i]);
+        }
     }
     /* Published: the routes' states and the service-wide ones, which a view reads back. */
     static published_t p;
@@ -540,7 +583,7 @@ static void test_service_wide_migration(void **state)
     agg_store_destroy(&d.store);
 
     /* Make it a store of format 2, behind the store's back: no service-wide series. */
-    uint64_t hname = XXH3_64bits("$requests", 9);
+    uint64_t hname = XXH3_64bits("$requests", 9), htotal = XXH3_64bits("$requests:total", 15);
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbs[3];
@@ -560,7 +603,8 @@ static void test_service_wide_migration(void **state)
         MDB_val k, v;
         int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
         while (rc == 0) {
-            if (tc_be64_get((const uint8_t *)k.mv_data + 8) == hname) {
+            uint64_t h = tc_be64_get((const uint8_t *)k.mv_data + 8);
+            if (h == hname || h == htotal) {
                 assert_int_equal(mdb_cursor_del(cur, 0), 0);
                 deleted++;
                 rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* the one after it */
@@ -1265,15 +1309,23 @@ static void test_corrupt_values(void **state)
     mdb_cursor_open(txn, dbi, &cur);
     MDB_val k, v;
     int n = 0;
-    while (mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
-        MDB_val junk = {3, "xyz"};
-        mdb_cursor_put(cur, &k, &junk, MDB_CURRENT);
+    uint8_t keys[8][64];
+    size_t klens[8];
+    while (n < 8 && mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
+        assert_true(k.mv_size <= sizeof(keys[0]));
+        memcpy(keys[n], k.mv_data, k.mv_size);
+        klens[n] = k.mv_size;
         n++;
     }
     mdb_cursor_close(cur);
+    for (int i = 0; i < n; i++) {
+        MDB_val key = {klens[i], keys[i]}, junk = {3, "xyz"};
+        assert_int_equal(mdb_put(txn, dbi, &key, &junk, 0), 0);
+    }
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-    assert_int_equal(n, 3); /* /pay, the service-wide bucket of partition 0, their total */
+    assert_int_equal(n, 4); /* /pay, the service-wide bucket of partition 0, its 10 s and
+                               minute totals */
     d.store = agg_store_open(&d.opts);
     assert_non_null(d.store);
     /* A query skips and counts it; a new event starts the bucket afresh. */
