@@ -685,6 +685,11 @@ static json_t *alert_view(alr_core_t *self, alr_alert_t *a, int64_t now_us)
     if (j && a->resolved_by[0] && a->state == ALR_STATE_RESOLVED) {
         json_object_set_new(j, "resolved_by", json_string(a->resolved_by));
     }
+    if (j) {
+        /* No window judged at the last evaluation: the state holds until then. */
+        json_object_set_new(j, "no_data_until",
+                            time_or_null(alr_alert_nodata_until(self->ev, a)));
+    }
     return j;
 }
 

@@ -695,6 +695,17 @@ static bool is_issue_rule(const alr_rule_t *r)
     return r->type == ALR_RULE_NEW_ISSUE || r->type == ALR_RULE_REGRESSED_ISSUE;
 }
 
+int64_t alr_alert_nodata_until(const alr_evaluator_t *self, const alr_alert_t *a)
+{
+    const alr_rule_t *r = rule_of(self, a);
+    if (!r || is_issue_rule(r) || a->judged_at_us <= 0 || a->judged_at_us >= a->evaluated_us ||
+        !(a->state == ALR_STATE_PENDING || a->state == ALR_STATE_FIRING ||
+          a->state == ALR_STATE_ACKNOWLEDGED || a->hold)) {
+        return 0;
+    }
+    return a->judged_at_us + nodata_hold_us(r);
+}
+
 static const alr_ruleset_t *sort_rules_for; /* qsort has no context argument */
 
 static int by_service(const void *x, const void *y)
@@ -984,12 +995,7 @@ int64_t alr_evaluator_next_wake(const alr_evaluator_t *self, int64_t now_us)
         if (a->state == ALR_STATE_PENDING && r) {
             CONSIDER(a->active_at_us + r->for_ms * 1000);
         }
-        if (r && !is_issue_rule(r) && a->judged_at_us > 0 && a->judged_at_us < a->evaluated_us &&
-            (a->state == ALR_STATE_PENDING || a->state == ALR_STATE_FIRING ||
-             a->state == ALR_STATE_ACKNOWLEDGED || a->hold)) {
-            /* No window judged at the last evaluation: the no-data bound ends it. */
-            CONSIDER(a->judged_at_us + nodata_hold_us(r));
-        }
+        CONSIDER(alr_alert_nodata_until(self, a));
         if (a->state == ALR_STATE_ACKNOWLEDGED && a->ack_expires_us) {
             CONSIDER(a->ack_expires_us);
         }

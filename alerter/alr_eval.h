@@ -232,6 +232,12 @@ json_t *alr_alert_state_json(const alr_alert_t *alert);
 int alr_evaluator_restore(alr_evaluator_t *self, const json_t *state, int64_t now_us,
                           alr_events_t *out);
 
+/* While no window judged at the alert's last evaluation (a pending, firing or acknowledged
+ * threshold alert, or one resolved by hand and held): when the no-data bound ends that
+ * (pending -> inactive, firing -> resolved; see "no data" above) unless a window judges
+ * again before. 0 otherwise. */
+int64_t alr_alert_nodata_until(const alr_evaluator_t *self, const alr_alert_t *alert);
+
 /* When the alert's pending state turns into firing if the condition holds; 0 when not
  * pending. */
 int64_t alr_alert_fires_at(const alr_evaluator_t *self, const alr_alert_t *alert);

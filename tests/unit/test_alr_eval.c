@@ -206,9 +206,13 @@ static void test_nodata_bound(void **state)
         /* The bucket (closed at 10 s) is in the windows until now - 30 s reaches 20 s. */
         for (int64_t t = 10; t <= 50; t++) {
             assert_true(alr_evaluator_run(ev, w, T0 + t * S, MAX_DELAY, NULL, 0, T0, &out) >= 0);
+            if (t == 49) {
+                assert_true(alr_alert_nodata_until(ev, a) == 0); /* judged */
+            }
         }
         assert_int_equal(a->judged_at_us, T0 + 49 * S);
         assert_int_equal(a->state, cases[i].before);
+        assert_true(alr_alert_nodata_until(ev, a) == T0 + cases[i].bound_s * S);
         int64_t wake = alr_evaluator_next_wake(ev, T0 + 50 * S);
         if (cases[i].before == ALR_STATE_FIRING) {
             assert_true(wake == T0 + cases[i].bound_s * S);
@@ -219,6 +223,7 @@ static void test_nodata_bound(void **state)
         assert_true(alr_evaluator_run(ev, w, T0 + cases[i].bound_s * S, MAX_DELAY, NULL, 0, T0,
                                       &out) >= 0);
         assert_int_equal(a->state, cases[i].after);
+        assert_true(alr_alert_nodata_until(ev, a) == 0);
         assert_int_equal(out.len, cases[i].events);
         if (out.len) {
             assert_int_equal(out.items[out.len - 1].kind, ALR_EV_RESOLVED);
