@@ -6,7 +6,7 @@
  * usage: alr_push BOOTSTRAP_FILE [TOPIC]
  * Each line is one record:
  *   {"bucket": {"service","environment","name","kind","start_s","width_s","count","errors",
- *               "revision","latency_us": [values...]}}
+ *               "revision","open","latency_us": [values...]}}
  *   {"issue": {"kind":"new"|"regressed","service","environment","issue_id","type",
  *              "message","level","count","revision"}}
  *   {"unknown": true}   a Rollup whose body is a field number this build does not know
@@ -97,6 +97,7 @@ static int encode(const json_t *line, char **key, size_t *klen, uint8_t **val, s
         b.width_s = (uint32_t)i_of(jb, "width_s", 10);
         b.count = (uint64_t)i_of(jb, "count", 0);
         b.errors = (uint64_t)i_of(jb, "errors", 0);
+        b.open = json_is_true(json_object_get(jb, "open"));
         b.sum = json_number_value(json_object_get(jb, "sum"));
         b.last = json_number_value(json_object_get(jb, "last"));
         b.last_time_us = i_of(jb, "last_time_us", 0);

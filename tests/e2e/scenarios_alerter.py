@@ -40,10 +40,10 @@ def push(c, records):
     check(r.returncode == 0, f"alr_push failed: {r.stderr.decode()}")
 
 
-def bucket(service, start_s, count, errors, revision=1, name="/pay", kind=1):
+def bucket(service, start_s, count, errors, revision=1, name="/pay", kind=1, open_=False):
     return {"bucket": {"service": service, "environment": "prod", "name": name, "kind": kind,
                        "start_s": start_s, "width_s": 10, "count": count, "errors": errors,
-                       "revision": revision}}
+                       "revision": revision, "open": open_}}
 
 
 def now_bucket():
@@ -216,7 +216,8 @@ def scenario_escalation_restart(c):
 
 def scenario_api(c):
     """The HTTP API: tokens, alerts with their next action, silences, the notification log,
-    reload of a broken file; a new issue and a missing heartbeat page."""
+    reload of a broken file; a new issue and a missing heartbeat page; a one-bucket
+    window's alert holds over a bucket edge without data to judge, then resolves once."""
     c.start_bus(brokers=1, partitions=2)
     hook = start_sink(c, "hook")
     rules = (f"settings: {{group_wait: 0s, group_interval: 1s, repeat_interval: 0s}}\n"
@@ -226,7 +227,9 @@ def scenario_api(c):
              "     quantile: 0.95, above: 500, severity: warning, receiver: hook, for: 20s}\n"
              "  - {alert: NewIssue, type: new_issue, severity: error, receiver: hook}\n"
              "  - {alert: WorkerSilent, type: absence, service: worker, window: 3s,\n"
-             "     severity: critical, receiver: hook}\n")
+             "     severity: critical, receiver: hook}\n"
+             "  - {alert: EdgeErrors, type: error_rate, service: edge, window: 10s,\n"
+             "     above: 0.05, min_count: 100, severity: critical, receiver: hook}\n")
     alerter = c.start_alerter(rules, extra=alerter_extra())
     start = now_bucket()
     # Latency p95 of 900 ms: pending for 20 s (its next action is to fire).
@@ -299,7 +302,36 @@ def scenario_api(c):
     wait_until("the failed reload counted",
                lambda: metric(alerter, "tocsin_alerter_rule_reload_failures_total") == 2, 10)
     status, body = api(alerter, "GET", "/api/v1/rules")
-    check(status == 200 and len(body["rules"]) == 3, f"rules kept: {body}")
+    check(status == 200 and len(body["rules"]) == 4, f"rules kept: {body}")
+
+    # A one-bucket window at a bucket edge, before any bucket closed (as right after the
+    # alerter starts): the new open bucket holds too few requests for min_count, so no
+    # window can judge; the firing alert holds (it used to resolve here and page again).
+    # The buckets lie ahead of the clock (accepted up to 120 s) so that no wait for a real
+    # bucket edge is needed: their windows end ahead of now, as an open bucket's does.
+    edge = now_bucket() + 30
+    push(c, [bucket("edge", edge, 200, 20, open_=True)])
+    wait_until("EdgeErrors firing", lambda: paged("EdgeErrors"), 15)
+
+    def edge_alert():
+        s, b = api(alerter, "GET", "/api/v1/alerts?alertname=EdgeErrors")
+        return b["alerts"][0] if s == 200 and b["alerts"] else None
+    push(c, [bucket("edge", edge + 10, 5, 0, open_=True)])
+    held = wait_until("EdgeErrors holding without judging data",
+                      lambda: (edge_alert() or {}).get("no_data_until") and edge_alert(), 15)
+    check(held["state"] == "firing", f"held: {held}")
+    check([x["body"]["status"] for x in paged("EdgeErrors")] == ["firing"], "no resolve")
+    # The first bucket closes (10 % errors: still firing), then the second one with 200
+    # requests and no errors while a third begins thin: resolved, once.
+    push(c, [bucket("edge", edge, 200, 20, revision=2)])
+    wait_until("EdgeErrors judged again",
+               lambda: (edge_alert() or {}).get("no_data_until", 1) is None, 15)
+    push(c, [bucket("edge", edge + 10, 200, 0, revision=2),
+             bucket("edge", edge + 20, 5, 0, open_=True)])
+    wait_until("EdgeErrors resolved", lambda: len(paged("EdgeErrors")) >= 2, 15)
+    time.sleep(0.5)
+    kinds = [x["body"]["status"] for x in paged("EdgeErrors")]
+    check(kinds == ["firing", "resolved"], f"one page, one resolve: {kinds}")
 
 
 def ha_role(alerter):
