@@ -5,8 +5,9 @@
  * nothing more. Covers `for` and hysteresis, grouping, repeat interval, escalation
  * through three tiers, acknowledgement stopping it and expiring, flapping, silences
  * ending, a receiver answering 500 then 200, 429 with Retry-After, a receiver down until
- * give-up, a storm of 10,000 alerts, a restart in the middle of an escalation, and an HA
- * follower (mirroring the leader's records) taking over in the middle of one.
+ * give-up, a storm of 10,000 alerts, a restart in the middle of an escalation, an HA
+ * follower (mirroring the leader's records) taking over in the middle of one, and a
+ * one-bucket window at bucket edges (thin and young windows, traffic that stops).
  */
 #include <setjmp.h>
 #include <stdarg.h>
