@@ -811,9 +811,6 @@ int agg_bucket_rollup_encode(const agg_series_id_t *id, int64_t start_s, const a
     pb.environment = (char *)id->environment;
     pb.name = (char *)id->name;
     pb.kind = (Tocsin__V1__SeriesKind)b->kind;
-    if (b->kind == AGG_KIND_REQUESTS && strcmp(id->name, AGG_SERVICE_NAME) == 0) {
-        pb.kind = (Tocsin__V1__SeriesKind)AGG_KIND_WIRE_SERVICE_REQUESTS;
-    }
     pb.start_s = start_s;
     pb.width_s = b->width_s;
     pb.count = b->count;

@@ -38,11 +38,9 @@
 #define AGG_SLO_MAX 8
 #define AGG_MAX_STORED_BYTES (512u * 1024) /* a stored bucket value above this is refused */
 #define AGG_ERRORS_NAME "$errors"
-/* The service-wide request series: every request event of a service (all routes merged),
- * kept beside the routes' series so that name=* reads one series. Published on
- * tocsin.rollups with kind AGG_KIND_WIRE_SERVICE_REQUESTS, stored as AGG_KIND_REQUESTS. */
+/* The series row of a service's request totals (every route merged; agg_store.h), which
+ * name=* reads. Not a route: never published, not listed. */
 #define AGG_SERVICE_NAME "$requests"
-#define AGG_KIND_WIRE_SERVICE_REQUESTS 6 /* tocsin.v1.SERIES_KIND_SERVICE_REQUESTS */
 
 /* Values equal to tocsin.v1.SeriesKind. */
 typedef enum {

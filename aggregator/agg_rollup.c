@@ -46,13 +46,8 @@ static int decode_bucket(const Tocsin__V1__Bucket *pb, agg_rollup_t *r, const ch
         !copy_str(r->name, sizeof(r->name), pb->name, true)) {
         FAIL(TC_EUTF8, "string");
     }
-    /* The service-wide series travels with a kind of its own (so that consumers summing
-     * route series do not count it twice) and is stored as a request series. */
-    bool service_wide = strcmp(r->name, AGG_SERVICE_NAME) == 0;
     int kind = (int)pb->kind;
-    if (kind == AGG_KIND_WIRE_SERVICE_REQUESTS && service_wide) {
-        kind = AGG_KIND_REQUESTS;
-    } else if (service_wide || kind < AGG_KIND_REQUESTS || kind > AGG_KIND_TIMING) {
+    if (kind < AGG_KIND_REQUESTS || kind > AGG_KIND_TIMING) {
         FAIL(TC_EINVAL, "kind");
     }
     if (pb->width_s != AGG_BUCKET_WIDTH_S) {

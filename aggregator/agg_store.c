@@ -260,10 +260,10 @@ static int migrate_bucket(agg_store_t *self, MDB_txn *txn, const uint8_t *bk, co
 }
 
 /*
- * Format 2 to 3: builds every service's service-wide series from its request series, bucket
- * by bucket (start, environment, source partition; merged 60 s buckets alike): the merge of
- * the routes' buckets, with the largest source_offset — the state an owner would have built
- * from the same records. Returns 0 or an LMDB code (ENOMEM).
+ * Format 2 to 3: builds every service's request totals (AGG_PART_ALL; merged 60 s buckets
+ * into AGG_PART_MERGED ones) from its routes' buckets, and their series row. The minute
+ * totals are left out: a query merges the 10 s totals where a minute has none. Returns 0 or
+ * an LMDB code (ENOMEM).
  */
 static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint64_t *corrupt)
 {
@@ -314,9 +314,8 @@ static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint6
         if (!wanted) {
             continue;
         }
-        /* Its partition's service-wide bucket, and the cross-partition total (a merged 60 s
-         * bucket into the totals' 60 s one). The value is copied: the puts may move its
-         * page. */
+        /* Into its service's request total (a merged 60 s bucket into the totals' 60 s one).
+         * The value is copied: the puts may move its page. */
         uint32_t part = tc_be32_get(kd + 32);
         uint8_t key[BUCKET_KEY_LEN];
         memcpy(key, kd, sizeof(key));
@@ -326,12 +325,9 @@ static int migrate_v3(agg_store_t *self, MDB_txn *txn, uint64_t *nbuckets, uint6
             break;
         }
         memcpy(copy.mv_data, v.mv_data, v.mv_size);
-        mrc = migrate_bucket(self, txn, key, AGG_SERVICE_NAME, part, &copy, &acc, corrupt);
-        if (mrc == 0) {
-            mrc = migrate_bucket(self, txn, key, TOTAL_NAME,
-                                 part == AGG_PART_MERGED ? AGG_PART_MERGED : AGG_PART_ALL, &copy,
-                                 &acc, corrupt);
-        }
+        mrc = migrate_bucket(self, txn, key, TOTAL_NAME,
+                             part == AGG_PART_MERGED ? AGG_PART_MERGED : AGG_PART_ALL, &copy, &acc,
+                             corrupt);
         free(copy.mv_data);
         if (mrc != 0) {
             break;

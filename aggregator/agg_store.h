@@ -26,8 +26,8 @@
  * Databases (keys big-endian and fixed width, so ranges follow time; h() is XXH3-64):
  *   buckets     h(service) h(name) start h(environment) partition -> stored bucket
  *               (partition 0xffffffff: 60 s buckets merged after retention.raw;
- *               0xfffffffe: the service-wide series' buckets of every partition merged;
- *               0xfffffffd: those of one minute merged; both under h("$requests:total"))
+ *               under h("$requests:total"): a service's request totals, 0xfffffffe per
+ *               10 s, 0xfffffffd per minute)
  *   series      h(service) h(name) h(environment)   -> kind, first/last start, strings
  *   issues      h(service) h(issue id) partition    -> tocsin.v1.IssueState
  *   issue_index h(issue id) h(service)              -> (empty)
@@ -63,12 +63,13 @@
 typedef struct agg_store agg_store_t;
 
 #define AGG_PART_MERGED 0xffffffffu
-/* The service-wide series' 10 s buckets merged over every source partition (recomputed in
- * the transaction that changes one of them; never published; under the name hash of
- * "$requests:total"): what name=* reads. */
+/* A service's request totals: per 10 s, every request event of every route and source
+ * partition (under the name hash of "$requests:total"), kept in the transaction that changes
+ * a route's bucket — an owner adds each event it applies, a view state's arrival recomputes
+ * them from the routes' buckets; never published. What name=* reads. */
 #define AGG_PART_ALL 0xfffffffeu
-/* The same per minute (start aligned to 60 s): the merge of that minute's AGG_PART_ALL
- * entries, recomputed with them; a query uses it for whole minutes of its window. */
+/* The same per minute (start aligned to 60 s); a query uses it for whole minutes of its
+ * window. */
 #define AGG_PART_ALL_MINUTE 0xfffffffdu
 #define AGG_OWED_KEY_MAX 37 /* type byte + a bucket key */
 

@@ -80,6 +80,7 @@ typedef struct {
     uint32_t series; /* series entry, or UINT32_MAX for view states */
     bool dirty;
     bool owned; /* changed by an owned record: marked owed */
+    bool viewed; /* replaced by a view state: its service's request totals are recomputed */
     int64_t first_change;
     int64_t batch_offset; /* the record of this batch last applied here; -1 for none */
     agg_bucket_t b;
@@ -164,6 +165,11 @@ struct batch {
     uint64_t logs_bytes_delta;
     int64_t now_us;
     agg_batch_stats_t st_;
+    /* The request totals last added to (consecutive events mostly share them): their series
+     * and bucket entries. */
+    bool totals_valid;
+    int64_t totals_start;
+    uint32_t totals_si, totals_b10, totals_b60;
 };
 
 static size_t hkey(const uint8_t *key, size_t klen)
@@ -295,6 +301,7 @@ static void batch_reset(struct batch *b)
     arena_free(&b->arena);
     b->logs_bytes_delta = 0;
     memset(&b->st_, 0, sizeof(b->st_));
+    b->totals_valid = false;
 }
 
 /* ---- the commit context ---------------------------------------------------------------------- */
@@ -486,7 +493,7 @@ static int bucket_get(ctx_t *x, const uint8_t key[BUCKET_KEY_LEN], uint32_t seri
     bslot_t *sl = &b->b[b->nb];
     memcpy(sl->key, key, BUCKET_KEY_LEN);
     sl->series = series;
-    sl->dirty = sl->owned = false;
+    sl->dirty = sl->owned = sl->viewed = false;
     sl->first_change = 0;
     sl->batch_offset = -1;
     agg_bucket_reset(&sl->b);
@@ -925,36 +932,144 @@ static int apply_bucket(ctx_t *x, const agg_msg_t *m, uint32_t si, const agg_sam
     return 0;
 }
 
-/* The service-wide series AGG_SERVICE_NAME of a request event. A conflict there (a hash
- * collision or a corrupt value; the route's bucket is applied) is logged and counted. */
-static int apply_service(ctx_t *x, const agg_msg_t *m, const agg_sample_t *s, int64_t start,
-                         bool late, bool too_old, bool *covered)
+/* Merges the stored 10 s totals of the minute of `key` (an AGG_PART_ALL_MINUTE key) into
+ * `acc`. Returns 0, TC_ENOMEM or an LMDB code. */
+static int fill_minute(ctx_t *x, const uint8_t *key, agg_bucket_t *acc)
+{
+    uint8_t k10[BUCKET_KEY_LEN];
+    memcpy(k10, key, BUCKET_KEY_LEN);
+    int64_t minute = agg_unbiased(tc_be64_get(key + 16));
+    bool any = false;
+    for (int64_t t = minute; t < minute + AGG_ROLLUP_WIDTH_S; t += AGG_BUCKET_WIDTH_S) {
+        tc_be64_put(k10 + 16, agg_biased(t));
+        tc_be32_put(k10 + 32, AGG_PART_ALL);
+        MDB_val k = {BUCKET_KEY_LEN, k10}, v;
+        int mrc = mdb_get(x->txn, x->self->buckets, &k, &v);
+        if (mrc == MDB_NOTFOUND) {
+            continue;
+        }
+        if (mrc != 0) {
+            return mrc;
+        }
+        int rc = any ? agg_bucket_store_merge(acc, v.mv_data, v.mv_size)
+                     : agg_bucket_store_decode(v.mv_data, v.mv_size, acc);
+        if (rc == TC_ENOMEM) {
+            return rc;
+        }
+        if (rc != 0) {
+            x->b->st_.corrupt++;
+            continue;
+        }
+        any = true;
+    }
+    acc->width_s = AGG_ROLLUP_WIDTH_S;
+    return 0;
+}
+
+static bool str_same(agg_str_t a, agg_str_t b)
+{
+    return a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
+}
+
+/* Adds an event to the totals entries of the cache (see apply_totals). */
+static int add_totals(ctx_t *x, const agg_sample_t *s, int64_t start, bool late, bool too_old,
+                      uint32_t si, uint32_t b60, uint32_t b10)
+{
+    struct batch *b = x->b;
+    const uint32_t slots[2] = {b10, b60};
+    for (int i = 1; i >= 0; i--) {
+        bslot_t *bs = &b->b[slots[i]];
+        int rc = too_old ? agg_bucket_begin(&bs->b, s->kind, &x->self->slo)
+                         : agg_bucket_apply(&bs->b, s, &x->self->slo);
+        if (rc != 0) {
+            return rc; /* the kind was right when cached: only TC_ENOMEM */
+        }
+        if (late) {
+            bs->b.late += s->weight;
+        }
+        bs->dirty = true;
+    }
+    series_touch(x, si, start);
+    return 0;
+}
+
+/* Adds a request event that its route's bucket took to its service's totals of 10 s and
+ * of the minute (AGG_PART_ALL, AGG_PART_ALL_MINUTE). A conflict there (a hash collision or
+ * a corrupt value; the route's bucket is applied) is logged and counted. */
+static int apply_totals(ctx_t *x, const agg_sample_t *s, int64_t start, bool late, bool too_old)
 {
     static const agg_str_t name = {AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1};
     static tc_log_limit_t limit = TC_LOG_LIMIT_INIT(1, 60 * 1000000LL); /* commit thread */
     struct batch *b = x->b;
+    if (b->totals_valid && b->totals_start == start &&
+        str_same(b->s[b->totals_si].service, s->service) &&
+        str_same(b->s[b->totals_si].environment, s->environment)) {
+        return add_totals(x, s, start, late, too_old, b->totals_si, b->totals_b60,
+                          b->totals_b10);
+    }
+    b->totals_valid = false;
     uint32_t si = 0;
     int rc = series_get(x, s->service, s->environment, name, AGG_KIND_REQUESTS, &si);
     if (rc != 0) {
         return rc;
     }
     bool conflict = b->s[si].conflict != NULL;
-    if (!conflict) {
-        rc = apply_bucket(x, m, si, s, agg_h64(name.p, name.n), start, late, too_old, covered,
-                          &conflict);
+    uint32_t slots[2] = {0, 0};
+    const uint64_t hsvc = agg_h64(s->service.p, s->service.n);
+    const uint64_t henv = agg_h64(s->environment.p, s->environment.n);
+    const uint64_t htn = agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1);
+    /* The minute first: when it has no stored total yet (a store migrated from format 2),
+     * the total starts as the merge of the minute's stored 10 s totals, none of which this
+     * batch has changed yet (they are changed only after their minute's). */
+    for (int i = 1; i >= 0 && !conflict; i--) {
+        int64_t t = i ? agg_bucket_align(start * 1000000, AGG_ROLLUP_WIDTH_S) : start;
+        uint8_t key[BUCKET_KEY_LEN];
+        agg_bucket_key(key, hsvc, htn, t, henv, i ? AGG_PART_ALL_MINUTE : AGG_PART_ALL);
+        uint32_t bi = 0;
+        rc = bucket_get(x, key, si, &bi);
         if (rc != 0) {
             return rc;
+        }
+        slots[i] = bi;
+        bslot_t *bs = &b->b[bi];
+        if (i == 1 && bs->b.kind == AGG_KIND_NONE) {
+            rc = fill_minute(x, key, &bs->b);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        rc = too_old ? agg_bucket_begin(&bs->b, s->kind, &x->self->slo)
+                     : agg_bucket_apply(&bs->b, s, &x->self->slo);
+        if (rc == TC_EINVAL) {
+            conflict = true;
+            break;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (late) {
+            bs->b.late += s->weight;
+        }
+        bs->b.width_s = i ? AGG_ROLLUP_WIDTH_S : AGG_BUCKET_WIDTH_S;
+        bs->dirty = true; /* not owned: never published */
+        if (i == 0) {
+            series_touch(x, si, start);
         }
     }
     if (conflict) {
         if (tc_log_limit_allow(&limit, x->c->now_us, NULL)) {
             tc_log(TC_LOG_ERROR, "store.conflict",
-                   "the service-wide series of a service cannot be stored (hash collision or "
+                   "the request totals of a service cannot be stored (hash collision or "
                    "corrupt value); its * answers miss events");
         }
         b->st_.conflicts++;
-        *covered = true;
+        return 0;
     }
+    b->totals_valid = true;
+    b->totals_start = start;
+    b->totals_si = si;
+    b->totals_b60 = slots[1];
+    b->totals_b10 = slots[0];
     return 0;
 }
 
@@ -1025,15 +1140,13 @@ static int apply_one(ctx_t *x, const agg_msg_t *m, pslot_t *p, const ent_t *e,
         b->st_.conflicts++;
         return 0;
     }
-    if (s.kind == AGG_KIND_REQUESTS) {
-        /* The service-wide request series: every request event of the service, in the same
-         * transaction and with the same exactly-once check as its route's bucket. */
-        bool service_covered = true;
-        rc = apply_service(x, m, &s, start, late, too_old, &service_covered);
+    if (!covered && s.kind == AGG_KIND_REQUESTS) {
+        /* The service's request totals take what its route's bucket took, in the same
+         * transaction: exactly once like it. */
+        rc = apply_totals(x, &s, start, late, too_old);
         if (rc != 0) {
             return rc;
         }
-        covered = covered && service_covered;
     }
     bool issue_covered = true;
     if (ev.body == AGG_BODY_ERROR) {
@@ -1196,6 +1309,7 @@ static int view_bucket(ctx_t *x, agg_msg_t *m, agg_rollup_t *r)
         return rc;
     }
     bs->dirty = true;
+    bs->viewed = true;
     series_touch(x, si, r->start_s);
     m->result = AGG_MSG_APPLIED;
     b->st_.view_applied++;
@@ -1688,24 +1802,109 @@ static int write_minute_total(ctx_t *x, const uint8_t *p, agg_bucket_t *acc)
     return mrc;
 }
 
+/* Recomputes the 10 s request total of a service (key prefix `p`: service, TOTAL_NAME,
+ * start, environment) from the buckets of its routes, every source partition. Returns 0 or
+ * an LMDB code (ENOMEM). */
+static int recompute_total(ctx_t *x, const uint8_t *p, agg_bucket_t *acc)
+{
+    agg_store_t *self = x->self;
+    const size_t plen = BUCKET_KEY_LEN - 4;
+    const uint64_t hsn = agg_h64(AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1);
+    const uint64_t htn = agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1);
+    uint64_t henv = tc_be64_get(p + 24);
+    agg_bucket_reset(acc);
+    bool any = false;
+    MDB_cursor *sc = NULL, *bc = NULL;
+    int mrc = mdb_cursor_open(x->txn, self->series, &sc);
+    if (mrc == 0) {
+        mrc = mdb_cursor_open(x->txn, self->buckets, &bc);
+    }
+    MDB_val sk = {8, (void *)p}, sv;
+    int src = mrc == 0 ? mdb_cursor_get(sc, &sk, &sv, MDB_SET_RANGE) : mrc;
+    for (; src == 0; src = mdb_cursor_get(sc, &sk, &sv, MDB_NEXT)) {
+        const uint8_t *k = sk.mv_data;
+        if (sk.mv_size != SERIES_KEY_LEN || memcmp(k, p, 8) != 0) {
+            break;
+        }
+        uint64_t hname = tc_be64_get(k + 8);
+        const uint8_t *v = sv.mv_data;
+        if (tc_be64_get(k + 16) != henv || hname == hsn || hname == htn ||
+            sv.mv_size < SERIES_HEADER_LEN || v[1] != AGG_KIND_REQUESTS) {
+            continue;
+        }
+        uint8_t lo[BUCKET_KEY_LEN];
+        memcpy(lo, p, plen);
+        tc_be64_put(lo + 8, hname);
+        tc_be32_put(lo + plen, 0);
+        MDB_val bk = {BUCKET_KEY_LEN, lo}, bv;
+        int brc = mdb_cursor_get(bc, &bk, &bv, MDB_SET_RANGE);
+        for (; brc == 0; brc = mdb_cursor_get(bc, &bk, &bv, MDB_NEXT)) {
+            const uint8_t *kd = bk.mv_data;
+            if (bk.mv_size != BUCKET_KEY_LEN || memcmp(kd, lo, plen) != 0) {
+                break;
+            }
+            int rc = any ? agg_bucket_store_merge(acc, bv.mv_data, bv.mv_size)
+                         : agg_bucket_store_decode(bv.mv_data, bv.mv_size, acc);
+            if (rc == TC_ENOMEM) {
+                brc = ENOMEM;
+                break;
+            }
+            if (rc != 0) {
+                x->b->st_.corrupt++;
+                continue;
+            }
+            any = true;
+        }
+        if (brc != 0 && brc != MDB_NOTFOUND) {
+            src = brc;
+            break;
+        }
+    }
+    if (src != 0 && src != MDB_NOTFOUND) {
+        mrc = src;
+    }
+    if (bc) {
+        mdb_cursor_close(bc);
+    }
+    if (sc) {
+        mdb_cursor_close(sc);
+    }
+    if (mrc != 0) {
+        return mrc;
+    }
+    uint8_t key[BUCKET_KEY_LEN];
+    memcpy(key, p, plen);
+    tc_be32_put(key + plen, AGG_PART_ALL);
+    MDB_val ak = {BUCKET_KEY_LEN, key};
+    if (!any) {
+        mrc = mdb_del(x->txn, self->buckets, &ak, NULL);
+        return mrc == MDB_NOTFOUND ? 0 : mrc;
+    }
+    acc->width_s = AGG_BUCKET_WIDTH_S;
+    MDB_val av = {agg_bucket_store_size(acc), NULL};
+    mrc = mdb_put(x->txn, self->buckets, &ak, &av, MDB_RESERVE);
+    if (mrc == 0) {
+        agg_bucket_store_encode(acc, av.mv_data);
+    }
+    return mrc;
+}
+
 /*
- * Recomputes the cross-partition entries (AGG_PART_ALL) of the service-wide buckets this
- * batch changed, after they were written: each is the merge of that bucket's states of
- * every source partition, so that name=* reads one value per 10 s whatever the number of
- * routes and partitions; then the minute totals of those buckets. A corrupt stored state is
- * left out and counted.
+ * After the buckets were written: the request totals of the (service, start, environment)
+ * whose route buckets a view state replaced in this batch are recomputed from the routes'
+ * buckets (a state replaces another, so the totals cannot just add it), then their minute
+ * totals. The owners' events were added to the totals as they were applied. A corrupt stored
+ * value is left out and counted.
  */
 static int write_service_totals(ctx_t *x)
 {
-    agg_store_t *self = x->self;
     struct batch *b = x->b;
     const size_t plen = BUCKET_KEY_LEN - 4; /* service, name, start, environment */
     const uint64_t hsn = agg_h64(AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1);
+    const uint64_t htn = agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1);
     size_t n = 0;
     for (size_t i = 0; i < b->nb; i++) {
-        const uint8_t *k = b->b[i].key;
-        n += b->b[i].dirty && tc_be64_get(k + 8) == hsn &&
-             tc_be32_get(k + plen) < AGG_PART_ALL_MINUTE;
+        n += b->b[i].viewed;
     }
     if (n == 0) {
         return 0;
@@ -1716,70 +1915,40 @@ static int write_service_totals(ctx_t *x)
     }
     n = 0;
     for (size_t i = 0; i < b->nb; i++) {
-        const uint8_t *k = b->b[i].key;
-        if (b->b[i].dirty && tc_be64_get(k + 8) == hsn &&
-            tc_be32_get(k + plen) < AGG_PART_ALL_MINUTE) {
-            memcpy(pre + n++ * plen, k, plen);
+        const bslot_t *sl = &b->b[i];
+        uint64_t hname = tc_be64_get(sl->key + 8);
+        if (!sl->viewed || sl->series >= b->ns || b->s[sl->series].kind != AGG_KIND_REQUESTS ||
+            hname == hsn || hname == htn) {
+            continue;
+        }
+        uint8_t *p = pre + n++ * plen;
+        memcpy(p, sl->key, plen);
+        tc_be64_put(p + 8, htn);
+        /* The totals' series row, for a view that applies no event of the service. */
+        static const agg_str_t name = {AGG_SERVICE_NAME, sizeof(AGG_SERVICE_NAME) - 1};
+        agg_str_t svc = b->s[sl->series].service, env = b->s[sl->series].environment;
+        int64_t start = agg_unbiased(tc_be64_get(sl->key + 16));
+        uint32_t si = 0;
+        int rc = series_get(x, svc, env, name, AGG_KIND_REQUESTS, &si);
+        if (rc != 0) {
+            free(pre);
+            return rc;
+        }
+        if (!b->s[si].conflict) {
+            series_touch(x, si, start);
         }
     }
     qsort(pre, n, plen, cmp_prefix);
     agg_bucket_t acc;
     agg_bucket_init(&acc);
-    MDB_cursor *cur = NULL;
-    int mrc = mdb_cursor_open(x->txn, self->buckets, &cur);
+    int mrc = 0;
     for (size_t i = 0; mrc == 0 && i < n; i++) {
         const uint8_t *p = pre + i * plen;
-        if (i > 0 && memcmp(p, p - plen, plen) == 0) {
-            continue;
-        }
-        uint8_t key[BUCKET_KEY_LEN];
-        memcpy(key, p, plen);
-        tc_be32_put(key + plen, 0);
-        agg_bucket_reset(&acc);
-        bool any = false;
-        MDB_val k = {BUCKET_KEY_LEN, key}, v;
-        int grc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        for (; grc == 0; grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            const uint8_t *kd = k.mv_data;
-            if (k.mv_size != BUCKET_KEY_LEN || memcmp(kd, p, plen) != 0 ||
-                tc_be32_get(kd + plen) >= AGG_PART_ALL_MINUTE) {
-                break;
-            }
-            int rc = any ? agg_bucket_store_merge(&acc, v.mv_data, v.mv_size)
-                         : agg_bucket_store_decode(v.mv_data, v.mv_size, &acc);
-            if (rc == TC_ENOMEM) {
-                grc = ENOMEM;
-                break;
-            }
-            if (rc != 0) {
-                b->st_.corrupt++;
-                continue;
-            }
-            any = true;
-        }
-        if (grc != 0 && grc != MDB_NOTFOUND) {
-            mrc = grc;
-            break;
-        }
-        tc_be32_put(key + plen, AGG_PART_ALL);
-        tc_be64_put(key + 8, agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1));
-        MDB_val ak = {BUCKET_KEY_LEN, key};
-        if (!any) {
-            mrc = mdb_del(x->txn, self->buckets, &ak, NULL);
-            mrc = mrc == MDB_NOTFOUND ? 0 : mrc;
-            continue;
-        }
-        size_t sz = agg_bucket_store_size(&acc);
-        MDB_val av = {sz, NULL};
-        mrc = mdb_put(x->txn, self->buckets, &ak, &av, MDB_RESERVE);
-        if (mrc == 0) {
-            agg_bucket_store_encode(&acc, av.mv_data);
+        if (i == 0 || memcmp(p, p - plen, plen) != 0) {
+            mrc = recompute_total(x, p, &acc);
         }
     }
-    if (cur) {
-        mdb_cursor_close(cur);
-    }
-    /* Then the minutes they belong to (AGG_PART_ALL_MINUTE). */
+    /* Then the minutes they belong to. */
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = pre + i * plen;
         int64_t start = agg_unbiased(tc_be64_get(p + 16));
@@ -1788,14 +1957,36 @@ static int write_service_totals(ctx_t *x)
     qsort(pre, n, plen, cmp_prefix);
     for (size_t i = 0; mrc == 0 && i < n; i++) {
         const uint8_t *p = pre + i * plen;
-        if (i > 0 && memcmp(p, p - plen, plen) == 0) {
-            continue;
+        if (i == 0 || memcmp(p, p - plen, plen) != 0) {
+            mrc = write_minute_total(x, p, &acc);
         }
-        mrc = write_minute_total(x, p, &acc);
     }
     agg_bucket_fini(&acc);
     free(pre);
     return mrc == ENOMEM ? TC_ENOMEM : mrc;
+}
+
+/* Writes the batch's changed series rows (once: a written row is no longer dirty). */
+static int write_series(ctx_t *x)
+{
+    struct batch *b = x->b;
+    for (size_t i = 0; i < b->ns; i++) {
+        sslot_t *sl = &b->s[i];
+        if (!sl->dirty || sl->conflict || sl->first_s > sl->last_s) {
+            continue;
+        }
+        uint8_t buf[SERIES_VALUE_MAX];
+        MDB_val k = {SERIES_KEY_LEN, sl->key};
+        MDB_val v = {agg_series_encode(buf, sl->kind, sl->first_s, sl->last_s, sl->service,
+                                       sl->environment, sl->name),
+                     buf};
+        int mrc = mdb_put(x->txn, x->self->series, &k, &v, 0);
+        if (mrc != 0) {
+            return mrc;
+        }
+        sl->dirty = false;
+    }
+    return 0;
 }
 
 static int write_results(ctx_t *x)
@@ -1828,24 +2019,16 @@ static int write_results(ctx_t *x)
         }
         b->st_.states_written++;
     }
-    int trc = write_service_totals(x);
+    /* The series rows, then the totals (which read them and may add their own row). */
+    int trc = write_series(x);
+    if (trc == 0) {
+        trc = write_service_totals(x);
+    }
+    if (trc == 0) {
+        trc = write_series(x);
+    }
     if (trc != 0) {
         return trc;
-    }
-    for (size_t i = 0; i < b->ns; i++) {
-        sslot_t *sl = &b->s[i];
-        if (!sl->dirty || sl->conflict || sl->first_s > sl->last_s) {
-            continue;
-        }
-        uint8_t buf[SERIES_VALUE_MAX];
-        MDB_val k = {SERIES_KEY_LEN, sl->key};
-        MDB_val v = {agg_series_encode(buf, sl->kind, sl->first_s, sl->last_s, sl->service,
-                                       sl->environment, sl->name),
-                     buf};
-        int mrc = mdb_put(x->txn, self->series, &k, &v, 0);
-        if (mrc != 0) {
-            return mrc;
-        }
     }
     for (size_t i = 0; i < b->ni; i++) {
         islot_t *sl = &b->i[i];

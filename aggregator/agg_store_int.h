@@ -33,9 +33,9 @@
  * when opened. */
 #define FORMAT_VERSION 3
 #define FORMAT_VERSION_V2 2
-/* The key name of the service-wide series' cross-partition totals (AGG_PART_ALL, _MINUTE,
- * and AGG_PART_MERGED once rolled up): a key prefix of their own, so that name=* walks only
- * them; they have no series row (the service-wide series' row stands for them). */
+/* The key name of a service's request totals (AGG_PART_ALL, _MINUTE, and AGG_PART_MERGED
+ * once rolled up): a key prefix of their own, so that name=* walks only them. Their series
+ * row is that of AGG_SERVICE_NAME. */
 #define TOTAL_NAME "$requests:total"
 #define SERIES_VALUE_VERSION 1
 #define SERIES_HEADER_LEN 18

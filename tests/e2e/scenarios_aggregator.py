@@ -84,6 +84,13 @@ def check_totals(agg, truth):
               f"{agg.name} {svc}: {r['errors']} failed requests, sent {t['request_errors']}")
         check(e["count"] == t["errors"],
               f"{agg.name} {svc}: {e['count']} errors, sent {t['errors']} unique")
+        # name=* is answered from the service's request totals: the same as its routes'.
+        routes = [query(agg, svc, route) for route in ("/a", "/b", "/c")]
+        check(sum(x["count"] for x in routes) == r["count"] and
+              sum(x["errors"] for x in routes) == r["errors"] and
+              sum(x["late"] for x in routes) == r["late"],
+              f"{agg.name} {svc}: * {r['count']}/{r['errors']}/{r['late']} is not the sum of its "
+              f"routes {[(x['count'], x['errors'], x['late']) for x in routes]}")
 
 
 def split(*aggs):
