@@ -5,8 +5,8 @@
  *           holds 31 days (--days) of one service's request series, each route in a source
  *           partition of its own: the last day in 10 s buckets, the rest rolled up to 1 min
  *           by retention (as the daemon keeps it), for one named series and for "*" over all
- *           of them (read from the service-wide series); the store read, the merge and the
- *           JSON. "* by routes" answers "*" as before the service-wide series: every route
+ *           of them (read from the service's request totals); the store read, the merge and
+ *           the JSON. "* by routes" answers "*" as before the service-wide series: every route
  *           queried and merged.
  *   quantile relative error of Tocsin's sketch next to Prometheus' histogram_quantile over
  *           its default buckets (.005 .. 10 s, linear interpolation inside a bucket), on the
@@ -172,9 +172,9 @@ static void fill_bucket(agg_bucket_t *b, int n, const agg_slo_t *slo)
 }
 
 /* Writes `days` days of 10 s buckets of `nroutes` series (route r in source partition r)
- * through the view, as rollups, with the service-wide states an owner publishes beside them
- * (each partition's: here its one route's bucket), then lets retention roll everything older
- * than a day up to 1 min. */
+ * through the view, as rollups (the view builds the service's request totals from them, as
+ * it does from other owners' states), then lets retention roll everything older than a day
+ * up to 1 min. */
 static int build_store(agg_store_t *st, int nroutes, int days, int64_t now_s)
 {
     agg_slo_t slo;
@@ -199,23 +199,20 @@ static int build_store(agg_store_t *st, int nroutes, int days, int64_t now_s)
         for (int r = 0; r < nroutes; r++) {
             agg_bucket_t *b = &tmpl[(t / 10 + r) % TEMPLATES];
             b->source_offset = ++offset;
-            for (int wide = 0; wide < 2; wide++) {
-                agg_series_id_t id = {"checkout", "production",
-                                      wide ? AGG_SERVICE_NAME : routes[r]};
-                size_t len = 0;
-                if (agg_bucket_rollup_encode(&id, t, b, (uint32_t)r, false, "bench", &vals[n],
-                                             &len) != 0) {
-                    return TC_ENOMEM;
-                }
-                memset(&msgs[n], 0, sizeof(msgs[n]));
-                msgs[n].partition = 0;
-                msgs[n].offset = 2 * (offset - 1) + wide;
-                msgs[n].value = vals[n];
-                msgs[n].len = len;
-                msgs[n].format = AGG_FORMAT_EVENT;
-                n++;
+            agg_series_id_t id = {"checkout", "production", routes[r]};
+            size_t len = 0;
+            if (agg_bucket_rollup_encode(&id, t, b, (uint32_t)r, false, "bench", &vals[n], &len) !=
+                0) {
+                return TC_ENOMEM;
             }
-            if (n + 2 > CHUNK || (r == nroutes - 1 && t + AGG_BUCKET_WIDTH_S > last)) {
+            memset(&msgs[n], 0, sizeof(msgs[n]));
+            msgs[n].partition = 0;
+            msgs[n].offset = offset - 1;
+            msgs[n].value = vals[n];
+            msgs[n].len = len;
+            msgs[n].format = AGG_FORMAT_EVENT;
+            n++;
+            if (n == CHUNK || (r == nroutes - 1 && t + AGG_BUCKET_WIDTH_S > last)) {
                 agg_commit_t c = {.events_topic = "tocsin.events",
                                   .rollups_topic = "tocsin.rollups",
                                   .rollups = msgs,
@@ -250,8 +247,8 @@ static int build_store(agg_store_t *st, int nroutes, int days, int64_t now_s)
         }
         work += w;
     }
-    printf("store: %ld rollups of 10 s buckets written through the view (%d routes and the "
-           "service-wide series), %ld entries rolled up or deleted; %.1f MiB used\n",
+    printf("store: %ld rollups of 10 s buckets written through the view (%d routes), %ld "
+           "entries rolled up or deleted; %.1f MiB used\n",
            total, nroutes, work, (double)agg_store_used_bytes(st) / (1024.0 * 1024.0));
     return 0;
 }
