@@ -933,8 +933,9 @@ static int apply_bucket(ctx_t *x, const agg_msg_t *m, uint32_t si, const agg_sam
 }
 
 /* Merges the stored 10 s totals of the minute of `key` (an AGG_PART_ALL_MINUTE key) into
- * `acc`. Returns 0, TC_ENOMEM or an LMDB code. */
-static int fill_minute(ctx_t *x, const uint8_t *key, agg_bucket_t *acc)
+ * `acc` (the first one found replaces what `acc` held); *found (if not NULL) says whether
+ * there was any. Returns 0, TC_ENOMEM or an LMDB code. */
+static int fill_minute(ctx_t *x, const uint8_t *key, agg_bucket_t *acc, bool *found)
 {
     uint8_t k10[BUCKET_KEY_LEN];
     memcpy(k10, key, BUCKET_KEY_LEN);
@@ -963,6 +964,9 @@ static int fill_minute(ctx_t *x, const uint8_t *key, agg_bucket_t *acc)
         any = true;
     }
     acc->width_s = AGG_ROLLUP_WIDTH_S;
+    if (found) {
+        *found = any;
+    }
     return 0;
 }
 
@@ -1033,7 +1037,7 @@ static int apply_totals(ctx_t *x, const agg_sample_t *s, int64_t start, bool lat
         slots[i] = bi;
         bslot_t *bs = &b->b[bi];
         if (i == 1 && bs->b.kind == AGG_KIND_NONE) {
-            rc = fill_minute(x, key, &bs->b);
+            rc = fill_minute(x, key, &bs->b, NULL);
             if (rc != 0) {
                 return rc;
             }
@@ -1758,36 +1762,16 @@ static int cmp_prefix(const void *a, const void *b)
 static int write_minute_total(ctx_t *x, const uint8_t *p, agg_bucket_t *acc)
 {
     const size_t plen = BUCKET_KEY_LEN - 4;
-    int64_t minute = agg_unbiased(tc_be64_get(p + 16));
     uint8_t key[BUCKET_KEY_LEN];
     memcpy(key, p, plen);
     tc_be64_put(key + 8, agg_h64(TOTAL_NAME, sizeof(TOTAL_NAME) - 1));
     agg_bucket_reset(acc);
     bool any = false;
-    for (int64_t t = minute; t < minute + AGG_ROLLUP_WIDTH_S; t += AGG_BUCKET_WIDTH_S) {
-        tc_be64_put(key + 16, agg_biased(t));
-        tc_be32_put(key + plen, AGG_PART_ALL);
-        MDB_val k = {BUCKET_KEY_LEN, key}, v;
-        int mrc = mdb_get(x->txn, x->self->buckets, &k, &v);
-        if (mrc == MDB_NOTFOUND) {
-            continue;
-        }
-        if (mrc != 0) {
-            return mrc;
-        }
-        int rc = any ? agg_bucket_store_merge(acc, v.mv_data, v.mv_size)
-                     : agg_bucket_store_decode(v.mv_data, v.mv_size, acc);
-        if (rc == TC_ENOMEM) {
-            return ENOMEM;
-        }
-        if (rc != 0) {
-            x->b->st_.corrupt++;
-            continue;
-        }
-        any = true;
-    }
-    tc_be64_put(key + 16, agg_biased(minute));
     tc_be32_put(key + plen, AGG_PART_ALL_MINUTE);
+    int rc = fill_minute(x, key, acc, &any);
+    if (rc != 0) {
+        return rc == TC_ENOMEM ? ENOMEM : rc;
+    }
     MDB_val mk = {BUCKET_KEY_LEN, key};
     if (!any) {
         int mrc = mdb_del(x->txn, x->self->buckets, &mk, NULL);
