@@ -142,27 +142,16 @@ static void finish_record(col_records_t *r, size_t total)
 int col_records_add_event(col_records_t *r, col_topic_t topic, const void *key, size_t key_len,
                           const Tocsin__V1__Event *ev)
 {
-    assert(r && ev && (key || key_len == 0) && topic < COL_TOPIC_COUNT);
-    if (key_len > COL_RECORD_KEY_MAX) {
-        return TC_EINVAL;
-    }
+    assert(r && ev);
     size_t value_len = tocsin__v1__event__get_packed_size(ev);
-    if (value_len > UINT32_MAX) {
-        return TC_EINVAL;
+    uint8_t *value = NULL;
+    int rc = col_records_reserve(r, topic, COL_FORMAT_EVENT, key, key_len, value_len, &value);
+    if (rc != 0) {
+        return rc;
     }
-    size_t total = COL_RECORD_HEADER + key_len + value_len;
-    if (reserve(r, total) != 0) {
-        return TC_ENOMEM;
-    }
-    put_record_header(r, topic, COL_FORMAT_EVENT, key_len, value_len);
-    uint8_t *p = r->data + r->len + COL_RECORD_HEADER;
-    if (key_len) {
-        memcpy(p, key, key_len);
-    }
-    size_t packed = tocsin__v1__event__pack(ev, p + key_len);
+    size_t packed = tocsin__v1__event__pack(ev, value);
     assert(packed == value_len);
     (void)packed;
-    finish_record(r, total);
     return 0;
 }
 
