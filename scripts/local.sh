@@ -14,10 +14,12 @@ mkdir -p "$run/data"
 
 pids=()
 names=()
+# Each process gets a session of its own: Ctrl-C reaches only this script, which stops them
+# in the reverse order of their start (the bus last, so the daemons can still flush to it).
 start() { # name, then the command
     local name=$1
     shift
-    "$@" >>"$run/$name.log" 2>&1 &
+    setsid "$@" >>"$run/$name.log" 2>&1 &
     pids+=($!)
     names+=("$name")
 }
